@@ -1,0 +1,57 @@
+/**
+ * Session-ownership and session-scoped cancellation for MCP servers that speak
+ * Streamable HTTP.
+ *
+ * - {@linkcode SessionOwnerRegistry} binds each `Mcp-Session-Id` to the
+ *   fingerprint of the principal that created it, so nobody else can attach
+ *   to its stream, post into it, or terminate it.
+ * - {@linkcode CancellationRegistry} tracks in-flight requests by
+ *   `(sessionId, requestId)` and cancels them only for the same session.
+ *
+ * Both registries keep their state in a dedicated Web Worker that applies
+ * operations one at a time (an actor); the classes here are thin async
+ * facades over it.
+ *
+ * @example Quick start
+ * ```ts
+ * import { CancellationRegistry, fingerprint, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry();
+ * await using cancels = new CancellationRegistry();
+ *
+ * const alice = await fingerprint("Bearer alice-token");
+ * console.log(await owners.bind("session-1", alice)); // "bound"
+ *
+ * const reg = await cancels.register("session-1", 1);
+ * console.log(await cancels.cancel("session-2", 1)); // false
+ * console.log(await cancels.cancel("session-1", 1)); // true
+ * console.log(reg?.signal.aborted); // true
+ * ```
+ *
+ * @module
+ */
+
+export { SessionOwnerRegistry } from "./src/session_owner_registry.ts";
+export type {
+  AttachOptions,
+  BindResult,
+  OwnerStats,
+  SessionOwnerRegistryOptions,
+} from "./src/session_owner_registry.ts";
+export { CancellationRegistry } from "./src/cancellation_registry.ts";
+export type {
+  CancellationRegistryOptions,
+  CancelStats,
+  Registration,
+} from "./src/cancellation_registry.ts";
+export type { RegistryOptions } from "./src/registry_options.ts";
+export { memoryStore, type RegistryStore } from "./src/store.ts";
+export { fingerprint, type FingerprintOptions } from "./src/fingerprint.ts";
+export { sanitizeSessionId } from "./src/validate.ts";
+export {
+  InvalidInputError,
+  RegistryClosedError,
+  RegistryError,
+  RegistryUnavailableError,
+  RequestCancelledError,
+} from "./src/errors.ts";

@@ -1,0 +1,258 @@
+/**
+ * The caller's side of the worker actor: queues calls, sends each tick's calls
+ * as one batch, matches replies by id, and handles the worker's death.
+ *
+ * - Calls made in one tick travel as one `batch` message and are applied in
+ *   call order (a microtask flush), so a facade behaves exactly like one
+ *   object guarded by a mutex.
+ * - If the worker crashes, is terminated, or stops answering for
+ *   `callTimeoutMs`, every pending call rejects with
+ *   `RegistryUnavailableError` and the next call starts a fresh worker.
+ * - `close()` flushes queued calls, lets the worker close its store, then
+ *   terminates it; later calls reject with `RegistryClosedError`.
+ *
+ * @module
+ */
+
+import {
+  fromWireError,
+  RegistryClosedError,
+  RegistryUnavailableError,
+  type WireError,
+} from "./errors.ts";
+import { type AbortEvent, ARITY, type FromWorker, type InitMessage } from "./protocol.ts";
+
+/** Settings of an {@linkcode ActorClient}. */
+export interface ActorClientOptions {
+  /** Name used in error messages, e.g. `SessionOwnerRegistry`. */
+  name: string;
+  /** What the worker hosts. */
+  init: InitMessage;
+  /** The worker module (tests substitute a fixture). Defaults to `./worker.ts`. */
+  workerUrl?: URL;
+  /** Reject pending calls and restart when a batch gets no answer for this long. */
+  callTimeoutMs: number;
+  /** Send each tick's calls as one message (default) or every call on its own. */
+  batching: boolean;
+  /** Called after a fresh worker started, before queued calls are sent. */
+  onSpawn?: (restart: boolean) => void;
+  /** Abort events pushed by the store. */
+  onEvent?: (event: AbortEvent) => void;
+}
+
+interface Pending {
+  resolve: ((value: unknown) => void)[];
+  reject: ((reason: unknown) => void)[];
+  sentAt: number;
+}
+
+type Settler = (value: unknown) => void;
+
+const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
+
+/** Sends registry operations to a worker and awaits their results. */
+export class ActorClient {
+  readonly #opts: ActorClientOptions;
+  #worker: Worker | null = null;
+  #everStarted = false;
+  #restarts = 0;
+  #closed = false;
+  #closing: Promise<void> | null = null;
+  #nextId = 1;
+  #ops: number[] = [];
+  #args: unknown[] = [];
+  #resolve: Settler[] = [];
+  #reject: Settler[] = [];
+  #scheduled = false;
+  readonly #pending = new Map<number, Pending>();
+  #closeWaiter: (() => void) | null = null;
+  #watchdog: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(options: ActorClientOptions) {
+    this.#opts = options;
+  }
+
+  /** Workers started after the first one (each restart lost the worker's state). */
+  get restarts(): number {
+    return this.#restarts;
+  }
+
+  /** The live worker, if any (for tests that simulate a crash). */
+  get worker(): Worker | null {
+    return this.#worker;
+  }
+
+  /** True once `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /**
+   * Queues one operation. `a`, `b`, `c` are its arguments; how many are sent
+   * is fixed by the opcode's arity.
+   */
+  call<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
+    if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
+    if (this.#worker === null) this.#spawn();
+    const arity = ARITY[op];
+    this.#ops.push(op);
+    if (arity > 0) this.#args.push(a);
+    if (arity > 1) this.#args.push(b);
+    if (arity > 2) this.#args.push(c);
+    const promise = new Promise<T>((resolve, reject) => {
+      this.#resolve.push(resolve as Settler);
+      this.#reject.push(reject);
+    });
+    if (!this.#opts.batching) this.#flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(this.#flush);
+    }
+    return promise;
+  }
+
+  /** Flushes queued calls, closes the worker's store and stops the worker. */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#closed = true;
+    this.#closing = this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#flush();
+    const worker = this.#worker;
+    if (worker === null) return;
+    const done = new Promise<void>((resolve) => this.#closeWaiter = resolve);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.#opts.callTimeoutMs);
+    });
+    worker.postMessage({ kind: "close", id: 0 });
+    await Promise.race([done, timeout]);
+    clearTimeout(timer);
+    this.#die("registry closed", new RegistryClosedError(this.#opts.name));
+  }
+
+  #spawn(): void {
+    const worker = new Worker(this.#opts.workerUrl ?? DEFAULT_WORKER_URL, { type: "module" });
+    worker.onmessage = (event: MessageEvent<FromWorker>) => this.#onMessage(event.data);
+    worker.onerror = (event: ErrorEvent) => {
+      event.preventDefault();
+      if (this.#worker === worker) this.#die(`worker crashed: ${event.message}`);
+    };
+    worker.onmessageerror = () => {
+      if (this.#worker === worker) this.#die("worker sent an unreadable message");
+    };
+    this.#worker = worker;
+    worker.postMessage(this.#opts.init);
+    const restart = this.#everStarted;
+    if (restart) this.#restarts++;
+    this.#everStarted = true;
+    this.#opts.onSpawn?.(restart);
+  }
+
+  #flush = (): void => {
+    this.#scheduled = false;
+    if (this.#ops.length === 0) return;
+    const id = this.#nextId++;
+    const message = { kind: "batch", id, ops: this.#ops, args: this.#args };
+    this.#pending.set(id, {
+      resolve: this.#resolve,
+      reject: this.#reject,
+      sentAt: performance.now(),
+    });
+    this.#ops = [];
+    this.#args = [];
+    this.#resolve = [];
+    this.#reject = [];
+    try {
+      this.#worker!.postMessage(message);
+    } catch (err) {
+      // An argument structured clone cannot copy (a function, a symbol): fail this batch only.
+      this.#settleFailure(id, { name: "InvalidInputError", message: String(err) });
+      return;
+    }
+    this.#armWatchdog();
+  };
+
+  #onMessage(message: FromWorker): void {
+    switch (message?.kind) {
+      case "reply": {
+        const pending = this.#pending.get(message.id);
+        if (pending === undefined) return;
+        this.#pending.delete(message.id);
+        const { resolve } = pending;
+        const results = message.results;
+        for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
+        break;
+      }
+      case "fail":
+        if (message.id === null) return; // not ours to settle (a malformed message)
+        this.#settleFailure(message.id, message.error);
+        break;
+      case "abort":
+        this.#opts.onEvent?.(message);
+        return;
+      case "closed":
+        this.#closeWaiter?.();
+        return;
+    }
+    if (this.#pending.size === 0) this.#disarmWatchdog();
+  }
+
+  #settleFailure(id: number, wire: WireError): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    const error = fromWireError(wire);
+    for (const reject of pending.reject) reject(error);
+  }
+
+  #armWatchdog(): void {
+    if (this.#watchdog !== undefined) return;
+    this.#watchdog = setTimeout(this.#checkWatchdog, this.#opts.callTimeoutMs);
+  }
+
+  #disarmWatchdog(): void {
+    if (this.#watchdog === undefined) return;
+    clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+  }
+
+  #checkWatchdog = (): void => {
+    this.#watchdog = undefined;
+    const oldest = this.#pending.values().next().value;
+    if (oldest === undefined) return;
+    const age = performance.now() - oldest.sentAt;
+    if (age >= this.#opts.callTimeoutMs) {
+      this.#die(`worker did not answer within ${this.#opts.callTimeoutMs} ms`);
+    } else {
+      this.#watchdog = setTimeout(this.#checkWatchdog, this.#opts.callTimeoutMs - age);
+    }
+  };
+
+  /** Stops the worker and rejects everything in flight; the next call respawns. */
+  #die(
+    reason: string,
+    error: Error = new RegistryUnavailableError(
+      `${this.#opts.name} unavailable: ${reason}`,
+    ),
+  ): void {
+    this.#disarmWatchdog();
+    const worker = this.#worker;
+    this.#worker = null;
+    worker?.terminate();
+    for (const pending of this.#pending.values()) {
+      for (const reject of pending.reject) reject(error);
+    }
+    this.#pending.clear();
+    // Calls queued but not yet sent belong to the dead worker's era as well.
+    const queued = this.#reject;
+    this.#ops = [];
+    this.#args = [];
+    this.#resolve = [];
+    this.#reject = [];
+    for (const reject of queued) reject(error);
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * {@linkcode CancellationRegistry}: in-flight cancellable requests, scoped to
+ * the session that started them.
+ *
+ * @module
+ */
+
+import type { ActorClient } from "./actor_client.ts";
+import type { CancelStats } from "./cancel_table.ts";
+import { RequestCancelledError } from "./errors.ts";
+import { type AbortEvent, Op } from "./protocol.ts";
+import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
+import { checkCount } from "./validate.ts";
+
+export type { CancelStats } from "./cancel_table.ts";
+
+/** Options of {@linkcode CancellationRegistry}. */
+export interface CancellationRegistryOptions extends RegistryOptions {
+  /**
+   * Most requests tracked at once (default 100,000). Beyond it `register`
+   * answers `null` and the request runs uncancellable.
+   */
+  maxEntries?: number;
+}
+
+/** What {@linkcode CancellationRegistry.register} hands back. */
+export interface Registration {
+  /** Opaque token; pass it to `deregister` when the request finishes. */
+  entryId: string;
+  /** Aborted when the request is cancelled; `reason` says why. */
+  signal: AbortSignal;
+}
+
+interface Local {
+  controller: AbortController;
+  sessionId: string;
+  requestId: string | number;
+}
+
+/**
+ * Tracks in-flight requests by `(sessionId, requestId)` so a
+ * `notifications/cancelled` can abort them, but only from the same session:
+ * a caller who guesses another session's request ids cancels nothing.
+ *
+ * The key table lives in the registry's worker; the `AbortController`s stay
+ * on the caller's side, keyed by entry id.
+ *
+ * @example Register, cancel from the same session, deregister
+ * ```ts
+ * import { CancellationRegistry } from "@mcp-guard/session";
+ *
+ * await using cancels = new CancellationRegistry();
+ * const reg = await cancels.register("session-a", 1);
+ * if (reg === null) throw new Error("not cancellable");
+ *
+ * console.log(await cancels.cancel("session-b", 1)); // false: other session
+ * console.log(await cancels.cancel("session-a", 1, "user hit stop")); // true
+ * console.log(reg.signal.aborted, reg.signal.reason); // true "user hit stop"
+ * await cancels.deregister(reg.entryId);
+ * ```
+ */
+export class CancellationRegistry implements AsyncDisposable {
+  readonly #client: ActorClient;
+  readonly #local = new Map<string, Local>();
+  readonly #prefix: string;
+  #next = 0;
+
+  /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
+  constructor(options: CancellationRegistryOptions = {}) {
+    const maxEntries = checkCount("maxEntries", options.maxEntries ?? 100_000, 1);
+    this.#prefix = crypto.randomUUID();
+    this.#client = makeClient("CancellationRegistry", options, {
+      registry: "cancel",
+      options: { maxEntries },
+    }, {
+      instanceId: this.#prefix,
+      onSpawn: (restart) => {
+        if (restart && (options.store ?? { kind: "memory" }).kind === "memory") this.#replay();
+      },
+      onEvent: (event) => this.#onAbortEvent(event),
+    });
+    clients.set(this, this.#client);
+  }
+
+  /**
+   * Tracks a request. Returns its entry id and `AbortSignal`, or `null` when
+   * it cannot be cancelled: blank/invalid session id (a request outside any
+   * session), invalid request id, or a full registry. A second registration
+   * under the same key takes the slot (last writer wins).
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * console.log(await cancels.register("", 1)); // null
+   * const reg = await cancels.register("s-1", "req-1", new AbortController());
+   * console.log(typeof reg?.entryId); // "string"
+   * ```
+   */
+  async register(
+    sessionId: string,
+    requestId: string | number,
+    controller: AbortController = new AbortController(),
+  ): Promise<Registration | null> {
+    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    if (!(controller instanceof AbortController)) controller = new AbortController();
+    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
+    let ok = false;
+    try {
+      ok = await this.#client.call<boolean>(Op.Register, sid, rid, entryId);
+    } finally {
+      if (!ok) this.#local.delete(entryId);
+    }
+    return ok ? { entryId, signal: controller.signal } : null;
+  }
+
+  /**
+   * Stops tracking a finished request. Removes the slot only while `entryId`
+   * still owns it, so an older registration's cleanup never evicts a newer
+   * one under the same key. Returns whether it removed the slot.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * const first = await cancels.register("s-1", 1);
+   * const second = await cancels.register("s-1", 1); // takes the slot
+   * console.log(await cancels.deregister(first!.entryId)); // false
+   * console.log(await cancels.cancel("s-1", 1)); // true: the newer one
+   * console.log(second!.signal.aborted); // true
+   * ```
+   */
+  deregister(entryId: string): Promise<boolean> {
+    const id = str(entryId);
+    if (id !== null) this.#local.delete(id);
+    return this.#client.call(Op.Deregister, id);
+  }
+
+  /**
+   * Cancels the live request `(sessionId, requestId)`: aborts its signal
+   * (once) with `reason`, default a `RequestCancelledError`. Only a caller
+   * presenting the same session reaches it. Returns whether a live request
+   * was found.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * const reg = await cancels.register("s-1", 42);
+   * console.log(await cancels.cancel("s-2", 42)); // false
+   * console.log(await cancels.cancel("s-1", 42)); // true
+   * console.log(await cancels.cancel("s-1", 42)); // false: already cancelled
+   * console.log(reg!.signal.aborted); // true
+   * ```
+   */
+  async cancel(sessionId: string, requestId: string | number, reason?: unknown): Promise<boolean> {
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    const entryId = await this.#client.call<string | null>(
+      Op.Cancel,
+      sid,
+      rid,
+      typeof reason === "string" ? reason : undefined,
+    );
+    if (entryId === null) return false;
+    this.#abort(
+      entryId,
+      reason === undefined ? new RequestCancelledError(sid!, rid!) : reason,
+    );
+    return true;
+  }
+
+  /**
+   * Cancels every live request of `sessionId` (on session termination) and
+   * returns how many were cancelled.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * await cancels.register("s-1", 1);
+   * await cancels.register("s-1", 2);
+   * await cancels.register("s-2", 1);
+   * console.log(await cancels.cancelAll("s-1")); // 2
+   * ```
+   */
+  async cancelAll(sessionId: string, reason?: unknown): Promise<number> {
+    const sid = str(sessionId);
+    const entryIds = await this.#client.call<string[]>(
+      Op.CancelAll,
+      sid,
+      typeof reason === "string" ? reason : undefined,
+    );
+    for (const entryId of entryIds) {
+      this.#abort(entryId, reason === undefined ? new RequestCancelledError(sid!, null) : reason);
+    }
+    return entryIds.length;
+  }
+
+  /**
+   * Number of requests tracked.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * await cancels.register("s-1", 1);
+   * console.log(await cancels.size()); // 1
+   * ```
+   */
+  size(): Promise<number> {
+    return this.#client.call(Op.CancelSize);
+  }
+
+  /**
+   * Counters for metrics (size, registered, ignored, displaced, cancelled,
+   * restarts).
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * await cancels.register("", 1);
+   * console.log((await cancels.stats()).ignored); // 1
+   * ```
+   */
+  async stats(): Promise<CancelStats> {
+    const stats = await this.#client.call<CancelStats>(Op.CancelStats);
+    return { ...stats, restarts: this.#client.restarts };
+  }
+
+  /**
+   * Stops the worker after the calls already made are answered; later calls
+   * reject with `RegistryClosedError`. In-flight requests are not aborted.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * const cancels = new CancellationRegistry();
+   * await cancels.close();
+   * ```
+   */
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+
+  /** Same as {@linkcode CancellationRegistry.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #abort(entryId: string, reason: unknown): void {
+    this.#local.get(entryId)?.controller.abort(reason);
+  }
+
+  #onAbortEvent(event: AbortEvent): void {
+    for (const entryId of event.entryIds) {
+      this.#abort(
+        entryId,
+        event.reason ?? new RequestCancelledError(event.sessionId, event.requestId),
+      );
+    }
+  }
+
+  /** After a worker restart, re-registers the requests still running here, in order. */
+  #replay(): void {
+    for (const [entryId, local] of this.#local) {
+      if (local.controller.signal.aborted) continue;
+      this.#client.call(Op.Register, local.sessionId, local.requestId, entryId).catch(() => {});
+    }
+  }
+}

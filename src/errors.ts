@@ -1,0 +1,141 @@
+/**
+ * Typed errors raised by the registries and the HTTP guard.
+ *
+ * Every error carries a stable `name` so callers can branch on it after the
+ * value crossed a worker boundary or was logged as JSON.
+ *
+ * @module
+ */
+
+/**
+ * Base class of every error this library raises on purpose.
+ *
+ * @example Branch on any library error
+ * ```ts
+ * import { RegistryError, RegistryClosedError } from "@mcp-guard/session";
+ *
+ * const err: unknown = new RegistryClosedError("SessionOwnerRegistry");
+ * if (err instanceof RegistryError) console.log(err.name);
+ * ```
+ */
+export class RegistryError extends Error {
+  /** Builds the error; `name` is the concrete subclass name. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/**
+ * The registry's worker (or its backing store) could not answer: it crashed,
+ * was terminated, timed out, or the store is unreachable. Callers must treat
+ * this as "deny" (the HTTP guard answers 503). The next call starts a fresh
+ * worker or reconnects to the store.
+ *
+ * @example
+ * ```ts
+ * import { RegistryUnavailableError } from "@mcp-guard/session";
+ *
+ * const err = new RegistryUnavailableError("worker terminated");
+ * console.log(err.name); // "RegistryUnavailableError"
+ * ```
+ */
+export class RegistryUnavailableError extends RegistryError {}
+
+/**
+ * The registry was closed with `close()` (or `await using` disposal); every
+ * later call rejects with this error.
+ *
+ * @example
+ * ```ts
+ * import { RegistryClosedError, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * const owners = new SessionOwnerRegistry();
+ * await owners.close();
+ * try {
+ *   await owners.size();
+ * } catch (err) {
+ *   console.log(err instanceof RegistryClosedError); // true
+ * }
+ * ```
+ */
+export class RegistryClosedError extends RegistryError {
+  /** @param registry the name of the registry that was closed */
+  constructor(registry: string) {
+    super(`${registry} is closed`);
+  }
+}
+
+/**
+ * An argument or message was malformed (wrong type, out of range, unknown
+ * operation). Raised by option validation and sent back by the worker when it
+ * receives a message it cannot decode, instead of crashing.
+ *
+ * @example
+ * ```ts
+ * import { InvalidInputError, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * try {
+ *   new SessionOwnerRegistry({ maxEntries: -1 });
+ * } catch (err) {
+ *   console.log(err instanceof InvalidInputError); // true
+ * }
+ * ```
+ */
+export class InvalidInputError extends RegistryError {}
+
+/**
+ * The default `AbortSignal.reason` of a request cancelled through
+ * `CancellationRegistry.cancel` or `cancelAll`.
+ *
+ * @example
+ * ```ts
+ * import { CancellationRegistry, RequestCancelledError } from "@mcp-guard/session";
+ *
+ * await using cancels = new CancellationRegistry();
+ * const reg = await cancels.register("session-1", 7);
+ * await cancels.cancel("session-1", 7);
+ * console.log(reg?.signal.reason instanceof RequestCancelledError); // true
+ * ```
+ */
+export class RequestCancelledError extends RegistryError {
+  /** The session whose request was cancelled. */
+  readonly sessionId: string;
+  /** The JSON-RPC id of the cancelled request, or `null` for `cancelAll`. */
+  readonly requestId: string | number | null;
+  /** Builds the error for one request (or every request of a session). */
+  constructor(sessionId: string, requestId: string | number | null, message?: string) {
+    super(
+      message ??
+        (requestId === null
+          ? `session ${sessionId} terminated: request cancelled`
+          : `request ${JSON.stringify(requestId)} of session ${sessionId} cancelled`),
+    );
+    this.sessionId = sessionId;
+    this.requestId = requestId;
+  }
+}
+
+/** Wire form of an error sent back by the worker. */
+export interface WireError {
+  /** Error class name, e.g. `InvalidInputError`. */
+  name: string;
+  /** Human-readable message. */
+  message: string;
+}
+
+/** Turns any thrown value into its wire form. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof Error) return { name: err.name, message: err.message };
+  return { name: "Error", message: String(err) };
+}
+
+/** Rebuilds a typed error from its wire form. */
+export function fromWireError(wire: WireError): RegistryError {
+  switch (wire.name) {
+    case "InvalidInputError":
+      return new InvalidInputError(wire.message);
+    default:
+      return new RegistryUnavailableError(`${wire.name}: ${wire.message}`);
+  }
+}

@@ -1,0 +1,140 @@
+/**
+ * The message protocol between the registry facades and their worker, typed
+ * in one place.
+ *
+ * Facade -> worker: one `init` after the worker starts, then `batch`
+ * messages (every call made in one tick travels in one batch, in call order),
+ * and a final `close`. Worker -> facade: one `reply` or `fail` per batch,
+ * `closed` for close, and unsolicited `abort` events (a store telling this
+ * process to abort requests it runs, e.g. a cancel sent through another
+ * process).
+ *
+ * A batch is two flat arrays: `ops` (opcodes) and `args` (each op's
+ * arguments, concatenated; the count per opcode is fixed by {@linkcode ARITY}).
+ * Flat arrays keep structured cloning cheap on the hot path.
+ *
+ * @module
+ */
+
+import type { WireError } from "./errors.ts";
+import type { ResolvedOwnerOptions } from "./owner_table.ts";
+
+/** Opcodes. Owner ops are 1..19, cancellation ops 20..39. */
+export const Op = {
+  Bind: 1,
+  Attach: 2,
+  Forget: 3,
+  OwnerOf: 4,
+  Pin: 5,
+  Unpin: 6,
+  OwnerSize: 7,
+  OwnerStats: 8,
+  Register: 20,
+  Deregister: 21,
+  Cancel: 22,
+  CancelAll: 23,
+  CancelSize: 24,
+  CancelStats: 25,
+} as const;
+
+/** One opcode value. */
+export type OpCode = typeof Op[keyof typeof Op];
+
+/**
+ * Number of arguments each opcode takes:
+ * Bind(sessionId, fp), Attach(sessionId, fp, pin), Forget(sessionId, fp | undefined),
+ * OwnerOf/Pin/Unpin(sessionId), Register(sessionId, requestId, entryId),
+ * Deregister(entryId), Cancel(sessionId, requestId, reason), CancelAll(sessionId, reason)
+ * (a reason is a string or `undefined`; stores that cancel across processes forward it).
+ */
+export const ARITY: Readonly<Record<number, number>> = {
+  [Op.Bind]: 2,
+  [Op.Attach]: 3,
+  [Op.Forget]: 2,
+  [Op.OwnerOf]: 1,
+  [Op.Pin]: 1,
+  [Op.Unpin]: 1,
+  [Op.OwnerSize]: 0,
+  [Op.OwnerStats]: 0,
+  [Op.Register]: 3,
+  [Op.Deregister]: 1,
+  [Op.Cancel]: 3,
+  [Op.CancelAll]: 2,
+  [Op.CancelSize]: 0,
+  [Op.CancelStats]: 0,
+};
+
+/** Which registry a worker hosts. */
+export type RegistryKind = "owner" | "cancel";
+
+/**
+ * Where a registry keeps its state. `memory` lives in the worker's heap;
+ * `module` names a store module the worker imports (Redis, Deno KV), which
+ * exports `createBackend` (see `src/backend.ts`).
+ */
+export type StoreSpec =
+  | { kind: "memory" }
+  | { kind: "module"; url: string; options: unknown };
+
+/** First message: what to host. */
+export interface InitMessage {
+  kind: "init";
+  registry: RegistryKind;
+  /** Owner options (owner registry) or `{ maxEntries }` (cancellation registry). */
+  options: ResolvedOwnerOptions | { maxEntries: number };
+  store: StoreSpec;
+  /** Unique per facade instance; prefixes its entry ids and names its event channel. */
+  instanceId: string;
+}
+
+/** A batch of operations, applied in order. */
+export interface BatchMessage {
+  kind: "batch";
+  id: number;
+  ops: number[];
+  args: unknown[];
+}
+
+/** Graceful shutdown: the worker closes its store, answers `closed`, exits. */
+export interface CloseMessage {
+  kind: "close";
+  id: number;
+}
+
+/** Any message a facade sends. */
+export type ToWorker = InitMessage | BatchMessage | CloseMessage;
+
+/** Results of a batch, one per op, in order. */
+export interface ReplyMessage {
+  kind: "reply";
+  id: number;
+  results: unknown[];
+}
+
+/** A message (or the whole batch) could not be applied; nothing of it was. */
+export interface FailMessage {
+  kind: "fail";
+  /** The batch id, or `null` when the message was too malformed to carry one. */
+  id: number | null;
+  error: WireError;
+}
+
+/** Answer to `close`. */
+export interface ClosedMessage {
+  kind: "closed";
+  id: number;
+}
+
+/** Pushed by a store: abort these locally held entries. */
+export interface AbortEvent {
+  kind: "abort";
+  entryIds: string[];
+  /** `null` for a cancelAll, else the JSON-RPC request id. */
+  requestId: string | number | null;
+  sessionId: string;
+  /** Reason text given to `cancel`, if it was a string. */
+  reason?: string;
+}
+
+/** Any message a worker sends. */
+export type FromWorker = ReplyMessage | FailMessage | ClosedMessage | AbortEvent;

@@ -1,0 +1,65 @@
+/**
+ * Options every registry facade shares, and the plumbing that turns them into
+ * an {@linkcode ActorClient}.
+ *
+ * @module
+ */
+
+import { ActorClient } from "./actor_client.ts";
+import { InvalidInputError } from "./errors.ts";
+import type { AbortEvent, InitMessage } from "./protocol.ts";
+import type { RegistryStore } from "./store.ts";
+import { checkCount } from "./validate.ts";
+
+/** Options shared by {@linkcode SessionOwnerRegistry} and {@linkcode CancellationRegistry}. */
+export interface RegistryOptions {
+  /** Where the state lives. Default: the in-memory store in the registry's worker. */
+  store?: RegistryStore;
+  /**
+   * A batch that gets no answer for this long rejects with
+   * `RegistryUnavailableError` and the worker is restarted. Default 5,000 ms.
+   */
+  callTimeoutMs?: number;
+  /**
+   * Send every call made in one tick as one message (default `true`). `false`
+   * sends each call on its own; only useful to measure what batching buys.
+   */
+  batching?: boolean;
+}
+
+/** Each facade's worker client, for tests that simulate a crash (not exported from mod.ts). */
+export const clients: WeakMap<object, ActorClient> = new WeakMap();
+
+/** Validates the shared options and builds the worker client. */
+export function makeClient(
+  name: string,
+  options: RegistryOptions,
+  init: Omit<InitMessage, "kind" | "store" | "instanceId">,
+  hooks: {
+    instanceId: string;
+    onSpawn?: (restart: boolean) => void;
+    onEvent?: (event: AbortEvent) => void;
+  },
+): ActorClient {
+  const store = options.store ?? { kind: "memory" };
+  if (
+    typeof store !== "object" || store === null ||
+    !(store.kind === "memory" || (store.kind === "module" && typeof store.url === "string"))
+  ) {
+    throw new InvalidInputError(`${name}: store must be a RegistryStore, got ${String(store)}`);
+  }
+  const callTimeoutMs = checkCount("callTimeoutMs", options.callTimeoutMs ?? 5_000, 1);
+  return new ActorClient({
+    name,
+    init: { kind: "init", store, instanceId: hooks.instanceId, ...init },
+    callTimeoutMs,
+    batching: options.batching ?? true,
+    onSpawn: hooks.onSpawn,
+    onEvent: hooks.onEvent,
+  });
+}
+
+/** Non-strings become `null` so the worker fails them closed and cloning never throws. */
+export function str(value: unknown): string | null {
+  return typeof value === "string" ? value : null;
+}

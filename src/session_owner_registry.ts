@@ -1,0 +1,241 @@
+/**
+ * {@linkcode SessionOwnerRegistry}: who created each MCP session.
+ *
+ * @module
+ */
+
+import type { ActorClient } from "./actor_client.ts";
+import {
+  type BindResult,
+  type OwnerStats,
+  type OwnerTableOptions,
+  resolveOwnerOptions,
+} from "./owner_table.ts";
+import { Op } from "./protocol.ts";
+import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
+
+export type { BindResult, OwnerStats } from "./owner_table.ts";
+
+/** Options of {@linkcode SessionOwnerRegistry}. */
+export interface SessionOwnerRegistryOptions extends OwnerTableOptions, RegistryOptions {}
+
+/** Options of {@linkcode SessionOwnerRegistry.authorizeAttach}. */
+export interface AttachOptions {
+  /**
+   * Also pin the session (atomically with the check), for a live listening
+   * stream: a pinned session is never evicted. Release with `unpin`.
+   */
+  pin?: boolean;
+}
+
+/**
+ * Binds MCP session ids to the fingerprint of the principal that created them.
+ * State lives in a dedicated worker that applies calls one at a time, in call
+ * order; every method is async.
+ *
+ * Trust model: `bind` (on `initialize`) is authoritative and never hands an
+ * owned id to another principal; `authorizeAttach` (on the listening GET)
+ * claims an unseen id trust-on-first-use. Blank input fails closed.
+ *
+ * @example Bind on initialize, then check an attach
+ * ```ts
+ * import { fingerprint, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry({ maxEntries: 1_000 });
+ * const alice = await fingerprint("alice-token");
+ * const mallory = await fingerprint("mallory-token");
+ *
+ * console.log(await owners.bind("session-1", alice)); // "bound"
+ * console.log(await owners.bind("session-1", mallory)); // "refused"
+ * console.log(await owners.authorizeAttach("session-1", mallory)); // false
+ * console.log(await owners.authorizeAttach("session-1", alice)); // true
+ * ```
+ */
+export class SessionOwnerRegistry implements AsyncDisposable {
+  readonly #client: ActorClient;
+
+  /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
+  constructor(options: SessionOwnerRegistryOptions = {}) {
+    const resolved = resolveOwnerOptions(options);
+    this.#client = makeClient("SessionOwnerRegistry", options, {
+      registry: "owner",
+      options: resolved,
+    }, { instanceId: crypto.randomUUID() });
+    clients.set(this, this.#client);
+  }
+
+  /**
+   * Binds `sessionId` to `fingerprint` (call it when `initialize` created the
+   * session). `"bound"`: new binding, or the caller's own refreshed.
+   * `"refused"`: another principal owns it, or the input is blank/invalid.
+   * `"full"`: every evictable slot is pinned by a live stream.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * console.log(await owners.bind("s-1", "fp-alice")); // "bound"
+   * console.log(await owners.bind("s-1", "fp-bob")); // "refused"
+   * console.log(await owners.bind("", "fp-bob")); // "refused"
+   * ```
+   */
+  bind(sessionId: string, fingerprint: string): Promise<BindResult> {
+    return this.#client.call(Op.Bind, str(sessionId), str(fingerprint));
+  }
+
+  /**
+   * Authorizes a listening-stream attach: an unbound id is claimed for
+   * `fingerprint` (trust on first use) and `true`; the owner gets `true`;
+   * anyone else, or blank input, gets `false`.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * console.log(await owners.authorizeAttach("bus-7", "fp-a", { pin: true })); // true
+   * console.log(await owners.authorizeAttach("bus-7", "fp-b")); // false
+   * await owners.unpin("bus-7");
+   * ```
+   */
+  authorizeAttach(
+    sessionId: string,
+    fingerprint: string,
+    options: AttachOptions = {},
+  ): Promise<boolean> {
+    return this.#client.call(Op.Attach, str(sessionId), str(fingerprint), options?.pin === true);
+  }
+
+  /**
+   * Drops a binding (on DELETE). With `fingerprint`, only the owner may drop
+   * it: `true` when dropped or already unbound, `false` for another owner or
+   * blank input. Without `fingerprint`, an operator drop.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * await owners.bind("s-1", "fp-alice");
+   * console.log(await owners.forget("s-1", "fp-bob")); // false
+   * console.log(await owners.forget("s-1", "fp-alice")); // true
+   * ```
+   */
+  forget(sessionId: string, fingerprint?: string): Promise<boolean> {
+    return this.#client.call(
+      Op.Forget,
+      str(sessionId),
+      fingerprint === undefined ? undefined : str(fingerprint),
+    );
+  }
+
+  /**
+   * The owner fingerprint of `sessionId`, or `null`. Does not refresh LRU order.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * await owners.bind("s-1", "fp-alice");
+   * console.log(await owners.ownerOf("s-1")); // "fp-alice"
+   * ```
+   */
+  ownerOf(sessionId: string): Promise<string | null> {
+    return this.#client.call(Op.OwnerOf, str(sessionId));
+  }
+
+  /**
+   * Pins a bound session (one pin per live stream) so it is never evicted;
+   * `false` when the session is unbound.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * await owners.bind("s-1", "fp-alice");
+   * console.log(await owners.pin("s-1")); // true
+   * console.log(await owners.unpin("s-1")); // true
+   * ```
+   */
+  pin(sessionId: string): Promise<boolean> {
+    return this.#client.call(Op.Pin, str(sessionId));
+  }
+
+  /**
+   * Releases one pin. The binding stays, so a reconnecting owner keeps it.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * await owners.authorizeAttach("s-1", "fp-alice", { pin: true });
+   * console.log(await owners.unpin("s-1")); // true
+   * console.log(await owners.ownerOf("s-1")); // "fp-alice"
+   * ```
+   */
+  unpin(sessionId: string): Promise<boolean> {
+    return this.#client.call(Op.Unpin, str(sessionId));
+  }
+
+  /**
+   * Number of bindings held.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * console.log(await owners.size()); // 0
+   * ```
+   */
+  size(): Promise<number> {
+    return this.#client.call(Op.OwnerSize);
+  }
+
+  /**
+   * Counters for metrics: size, pinned, evictions, refusals, claims, invalid,
+   * full, and `restarts` (workers restarted after a crash; each lost the
+   * in-memory bindings).
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * await owners.bind("s-1", "fp-alice");
+   * await owners.bind("s-1", "fp-bob");
+   * const { size, refusals } = await owners.stats();
+   * console.log(size, refusals); // 1 1
+   * ```
+   */
+  async stats(): Promise<OwnerStats> {
+    const stats = await this.#client.call<OwnerStats>(Op.OwnerStats);
+    return { ...stats, restarts: this.#client.restarts };
+  }
+
+  /**
+   * Stops the worker after the calls already made are answered. Later calls
+   * reject with `RegistryClosedError`. Idempotent.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * const owners = new SessionOwnerRegistry();
+   * await owners.bind("s-1", "fp-alice");
+   * await owners.close();
+   * ```
+   */
+  close(): Promise<void> {
+    return this.#client.close();
+  }
+
+  /** Same as {@linkcode SessionOwnerRegistry.close}, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
