@@ -77,6 +77,11 @@ export class ActorClient {
     return this.#restarts;
   }
 
+  /** Batch messages sent so far (each carries every call of one tick). */
+  get batches(): number {
+    return this.#nextId - 1;
+  }
+
   /** The live worker, if any (for tests that simulate a crash). */
   get worker(): Worker | null {
     return this.#worker;

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { OwnerTable } from "../src/owner_table.ts";
+import { InvalidInputError } from "../src/errors.ts";
+
+Deno.test("OwnerTable.bind", async (t) => {
+  await t.step("binds an unbound id and refreshes the owner's own binding", () => {
+    const table = new OwnerTable();
+    assert.equal(table.bind("s1", "alice"), "bound");
+    assert.equal(table.bind("s1", "alice"), "bound");
+    assert.equal(table.ownerOf("s1"), "alice");
+    assert.equal(table.size(), 1);
+  });
+
+  await t.step("refuses a takeover by another principal", () => {
+    const table = new OwnerTable();
+    table.bind("s1", "alice");
+    assert.equal(table.bind("s1", "mallory"), "refused");
+    assert.equal(table.ownerOf("s1"), "alice");
+    assert.equal(table.stats().refusals, 1);
+  });
+
+  await t.step("refuses a takeover of a TOFU-claimed id too", () => {
+    const table = new OwnerTable();
+    assert.equal(table.authorizeAttach("bus", "alice"), true);
+    assert.equal(table.bind("bus", "mallory"), "refused");
+  });
+
+  await t.step("fails closed on blank or invalid input without changing state", () => {
+    const table = new OwnerTable();
+    for (
+      const [sid, fp] of [
+        ["", "alice"],
+        ["s1", ""],
+        ["s1", "   "],
+        [undefined, "alice"],
+        ["s1", null],
+        [42, "alice"],
+        ["has space", "alice"],
+        ["x".repeat(257), "alice"],
+        ["s1", "bad\nfp"],
+      ] as [unknown, unknown][]
+    ) {
+      assert.equal(table.bind(sid, fp), "refused", `bind(${String(sid)}, ${String(fp)})`);
+    }
+    assert.equal(table.size(), 0);
+    assert.equal(table.stats().invalid, 9);
+  });
+
+  await t.step("accepts a 256-character id and keeps distinct long ids distinct", () => {
+    const table = new OwnerTable();
+    const a = "a".repeat(255) + "1";
+    const b = "a".repeat(255) + "2";
+    assert.equal(table.bind(a, "alice"), "bound");
+    assert.equal(table.bind(b, "bob"), "bound");
+    assert.equal(table.ownerOf(a), "alice");
+    assert.equal(table.ownerOf(b), "bob");
+  });
+});
+
+Deno.test("OwnerTable.authorizeAttach", async (t) => {
+  await t.step("claims an unseen id trust-on-first-use, then refuses others", () => {
+    const table = new OwnerTable();
+    assert.equal(table.authorizeAttach("s1", "alice"), true);
+    assert.equal(table.stats().claims, 1);
+    assert.equal(table.authorizeAttach("s1", "alice"), true);
+    assert.equal(table.authorizeAttach("s1", "mallory"), false);
+    assert.equal(table.ownerOf("s1"), "alice");
+    assert.equal(table.stats().claims, 1);
+  });
+
+  await t.step("blank input never claims", () => {
+    const table = new OwnerTable();
+    assert.equal(table.authorizeAttach("s1", ""), false);
+    assert.equal(table.authorizeAttach("", "alice"), false);
+    assert.equal(table.size(), 0);
+  });
+
+  await t.step("refreshes LRU position for the owner", () => {
+    const table = new OwnerTable({ maxEntries: 2 });
+    table.bind("s1", "alice");
+    table.bind("s2", "bob");
+    assert.equal(table.authorizeAttach("s1", "alice"), true); // s1 now most recent
+    table.bind("s3", "carol"); // evicts s2, the least recently used
+    assert.equal(table.ownerOf("s1"), "alice");
+    assert.equal(table.ownerOf("s2"), null);
+    assert.equal(table.stats().evictions, 1);
+  });
+});
+
+Deno.test("OwnerTable.forget", async (t) => {
+  await t.step("only the owner may drop its binding", () => {
+    const table = new OwnerTable();
+    table.bind("s1", "alice");
+    assert.equal(table.forget("s1", "mallory"), false);
+    assert.equal(table.ownerOf("s1"), "alice");
+    assert.equal(table.forget("s1", "alice"), true);
+    assert.equal(table.ownerOf("s1"), null);
+  });
+
+  await t.step("an unbound id is a no-op true; an operator drop needs no fingerprint", () => {
+    const table = new OwnerTable();
+    assert.equal(table.forget("nobody", "alice"), true);
+    table.bind("s1", "alice");
+    assert.equal(table.forget("s1"), true);
+    assert.equal(table.size(), 0);
+  });
+
+  await t.step("a blank fingerprint is not an operator drop", () => {
+    const table = new OwnerTable();
+    table.bind("s1", "alice");
+    assert.equal(table.forget("s1", ""), false);
+    assert.equal(table.forget("s1", null), false);
+    assert.equal(table.forget("", "alice"), false);
+    assert.equal(table.ownerOf("s1"), "alice");
+  });
+
+  await t.step("forgetting a pinned session releases its pins", () => {
+    const table = new OwnerTable({ maxEntries: 1 });
+    table.authorizeAttach("s1", "alice", true);
+    assert.equal(table.stats().pinned, 1);
+    assert.equal(table.forget("s1", "alice"), true);
+    assert.equal(table.stats().pinned, 0);
+    assert.equal(table.bind("s2", "bob"), "bound");
+  });
+});
+
+Deno.test("OwnerTable bounds", async (t) => {
+  await t.step("global LRU evicts the least recently used binding", () => {
+    const table = new OwnerTable({ maxEntries: 3 });
+    table.bind("s1", "a");
+    table.bind("s2", "b");
+    table.bind("s3", "c");
+    table.bind("s1", "a"); // refresh
+    assert.equal(table.bind("s4", "d"), "bound");
+    assert.deepEqual(["s1", "s2", "s3", "s4"].map((s) => table.ownerOf(s)), ["a", null, "c", "d"]);
+    assert.equal(table.size(), 3);
+  });
+
+  await t.step("a principal at its cap evicts its own oldest binding, never another's", () => {
+    const table = new OwnerTable({ maxEntries: 100, maxPerPrincipal: 3 });
+    table.bind("victim", "alice");
+    for (let i = 0; i < 50; i++) assert.equal(table.bind(`flood-${i}`, "mallory"), "bound");
+    assert.equal(table.ownerOf("victim"), "alice");
+    assert.equal(table.size(), 4);
+    assert.equal(table.ownerOf("flood-49"), "mallory");
+    assert.equal(table.ownerOf("flood-46"), null);
+    assert.equal(table.stats().evictions, 47);
+  });
+
+  await t.step(
+    "the flood cannot push others out even when the table is at its global bound",
+    () => {
+      const table = new OwnerTable({ maxEntries: 4, maxPerPrincipal: 2 });
+      table.bind("a1", "alice");
+      table.bind("b1", "bob");
+      for (let i = 0; i < 10; i++) table.bind(`m${i}`, "mallory");
+      assert.equal(table.ownerOf("a1"), "alice");
+      assert.equal(table.ownerOf("b1"), "bob");
+    },
+  );
+
+  await t.step("shared principals are exempt from the per-principal cap", () => {
+    const table = new OwnerTable({ maxEntries: 10, maxPerPrincipal: 2, sharedPrincipals: ["mk"] });
+    for (let i = 0; i < 5; i++) table.bind(`s${i}`, "mk");
+    assert.equal(table.size(), 5);
+    assert.equal(table.stats().evictions, 0);
+  });
+
+  await t.step("pinned sessions are never evicted; all pinned answers full", () => {
+    const table = new OwnerTable({ maxEntries: 2 });
+    assert.equal(table.authorizeAttach("s1", "a", true), true);
+    assert.equal(table.bind("s2", "b"), "bound");
+    assert.equal(table.pin("s2"), true);
+    assert.equal(table.bind("s3", "c"), "full");
+    assert.equal(table.authorizeAttach("s3", "c"), false);
+    assert.equal(table.ownerOf("s3"), null);
+    assert.equal(table.stats().full, 2);
+    // Unpinning makes room again, but the binding itself stays.
+    assert.equal(table.unpin("s1"), true);
+    assert.equal(table.ownerOf("s1"), "a");
+    assert.equal(table.bind("s3", "c"), "bound");
+    assert.equal(table.ownerOf("s1"), null, "s1 was the only unpinned binding");
+    assert.equal(table.ownerOf("s2"), "b");
+  });
+
+  await t.step("a principal whose own bindings are all pinned gets full", () => {
+    const table = new OwnerTable({ maxEntries: 10, maxPerPrincipal: 1 });
+    table.authorizeAttach("s1", "a", true);
+    assert.equal(table.bind("s2", "a"), "full");
+    assert.equal(table.bind("s2", "b"), "bound");
+  });
+
+  await t.step("pins are counted per stream", () => {
+    const table = new OwnerTable();
+    table.bind("s1", "a");
+    assert.equal(table.pin("s1"), true);
+    assert.equal(table.pin("s1"), true);
+    assert.equal(table.unpin("s1"), true);
+    assert.equal(table.stats().pinned, 1);
+    assert.equal(table.unpin("s1"), true);
+    assert.equal(table.stats().pinned, 0);
+    assert.equal(table.unpin("s1"), false);
+    assert.equal(table.pin("unbound"), false);
+  });
+});
+
+Deno.test("OwnerTable options are validated with errors naming the bad value", () => {
+  assert.throws(() => new OwnerTable({ maxEntries: 0 }), InvalidInputError);
+  assert.throws(() => new OwnerTable({ maxEntries: 1.5 }), /maxEntries.*1\.5/);
+  assert.throws(() => new OwnerTable({ maxPerPrincipal: -1 }), /maxPerPrincipal.*-1/);
+  assert.throws(
+    () => new OwnerTable({ sharedPrincipals: [""] as string[] }),
+    /sharedPrincipals/,
+  );
+});

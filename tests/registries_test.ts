@@ -1,0 +1,175 @@
+import assert from "node:assert/strict";
+import {
+  CancellationRegistry,
+  InvalidInputError,
+  memoryStore,
+  RegistryClosedError,
+  RequestCancelledError,
+  SessionOwnerRegistry,
+} from "../mod.ts";
+
+Deno.test("SessionOwnerRegistry through its worker", async (t) => {
+  await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });
+
+  await t.step("bind / refuse / refresh", async () => {
+    assert.equal(await owners.bind("s1", "alice"), "bound");
+    assert.equal(await owners.bind("s1", "mallory"), "refused");
+    assert.equal(await owners.bind("s1", "alice"), "bound");
+    assert.equal(await owners.ownerOf("s1"), "alice");
+  });
+
+  await t.step("attach: owner yes, other no, unseen id claimed", async () => {
+    assert.equal(await owners.authorizeAttach("s1", "alice"), true);
+    assert.equal(await owners.authorizeAttach("s1", "mallory"), false);
+    assert.equal(await owners.authorizeAttach("bus", "bob", { pin: true }), true);
+    assert.equal(await owners.ownerOf("bus"), "bob");
+    assert.equal((await owners.stats()).pinned, 1);
+    assert.equal(await owners.unpin("bus"), true);
+  });
+
+  await t.step("forget: owner only, operator drop", async () => {
+    assert.equal(await owners.forget("s1", "mallory"), false);
+    assert.equal(await owners.forget("s1", "alice"), true);
+    assert.equal(await owners.ownerOf("s1"), null);
+    assert.equal(await owners.forget("bus"), true);
+    assert.equal(await owners.size(), 0);
+  });
+
+  await t.step("blank and non-string input fails closed, never a crash", async () => {
+    const bad: unknown[] = ["", "  ", null, undefined, 42, {}, () => 1, Symbol("x"), "a\nb"];
+    for (const v of [...bad, "é", "x".repeat(257)]) {
+      assert.equal(await owners.bind(v as string, "alice"), "refused");
+      assert.equal(await owners.authorizeAttach(v as string, "alice"), false);
+      assert.equal(await owners.ownerOf(v as string), null);
+    }
+    for (const v of [...bad, "x".repeat(1025)]) {
+      assert.equal(await owners.bind("s9", v as string), "refused");
+      assert.equal(await owners.authorizeAttach("s9", v as string), false);
+    }
+    assert.equal(await owners.forget("s9", null as unknown as string), false);
+    assert.equal(await owners.size(), 0);
+  });
+
+  await t.step("per-principal cap and global LRU, observed through stats", async () => {
+    await owners.bind("a1", "alice");
+    for (let i = 0; i < 5; i++) await owners.bind(`m${i}`, "mallory");
+    assert.equal(await owners.ownerOf("a1"), "alice");
+    assert.equal(await owners.size(), 3);
+    const stats = await owners.stats();
+    assert.equal(stats.evictions, 3);
+    assert.equal(stats.restarts, 0);
+  });
+});
+
+Deno.test("SessionOwnerRegistry validates options up front", () => {
+  assert.throws(() => new SessionOwnerRegistry({ maxEntries: 0 }), InvalidInputError);
+  assert.throws(() => new SessionOwnerRegistry({ maxPerPrincipal: NaN }), /maxPerPrincipal.*NaN/);
+  assert.throws(() => new SessionOwnerRegistry({ callTimeoutMs: -5 }), /callTimeoutMs.*-5/);
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => new SessionOwnerRegistry({ store: { kind: "disk" } as any }),
+    /store must be a RegistryStore/,
+  );
+  assert.throws(() => new CancellationRegistry({ maxEntries: "10" as unknown as number }), /"10"/);
+});
+
+Deno.test("CancellationRegistry through its worker", async (t) => {
+  await using cancels = new CancellationRegistry({ store: memoryStore(), maxEntries: 4 });
+
+  await t.step("register returns an entry id and a live signal", async () => {
+    const reg = await cancels.register("s1", 1);
+    assert.ok(reg);
+    assert.equal(typeof reg.entryId, "string");
+    assert.equal(reg.signal.aborted, false);
+    assert.equal(await cancels.deregister(reg.entryId), true);
+  });
+
+  await t.step("a registration without a session id is ignored", async () => {
+    assert.equal(await cancels.register("", 1), null);
+    assert.equal(await cancels.register(undefined as unknown as string, 1), null);
+    assert.equal(await cancels.register("s1", null as unknown as number), null);
+    assert.equal(await cancels.register("s1", (() => 1) as unknown as number), null);
+    assert.equal(await cancels.size(), 0);
+  });
+
+  await t.step("cancel trips only the same session's request, once, with the reason", async () => {
+    const alice = await cancels.register("alice", 7);
+    const bob = await cancels.register("bob", 7);
+    assert.ok(alice && bob);
+    assert.equal(await cancels.cancel("mallory", 7), false);
+    assert.equal(alice.signal.aborted || bob.signal.aborted, false);
+    const reason = new Error("stop");
+    assert.equal(await cancels.cancel("alice", 7, reason), true);
+    assert.equal(alice.signal.reason, reason);
+    assert.equal(bob.signal.aborted, false);
+    assert.equal(await cancels.cancel("alice", 7, "again"), false);
+    assert.equal(alice.signal.reason, reason, "aborted at most once");
+    await cancels.cancel("bob", 7);
+    assert.ok(bob.signal.reason instanceof RequestCancelledError);
+    assert.equal(bob.signal.reason.sessionId, "bob");
+    assert.equal(bob.signal.reason.requestId, 7);
+    await cancels.deregister(alice.entryId);
+    await cancels.deregister(bob.entryId);
+  });
+
+  await t.step("uses a caller-supplied controller", async () => {
+    const controller = new AbortController();
+    const reg = await cancels.register("s1", "req", controller);
+    assert.equal(reg?.signal, controller.signal);
+    await cancels.cancel("s1", "req");
+    assert.equal(controller.signal.aborted, true);
+    await cancels.deregister(reg!.entryId);
+  });
+
+  await t.step("a stale deregister never evicts the newer registration", async () => {
+    const first = await cancels.register("s1", 1);
+    const second = await cancels.register("s1", 1);
+    assert.equal(await cancels.deregister(first!.entryId), false);
+    assert.equal(await cancels.cancel("s1", 1), true);
+    assert.equal(second!.signal.aborted, true);
+    assert.equal(first!.signal.aborted, false);
+    assert.equal(await cancels.deregister(second!.entryId), true);
+  });
+
+  await t.step("cancelAll aborts every request of the session and counts them", async () => {
+    const regs = await Promise.all([
+      cancels.register("s1", 1),
+      cancels.register("s1", 2),
+      cancels.register("s2", 1),
+    ]);
+    assert.equal(await cancels.cancelAll("s1"), 2);
+    assert.deepEqual(regs.map((r) => r!.signal.aborted), [true, true, false]);
+    assert.ok(regs[0]!.signal.reason instanceof RequestCancelledError);
+    assert.equal(await cancels.cancelAll("s1"), 0);
+    for (const r of regs) await cancels.deregister(r!.entryId);
+  });
+
+  await t.step("at maxEntries the request runs uncancellable (null)", async () => {
+    const regs = [];
+    for (let i = 0; i < 4; i++) regs.push(await cancels.register("s1", i));
+    assert.equal(await cancels.register("s1", 99), null);
+    for (const r of regs) await cancels.deregister(r!.entryId);
+    assert.equal(await cancels.size(), 0);
+  });
+});
+
+Deno.test("close: calls made before close are answered, later calls reject", async () => {
+  const owners = new SessionOwnerRegistry();
+  const before = [owners.bind("s1", "a"), owners.bind("s1", "b"), owners.ownerOf("s1")];
+  const closing = owners.close();
+  await assert.rejects(owners.size(), RegistryClosedError);
+  assert.deepEqual(await Promise.all(before), ["bound", "refused", "a"]);
+  await closing;
+  await owners.close(); // idempotent
+  await assert.rejects(owners.bind("s2", "a"), (err: Error) => {
+    assert.ok(err instanceof RegistryClosedError);
+    assert.match(err.message, /SessionOwnerRegistry is closed/);
+    return true;
+  });
+});
+
+Deno.test("close before any call starts no worker", async () => {
+  const cancels = new CancellationRegistry();
+  await cancels.close();
+  await assert.rejects(cancels.register("s1", 1), RegistryClosedError);
+});
