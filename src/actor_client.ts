@@ -2,9 +2,9 @@
  * The caller's side of the worker actor: queues calls, sends each tick's calls
  * as one batch, matches replies by id, and handles the worker's death.
  *
- * - Calls made in one tick travel as one `batch` message and are applied in
- *   call order (a microtask flush), so a facade behaves exactly like one
- *   object guarded by a mutex.
+ * - Calls made in one tick travel together as one `batch` message (in chunks
+ *   of at most `maxBatch` calls) and are applied in call order, so a facade
+ *   behaves exactly like one object guarded by a mutex.
  * - If the worker crashes, is terminated, or stops answering for
  *   `callTimeoutMs`, every pending call rejects with
  *   `RegistryUnavailableError` and the next call starts a fresh worker.
@@ -32,8 +32,13 @@ export interface ActorClientOptions {
   workerUrl?: URL;
   /** Reject pending calls and restart when a batch gets no answer for this long. */
   callTimeoutMs: number;
-  /** Send each tick's calls as one message (default) or every call on its own. */
+  /** Send each tick's calls together (default) or every call on its own. */
   batching: boolean;
+  /**
+   * Most calls per message: a tick with more calls is sent in chunks, so the
+   * worker starts on the first chunk while the caller still queues the rest.
+   */
+  maxBatch: number;
   /** Called after a fresh worker started, before queued calls are sent. */
   onSpawn?: (restart: boolean) => void;
   /** Abort events pushed by the store. */
@@ -108,7 +113,7 @@ export class ActorClient {
       this.#resolve.push(resolve as Settler);
       this.#reject.push(reject);
     });
-    if (!this.#opts.batching) this.#flush();
+    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(this.#flush);

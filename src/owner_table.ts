@@ -74,24 +74,45 @@ export function resolveOwnerOptions(options: OwnerTableOptions = {}): ResolvedOw
   return { maxEntries, maxPerPrincipal, sharedPrincipals: [...shared] };
 }
 
+/** One binding; a node in the global LRU list and in its principal's list. */
 interface Binding {
-  owner: string;
+  sid: string;
+  owner: Principal;
   pins: number;
+  prev: Binding | null;
+  next: Binding | null;
+  pPrev: Binding | null;
+  pNext: Binding | null;
+}
+
+/** A principal's own bindings, least recently used first. */
+interface Principal {
+  fp: string;
+  head: Binding | null;
+  tail: Binding | null;
+  size: number;
 }
 
 /**
- * In-memory owner table. Each operation is synchronous and total: it never
- * throws on bad input, it fails closed.
+ * In-memory owner table. Each operation is synchronous, O(1) apart from
+ * skipping pinned bindings during eviction, and total: it never throws on bad
+ * input, it fails closed.
+ *
+ * LRU order is kept in intrusive doubly linked lists (one global, one per
+ * principal), so a refresh is a relink rather than a rehash.
  */
 export class OwnerTable {
   readonly #maxEntries: number;
   readonly #maxPerPrincipal: number;
   readonly #shared: Set<string>;
-  /** session id -> binding, in least- to most-recently-used order. */
   readonly #sessions = new Map<string, Binding>();
-  /** owner -> its session ids, in least- to most-recently-used order. */
-  readonly #byOwner = new Map<string, Map<string, true>>();
+  readonly #principals = new Map<string, Principal>();
+  /** Global LRU list: head is the least recently used. */
+  #head: Binding | null = null;
+  #tail: Binding | null = null;
   #pinned = 0;
+  /** Last fingerprint that passed validation (callers repeat theirs). */
+  #lastFp: string | null = null;
   readonly #stats = { evictions: 0, refusals: 0, claims: 0, invalid: 0, full: 0 };
 
   constructor(options: OwnerTableOptions = {}) {
@@ -103,41 +124,39 @@ export class OwnerTable {
 
   /** Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input) or `"full"`. */
   bind(sessionId: unknown, fp: unknown): BindResult {
-    if (sanitizeSessionId(sessionId) === null || !isValidFingerprint(fp)) {
+    const binding = this.#find(sessionId);
+    if (binding === null || !this.#validFp(fp)) {
       this.#stats.invalid++;
       return "refused";
     }
-    const sid = sessionId as string;
-    const existing = this.#sessions.get(sid);
-    if (existing !== undefined) {
-      if (existing.owner !== fp) {
+    if (binding !== undefined) {
+      if (binding.owner.fp !== fp) {
         this.#stats.refusals++;
         return "refused";
       }
-      this.#touch(sid, existing);
+      this.#touch(binding);
       return "bound";
     }
-    return this.#insert(sid, fp) ? "bound" : "full";
+    return this.#insert(sessionId as string, fp as string) ? "bound" : "full";
   }
 
   /** Authorizes a listening-stream attach, claiming an unbound id for `fp`. */
   authorizeAttach(sessionId: unknown, fp: unknown, pin = false): boolean {
-    if (sanitizeSessionId(sessionId) === null || !isValidFingerprint(fp)) {
+    let binding = this.#find(sessionId);
+    if (binding === null || !this.#validFp(fp)) {
       this.#stats.invalid++;
       return false;
     }
-    const sid = sessionId as string;
-    let binding = this.#sessions.get(sid);
     if (binding !== undefined) {
-      if (binding.owner !== fp) {
+      if (binding.owner.fp !== fp) {
         this.#stats.refusals++;
         return false;
       }
-      this.#touch(sid, binding);
+      this.#touch(binding);
     } else {
-      if (!this.#insert(sid, fp)) return false;
+      binding = this.#insert(sessionId as string, fp as string);
+      if (binding === null) return false;
       this.#stats.claims++;
-      binding = this.#sessions.get(sid)!;
     }
     if (pin) this.#pin(binding);
     return true;
@@ -148,45 +167,40 @@ export class OwnerTable {
    * unbound id is a no-op `true`); with `undefined`, an operator drop.
    */
   forget(sessionId: unknown, fp?: unknown): boolean {
-    if (sanitizeSessionId(sessionId) === null || (fp !== undefined && !isValidFingerprint(fp))) {
+    const binding = this.#find(sessionId);
+    if (binding === null || (fp !== undefined && !this.#validFp(fp))) {
       this.#stats.invalid++;
       return false;
     }
-    const sid = sessionId as string;
-    const binding = this.#sessions.get(sid);
     if (binding === undefined) return true;
-    if (fp !== undefined && binding.owner !== fp) {
+    if (fp !== undefined && binding.owner.fp !== fp) {
       this.#stats.refusals++;
       return false;
     }
-    this.#remove(sid, binding);
+    this.#remove(binding);
     return true;
   }
 
   /** The owner fingerprint of `sessionId`, or `null`. Does not refresh LRU. */
   ownerOf(sessionId: unknown): string | null {
-    if (sanitizeSessionId(sessionId) === null) return null;
-    return this.#sessions.get(sessionId as string)?.owner ?? null;
+    return this.#find(sessionId)?.owner.fp ?? null;
   }
 
   /** Pins a bound session (one pin per live stream); `false` when unbound. */
   pin(sessionId: unknown): boolean {
-    if (sanitizeSessionId(sessionId) === null) return false;
-    const binding = this.#sessions.get(sessionId as string);
-    if (binding === undefined) return false;
+    const binding = this.#find(sessionId);
+    if (!binding) return false;
     this.#pin(binding);
     return true;
   }
 
   /** Releases one pin; the binding stays (a reconnecting owner keeps it). */
   unpin(sessionId: unknown): boolean {
-    if (sanitizeSessionId(sessionId) === null) return false;
-    const sid = sessionId as string;
-    const binding = this.#sessions.get(sid);
-    if (binding === undefined || binding.pins === 0) return false;
+    const binding = this.#find(sessionId);
+    if (!binding || binding.pins === 0) return false;
     binding.pins--;
     if (binding.pins === 0) this.#pinned--;
-    this.#touch(sid, binding);
+    this.#touch(binding);
     return true;
   }
 
@@ -200,63 +214,132 @@ export class OwnerTable {
     return { size: this.#sessions.size, pinned: this.#pinned, ...this.#stats, restarts: 0 };
   }
 
+  /**
+   * The binding of a valid session id, `undefined` when unbound, `null` when
+   * the id is invalid. A bound id was validated when it was inserted, so the
+   * common path (an existing session) costs one map lookup.
+   */
+  #find(sessionId: unknown): Binding | undefined | null {
+    if (typeof sessionId !== "string") return null;
+    const binding = this.#sessions.get(sessionId);
+    if (binding !== undefined) return binding;
+    return sanitizeSessionId(sessionId) === null ? null : undefined;
+  }
+
+  #validFp(fp: unknown): boolean {
+    if (typeof fp === "string" && fp === this.#lastFp) return true;
+    if (!isValidFingerprint(fp)) return false;
+    this.#lastFp = fp;
+    return true;
+  }
+
   #pin(binding: Binding): void {
     if (binding.pins === 0) this.#pinned++;
     binding.pins++;
   }
 
-  #touch(sid: string, binding: Binding): void {
-    this.#sessions.delete(sid);
-    this.#sessions.set(sid, binding);
-    const own = this.#byOwner.get(binding.owner)!;
-    own.delete(sid);
-    own.set(sid, true);
+  /** Moves a binding to the most-recently-used end of both its lists. */
+  #touch(b: Binding): void {
+    if (this.#tail !== b) {
+      this.#unlinkGlobal(b);
+      this.#appendGlobal(b);
+    }
+    const p = b.owner;
+    if (p.tail !== b) {
+      this.#unlinkPrincipal(p, b);
+      this.#appendPrincipal(p, b);
+    }
   }
 
-  #remove(sid: string, binding: Binding): void {
-    this.#sessions.delete(sid);
-    if (binding.pins > 0) this.#pinned--;
-    const own = this.#byOwner.get(binding.owner)!;
-    own.delete(sid);
-    if (own.size === 0) this.#byOwner.delete(binding.owner);
+  #remove(b: Binding): void {
+    this.#sessions.delete(b.sid);
+    if (b.pins > 0) this.#pinned--;
+    this.#unlinkGlobal(b);
+    const p = b.owner;
+    this.#unlinkPrincipal(p, b);
+    if (--p.size === 0) this.#principals.delete(p.fp);
   }
 
-  /** Inserts a new binding after making room; false (and no change) when full. */
-  #insert(sid: string, fp: string): boolean {
-    const own = this.#byOwner.get(fp);
-    if (own !== undefined && own.size >= this.#maxPerPrincipal && !this.#shared.has(fp)) {
+  /** Inserts a new binding after making room; `null` (and no change) when full. */
+  #insert(sid: string, fp: string): Binding | null {
+    let p = this.#principals.get(fp);
+    if (p !== undefined && p.size >= this.#maxPerPrincipal && !this.#shared.has(fp)) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
-      if (!this.#evictFrom(own.keys())) {
+      if (!this.#evictFrom(p.head, true)) {
         this.#stats.full++;
-        return false;
+        return null;
       }
     } else if (this.#sessions.size >= this.#maxEntries) {
-      if (!this.#evictFrom(this.#sessions.keys())) {
+      if (!this.#evictFrom(this.#head, false)) {
         this.#stats.full++;
-        return false;
+        return null;
       }
     }
-    this.#sessions.set(sid, { owner: fp, pins: 0 });
-    let mine = this.#byOwner.get(fp);
-    if (mine === undefined) {
-      mine = new Map();
-      this.#byOwner.set(fp, mine);
+    if (p === undefined || p.size === 0) {
+      p = this.#principals.get(fp);
+      if (p === undefined) {
+        p = { fp, head: null, tail: null, size: 0 };
+        this.#principals.set(fp, p);
+      }
     }
-    mine.set(sid, true);
-    return true;
+    const b: Binding = {
+      sid,
+      owner: p,
+      pins: 0,
+      prev: null,
+      next: null,
+      pPrev: null,
+      pNext: null,
+    };
+    this.#sessions.set(sid, b);
+    this.#appendGlobal(b);
+    this.#appendPrincipal(p, b);
+    p.size++;
+    return b;
   }
 
-  /** Evicts the first unpinned session of `order` (oldest first). */
-  #evictFrom(order: Iterable<string>): boolean {
+  /** Evicts the first unpinned binding of a list, oldest first. */
+  #evictFrom(start: Binding | null, ownList: boolean): boolean {
     if (this.#pinned >= this.#sessions.size) return false;
-    for (const sid of order) {
-      const binding = this.#sessions.get(sid)!;
-      if (binding.pins === 0) {
-        this.#remove(sid, binding);
+    for (let b = start; b !== null; b = ownList ? b.pNext : b.next) {
+      if (b.pins === 0) {
+        this.#remove(b);
         this.#stats.evictions++;
         return true;
       }
     }
     return false;
+  }
+
+  #appendGlobal(b: Binding): void {
+    b.prev = this.#tail;
+    b.next = null;
+    if (this.#tail !== null) this.#tail.next = b;
+    else this.#head = b;
+    this.#tail = b;
+  }
+
+  #unlinkGlobal(b: Binding): void {
+    if (b.prev !== null) b.prev.next = b.next;
+    else this.#head = b.next;
+    if (b.next !== null) b.next.prev = b.prev;
+    else this.#tail = b.prev;
+    b.prev = b.next = null;
+  }
+
+  #appendPrincipal(p: Principal, b: Binding): void {
+    b.pPrev = p.tail;
+    b.pNext = null;
+    if (p.tail !== null) p.tail.pNext = b;
+    else p.head = b;
+    p.tail = b;
+  }
+
+  #unlinkPrincipal(p: Principal, b: Binding): void {
+    if (b.pPrev !== null) b.pPrev.pNext = b.pNext;
+    else p.head = b.pNext;
+    if (b.pNext !== null) b.pNext.pPrev = b.pPrev;
+    else p.tail = b.pPrev;
+    b.pPrev = b.pNext = null;
   }
 }

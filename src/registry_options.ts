@@ -25,6 +25,13 @@ export interface RegistryOptions {
    * sends each call on its own; only useful to measure what batching buys.
    */
   batching?: boolean;
+  /**
+   * Most calls carried by one message (default 512). A tick with more calls
+   * is sent in several messages, still applied in call order, so the worker
+   * works on the first chunk while the caller queues the rest; `Infinity`
+   * sends every call of a tick as exactly one message.
+   */
+  maxBatch?: number;
 }
 
 /** Each facade's worker client, for tests that simulate a crash (not exported from mod.ts). */
@@ -49,11 +56,15 @@ export function makeClient(
     throw new InvalidInputError(`${name}: store must be a RegistryStore, got ${String(store)}`);
   }
   const callTimeoutMs = checkCount("callTimeoutMs", options.callTimeoutMs ?? 5_000, 1);
+  const maxBatch = options.maxBatch === Infinity
+    ? Infinity
+    : checkCount("maxBatch", options.maxBatch ?? 512, 1);
   return new ActorClient({
     name,
     init: { kind: "init", store, instanceId: hooks.instanceId, ...init },
     callTimeoutMs,
     batching: options.batching ?? true,
+    maxBatch,
     onSpawn: hooks.onSpawn,
     onEvent: hooks.onEvent,
   });

@@ -21,6 +21,7 @@ function ownerClient(callTimeoutMs = 5_000): ActorClient {
     },
     callTimeoutMs,
     batching: true,
+    maxBatch: 512,
   });
 }
 

@@ -41,7 +41,8 @@ Deno.test("concurrency: thousands of unawaited calls from many callers = one by 
   assert.deepEqual(got, oneByOne);
   assert.deepEqual(got, modelOwnerResults(options, issued.map((x) => x.call)));
 
-  // Batching really happened: far fewer messages than calls.
+  // Batching really happened: far fewer messages than calls (and with
+  // maxBatch: Infinity a tick's calls would travel as exactly one message).
   const batches = clients.get(concurrent)!.batches;
   assert.ok(batches < got.length / 10, `${batches} batches for ${got.length} calls`);
   assert.equal(clients.get(sequential)!.batches, got.length, "awaited calls travel alone");
@@ -69,4 +70,21 @@ Deno.test("concurrency: a cancel racing its own registration from another caller
   );
   assert.deepEqual(counts, Array(100).fill(20));
   assert.ok(regs.every((r) => r!.signal.aborted));
+});
+
+Deno.test("batching: one tick's calls travel as one message, or in maxBatch chunks", async () => {
+  await using whole = new SessionOwnerRegistry({ maxBatch: Infinity });
+  await using chunked = new SessionOwnerRegistry({ maxBatch: 100 });
+  const calls: OwnerCall[] = Array.from(
+    { length: 1_000 },
+    (_, i) => ({ op: "bind", sid: `s${i % 10}`, fp: `fp-${i % 3}` }),
+  );
+  const expected = modelOwnerResults({}, calls);
+  assert.deepEqual(expected.slice(0, 11), [...Array(10).fill("bound"), "refused"]);
+  for (const reg of [whole, chunked]) {
+    const results = await Promise.all(calls.map((call) => issueOwnerCall(reg, call)));
+    assert.deepEqual(results, expected, "applied in call order");
+  }
+  assert.equal(clients.get(whole)!.batches, 1);
+  assert.equal(clients.get(chunked)!.batches, 10);
 });
