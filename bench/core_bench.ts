@@ -8,6 +8,8 @@
  * Each "pipelined" iteration is 1,000 concurrent callers x 10 awaited
  * `authorizeAttach` calls = 10,000 operations, so ops/s = 10,000 / (time per
  * iteration).
+ *
+ * The registries' workers stay up until the bench process exits.
  */
 
 import { OwnerTable } from "../src/owner_table.ts";
@@ -62,6 +64,23 @@ Deno.bench({
   },
 });
 
+// The platform's floor: a bare worker that echoes each message back, with no
+// registry behind it. A registry call cannot be faster than this round trip.
+const echo = new Worker(new URL("./echo_worker.ts", import.meta.url), { type: "module" });
+let echoed: (() => void) | null = null;
+echo.onmessage = () => echoed!();
+
+Deno.bench({
+  name: "bare worker postMessage round trip (floor)",
+  group: "latency",
+  async fn() {
+    await new Promise<void>((resolve) => {
+      echoed = resolve;
+      echo.postMessage({ kind: "batch", id: 1, ops: [2], args: [sessions[0], FP, false] });
+    });
+  },
+});
+
 Deno.bench({
   name: "single awaited authorizeAttach (in-thread Map)",
   group: "latency",
@@ -74,24 +93,23 @@ Deno.bench({
   name: "pipelined 1,000 callers x 10 (in-thread Map)",
   group: "pipelined",
   baseline: true,
-  fn: () => pipelined(mapAttach),
+  fn: async () => await pipelined(mapAttach),
 });
 
 Deno.bench({
   name: "pipelined 1,000 callers x 10 (in-thread OwnerTable)",
   group: "pipelined",
-  fn: () => pipelined(tableAttach),
+  fn: async () => await pipelined(tableAttach),
 });
 
 Deno.bench({
   name: "pipelined 1,000 callers x 10 (worker, batched)",
   group: "pipelined",
-  fn: () => pipelined((s, f) => batched.authorizeAttach(s, f)),
+  fn: async () => await pipelined((s, f) => batched.authorizeAttach(s, f)),
 });
 
 Deno.bench({
   name: "pipelined 1,000 callers x 10 (worker, unbatched)",
   group: "pipelined",
-  fn: () => pipelined((s, f) => unbatched.authorizeAttach(s, f)),
+  fn: async () => await pipelined((s, f) => unbatched.authorizeAttach(s, f)),
 });
-

@@ -102,7 +102,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   authorizeAttach(
     sessionId: string,
     fingerprint: string,
-    options: AttachOptions = {},
+    options?: AttachOptions,
   ): Promise<boolean> {
     return this.#client.call(Op.Attach, str(sessionId), str(fingerprint), options?.pin === true);
   }
