@@ -23,7 +23,18 @@
 import { isValidRequestId, sanitizeSessionId } from "./validate.ts";
 import { checkCount } from "./validate.ts";
 
-/** Counters reported by `stats()`. */
+/**
+ * Counters reported by `CancellationRegistry.stats()`.
+ *
+ * @example
+ * ```ts
+ * import { type CancelStats, CancellationRegistry } from "@mcp-guard/session";
+ *
+ * await using cancels = new CancellationRegistry();
+ * const stats: CancelStats = await cancels.stats();
+ * console.log(stats.size, stats.cancelled); // 0 0
+ * ```
+ */
 export interface CancelStats {
   /** Entries currently registered (including displaced ones still running). */
   size: number;

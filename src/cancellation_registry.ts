@@ -14,7 +14,18 @@ import { checkCount } from "./validate.ts";
 
 export type { CancelStats } from "./cancel_table.ts";
 
-/** Options of {@linkcode CancellationRegistry}. */
+/**
+ * Options of {@linkcode CancellationRegistry}.
+ *
+ * @example
+ * ```ts
+ * import { CancellationRegistry, type CancellationRegistryOptions } from "@mcp-guard/session";
+ *
+ * const options: CancellationRegistryOptions = { maxEntries: 10_000 };
+ * await using cancels = new CancellationRegistry(options);
+ * console.log(await cancels.size()); // 0
+ * ```
+ */
 export interface CancellationRegistryOptions extends RegistryOptions {
   /**
    * Most requests tracked at once (default 100,000). Beyond it `register`
@@ -23,7 +34,19 @@ export interface CancellationRegistryOptions extends RegistryOptions {
   maxEntries?: number;
 }
 
-/** What {@linkcode CancellationRegistry.register} hands back. */
+/**
+ * What {@linkcode CancellationRegistry.register} hands back.
+ *
+ * @example
+ * ```ts
+ * import { CancellationRegistry, type Registration } from "@mcp-guard/session";
+ *
+ * await using cancels = new CancellationRegistry();
+ * const reg: Registration | null = await cancels.register("s-1", 1);
+ * reg?.signal.addEventListener("abort", () => console.log("stopped:", reg.signal.reason));
+ * await cancels.cancel("s-1", 1, "user pressed stop"); // logs "stopped: user pressed stop"
+ * ```
+ */
 export interface Registration {
   /** Opaque token; pass it to `deregister` when the request finishes. */
   entryId: string;
@@ -253,7 +276,19 @@ export class CancellationRegistry implements AsyncDisposable {
     return this.#client.close();
   }
 
-  /** Same as {@linkcode CancellationRegistry.close}, for `await using`. */
+  /**
+   * Same as {@linkcode CancellationRegistry.close}, for `await using`.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * {
+   *   await using cancels = new CancellationRegistry();
+   *   await cancels.register("s-1", 1);
+   * } // closed here
+   * ```
+   */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }

@@ -60,7 +60,7 @@ export class RegistryUnavailableError extends RegistryError {}
  * ```
  */
 export class RegistryClosedError extends RegistryError {
-  /** @param registry the name of the registry that was closed */
+  /** Builds the error; `registry` names the registry that was closed. */
   constructor(registry: string) {
     super(`${registry} is closed`);
   }

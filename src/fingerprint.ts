@@ -9,7 +9,17 @@
 
 import { InvalidInputError } from "./errors.ts";
 
-/** Options for {@linkcode fingerprint}. */
+/**
+ * Options for {@linkcode fingerprint}.
+ *
+ * @example
+ * ```ts
+ * import { fingerprint, type FingerprintOptions } from "@mcp-guard/session";
+ *
+ * const options: FingerprintOptions = { secret: "same secret on every server of the cluster" };
+ * console.log((await fingerprint("user-42", options)).length); // 64
+ * ```
+ */
 export interface FingerprintOptions {
   /**
    * When set, the fingerprint is HMAC-SHA-256 keyed with this secret, so an

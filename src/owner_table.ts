@@ -23,10 +23,34 @@
 import { isValidFingerprint, sanitizeSessionId } from "./validate.ts";
 import { checkCount } from "./validate.ts";
 
-/** Outcome of {@linkcode OwnerTable.bind}. */
+/**
+ * Outcome of `SessionOwnerRegistry.bind`: `"bound"` (new binding or the
+ * caller's own refreshed), `"refused"` (another owner, or blank input),
+ * `"full"` (every evictable slot is pinned).
+ *
+ * @example
+ * ```ts
+ * import { type BindResult, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry();
+ * const result: BindResult = await owners.bind("s-1", "fp-alice");
+ * if (result !== "bound") throw new Error(`session not owned: ${result}`);
+ * ```
+ */
 export type BindResult = "bound" | "refused" | "full";
 
-/** Counters reported by `stats()`. */
+/**
+ * Counters reported by `SessionOwnerRegistry.stats()`.
+ *
+ * @example
+ * ```ts
+ * import { type OwnerStats, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry();
+ * const stats: OwnerStats = await owners.stats();
+ * console.log(stats.size, stats.evictions, stats.refusals); // 0 0 0
+ * ```
+ */
 export interface OwnerStats {
   /** Bindings currently held. */
   size: number;
@@ -46,8 +70,19 @@ export interface OwnerStats {
   restarts: number;
 }
 
-/** Bounds of a {@linkcode OwnerTable}. */
-export interface OwnerTableOptions {
+/**
+ * Memory bounds of a {@linkcode SessionOwnerRegistry}.
+ *
+ * @example
+ * ```ts
+ * import { type OwnerBounds, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * const bounds: OwnerBounds = { maxEntries: 50_000, maxPerPrincipal: 20, sharedPrincipals: [] };
+ * await using owners = new SessionOwnerRegistry(bounds);
+ * console.log(await owners.size()); // 0
+ * ```
+ */
+export interface OwnerBounds {
   /** Global bound on bindings. Default 10,000. */
   maxEntries?: number;
   /** Bound on bindings of one principal. Default 100. */
@@ -56,7 +91,7 @@ export interface OwnerTableOptions {
   sharedPrincipals?: readonly string[];
 }
 
-/** Validated, defaulted form of {@linkcode OwnerTableOptions}. */
+/** Validated, defaulted form of {@linkcode OwnerBounds}. */
 export interface ResolvedOwnerOptions {
   maxEntries: number;
   maxPerPrincipal: number;
@@ -64,7 +99,7 @@ export interface ResolvedOwnerOptions {
 }
 
 /** Validates and defaults owner-table options; throws `InvalidInputError` naming the bad value. */
-export function resolveOwnerOptions(options: OwnerTableOptions = {}): ResolvedOwnerOptions {
+export function resolveOwnerOptions(options: OwnerBounds = {}): ResolvedOwnerOptions {
   const maxEntries = checkCount("maxEntries", options.maxEntries ?? 10_000, 1);
   const maxPerPrincipal = checkCount("maxPerPrincipal", options.maxPerPrincipal ?? 100, 1);
   const shared = options.sharedPrincipals ?? [];
@@ -115,7 +150,7 @@ export class OwnerTable {
   #lastFp: string | null = null;
   readonly #stats = { evictions: 0, refusals: 0, claims: 0, invalid: 0, full: 0 };
 
-  constructor(options: OwnerTableOptions = {}) {
+  constructor(options: OwnerBounds = {}) {
     const resolved = resolveOwnerOptions(options);
     this.#maxEntries = resolved.maxEntries;
     this.#maxPerPrincipal = resolved.maxPerPrincipal;

@@ -11,7 +11,18 @@ import type { AbortEvent, InitMessage } from "./protocol.ts";
 import type { RegistryStore } from "./store.ts";
 import { checkCount } from "./validate.ts";
 
-/** Options shared by {@linkcode SessionOwnerRegistry} and {@linkcode CancellationRegistry}. */
+/**
+ * Options shared by `SessionOwnerRegistry` and `CancellationRegistry`.
+ *
+ * @example
+ * ```ts
+ * import { memoryStore, type RegistryOptions, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * const shared: RegistryOptions = { store: memoryStore(), callTimeoutMs: 1_000, maxBatch: 256 };
+ * await using owners = new SessionOwnerRegistry(shared);
+ * console.log(await owners.size()); // 0
+ * ```
+ */
 export interface RegistryOptions {
   /** Where the state lives. Default: the in-memory store in the registry's worker. */
   store?: RegistryStore;

@@ -7,19 +7,48 @@
 import type { ActorClient } from "./actor_client.ts";
 import {
   type BindResult,
+  type OwnerBounds,
   type OwnerStats,
-  type OwnerTableOptions,
   resolveOwnerOptions,
 } from "./owner_table.ts";
 import { Op } from "./protocol.ts";
 import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
 
-export type { BindResult, OwnerStats } from "./owner_table.ts";
+export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
 
-/** Options of {@linkcode SessionOwnerRegistry}. */
-export interface SessionOwnerRegistryOptions extends OwnerTableOptions, RegistryOptions {}
+/**
+ * Options of {@linkcode SessionOwnerRegistry}: its bounds plus the shared
+ * registry options.
+ *
+ * @example
+ * ```ts
+ * import { SessionOwnerRegistry, type SessionOwnerRegistryOptions } from "@mcp-guard/session";
+ *
+ * const options: SessionOwnerRegistryOptions = {
+ *   maxEntries: 20_000,
+ *   maxPerPrincipal: 50,
+ *   sharedPrincipals: ["fingerprint-of-the-master-key"],
+ *   callTimeoutMs: 2_000,
+ * };
+ * await using owners = new SessionOwnerRegistry(options);
+ * console.log(await owners.size()); // 0
+ * ```
+ */
+export interface SessionOwnerRegistryOptions extends OwnerBounds, RegistryOptions {}
 
-/** Options of {@linkcode SessionOwnerRegistry.authorizeAttach}. */
+/**
+ * Options of {@linkcode SessionOwnerRegistry.authorizeAttach}.
+ *
+ * @example
+ * ```ts
+ * import { type AttachOptions, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry();
+ * const live: AttachOptions = { pin: true };
+ * console.log(await owners.authorizeAttach("s-1", "fp-alice", live)); // true
+ * console.log((await owners.stats()).pinned); // 1
+ * ```
+ */
 export interface AttachOptions {
   /**
    * Also pin the session (atomically with the check), for a live listening
@@ -234,7 +263,19 @@ export class SessionOwnerRegistry implements AsyncDisposable {
     return this.#client.close();
   }
 
-  /** Same as {@linkcode SessionOwnerRegistry.close}, for `await using`. */
+  /**
+   * Same as {@linkcode SessionOwnerRegistry.close}, for `await using`.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * {
+   *   await using owners = new SessionOwnerRegistry();
+   *   await owners.bind("s-1", "fp-alice");
+   * } // closed here
+   * ```
+   */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }

@@ -8,7 +8,7 @@
 
 import fc from "fast-check";
 import { CancelTable } from "../../src/cancel_table.ts";
-import { OwnerTable, type OwnerTableOptions } from "../../src/owner_table.ts";
+import { OwnerTable, type OwnerBounds } from "../../src/owner_table.ts";
 import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
 
 /** One owner-registry call. */
@@ -66,7 +66,7 @@ export const ownerCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
 );
 
 /** Small bounds so eviction, caps and pinning are exercised. */
-export const ownerOptionsArb: fc.Arbitrary<Required<OwnerTableOptions>> = fc.record({
+export const ownerOptionsArb: fc.Arbitrary<Required<OwnerBounds>> = fc.record({
   maxEntries: fc.integer({ min: 1, max: 6 }),
   maxPerPrincipal: fc.integer({ min: 1, max: 4 }),
   sharedPrincipals: fc.constantFrom([], ["fp-shared"]),
@@ -113,7 +113,7 @@ export function issueOwnerCall(reg: SessionOwnerRegistry, call: OwnerCall): Prom
 }
 
 /** Results of `calls` on a fresh pure table. */
-export function modelOwnerResults(options: OwnerTableOptions, calls: OwnerCall[]): unknown[] {
+export function modelOwnerResults(options: OwnerBounds, calls: OwnerCall[]): unknown[] {
   const table = new OwnerTable(options);
   return calls.map((call) => applyOwnerCall(table, call));
 }
