@@ -35,6 +35,7 @@ export { SessionOwnerRegistry } from "./src/session_owner_registry.ts";
 export type {
   AttachOptions,
   BindResult,
+  OwnerBounds,
   OwnerStats,
   SessionOwnerRegistryOptions,
 } from "./src/session_owner_registry.ts";
@@ -46,6 +47,7 @@ export type {
 } from "./src/cancellation_registry.ts";
 export type { RegistryOptions } from "./src/registry_options.ts";
 export { memoryStore, type RegistryStore } from "./src/store.ts";
+export { kvStore, type KvStoreOptions } from "./src/kv_store.ts";
 export { fingerprint, type FingerprintOptions } from "./src/fingerprint.ts";
 export { sanitizeSessionId } from "./src/validate.ts";
 export {
@@ -55,3 +57,15 @@ export {
   RegistryUnavailableError,
   RequestCancelledError,
 } from "./src/errors.ts";
+export { guardSessions } from "./src/guard.ts";
+export type {
+  GuardCancellations,
+  GuardDecision,
+  GuardedHandler,
+  GuardMode,
+  GuardOptions,
+  GuardOwners,
+  GuardReason,
+  RequestHandler,
+  RequestRef,
+} from "./src/guard.ts";

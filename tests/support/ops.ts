@@ -8,7 +8,7 @@
 
 import fc from "fast-check";
 import { CancelTable } from "../../src/cancel_table.ts";
-import { OwnerTable, type OwnerBounds } from "../../src/owner_table.ts";
+import { type OwnerBounds, OwnerTable } from "../../src/owner_table.ts";
 import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
 
 /** One owner-registry call. */

@@ -1,0 +1,177 @@
+/**
+ * A guarded MCP server on the official SDK: `deno task serve`.
+ *
+ * Bearer tokens from a small demo table name the principal; the guard binds
+ * each session to the principal that initialized it. The `count` tool runs for
+ * several seconds, reports progress, and stops when its request is cancelled.
+ *
+ * ```sh
+ * deno task serve                 # http://127.0.0.1:8787/mcp
+ * deno task serve --port=0        # any free port (printed)
+ * deno task serve --steps=5 --step-ms=1000 --mode=attach-only
+ * ```
+ *
+ * @module
+ */
+
+import {
+  CancellationRegistry,
+  type GuardDecision,
+  type GuardMode,
+  guardSessions,
+  SessionOwnerRegistry,
+} from "../mod.ts";
+import { createMcpApp, type ToolEvent } from "./mcp_app.ts";
+
+/** Demo bearer tokens and the principal each one names. */
+export const DEMO_TOKENS: Readonly<Record<string, string>> = {
+  "alice-token": "alice",
+  "bob-token": "bob",
+  "mallory-token": "mallory",
+};
+
+/**
+ * A `principal` function for the guard: the user named by the request's
+ * `Authorization: Bearer <token>` in `tokens`, or `null` (anonymous).
+ */
+export function bearerPrincipal(
+  tokens: Readonly<Record<string, string>> = DEMO_TOKENS,
+): (request: Request) => string | null {
+  return (request) => {
+    const header = request.headers.get("authorization");
+    if (header === null || !header.startsWith("Bearer ")) return null;
+    const token = header.slice(7).trim();
+    return Object.hasOwn(tokens, token) ? tokens[token] : null;
+  };
+}
+
+/** Options of {@linkcode startDemoServer}. */
+export interface DemoServerOptions {
+  /** Port (default 8787; 0 picks a free one). */
+  port?: number;
+  /** Interface (default 127.0.0.1). */
+  hostname?: string;
+  /** Steps of the `count` tool (default 5). */
+  countSteps?: number;
+  /** Delay between steps, ms (default 1,000). */
+  countStepMs?: number;
+  /** Guard mode (default strict). */
+  mode?: GuardMode;
+  /** Where log lines go (default `console.log`). */
+  log?: (line: string) => void;
+}
+
+/** A running demo server. */
+export interface DemoServer {
+  /** The MCP endpoint, e.g. `http://127.0.0.1:8787/mcp`. */
+  url: URL;
+  /** Closes sessions, stops the server and the registries. */
+  close(): Promise<void>;
+}
+
+const short = (id: string | null | undefined) => (id ? `${id.slice(0, 8)}…` : "-");
+
+function describeDecision(d: GuardDecision): string | null {
+  const what = `${d.method}${d.rpcMethod ? ` ${d.rpcMethod}` : ""}`;
+  if (d.outcome === "refuse") {
+    return `[guard] REFUSED ${what} on session ${short(d.sessionId)}: ${d.status} ${d.reason}`;
+  }
+  if (d.reason === "bound") return `[guard] new session ${short(d.sessionId)} bound to its creator`;
+  if (d.reason === "cancelled") {
+    return `[guard] cancellation accepted in session ${short(d.sessionId)}`;
+  }
+  if (d.reason === "cancel-unmatched") {
+    return `[guard] cancellation in session ${
+      short(d.sessionId)
+    } matched no request of that session`;
+  }
+  return null;
+}
+
+function describeTool(e: ToolEvent): string {
+  const where = `session ${short(e.sessionId)} request ${JSON.stringify(e.requestId)}`;
+  switch (e.kind) {
+    case "started":
+      return `[tool] ${e.tool} started (${where})`;
+    case "step":
+      return `[tool] ${e.tool} step ${e.step} (${where})`;
+    case "completed":
+      return `[tool] ${e.tool} COMPLETED after ${e.step} steps (${where})`;
+    case "stopped":
+      return `[tool] ${e.tool} STOPPED after ${e.step} steps: ${e.reason} (${where})`;
+  }
+}
+
+/** Starts the guarded demo server. */
+export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoServer> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const app = createMcpApp({
+    countSteps: options.countSteps,
+    countStepMs: options.countStepMs,
+    // Tools stop on the SDK's own cancellation and on the guard's.
+    signalFor: (extra) => guarded.signalFor(extra),
+    onToolEvent: (event) => {
+      if (event.kind !== "step") log(describeTool(event));
+    },
+  });
+  const guarded = guardSessions(app.handler, {
+    owners,
+    cancellations,
+    principal: bearerPrincipal(),
+    mode: options.mode,
+    onDecision: (decision) => {
+      const line = describeDecision(decision);
+      if (line !== null) log(line);
+    },
+    onError: (error, context) => log(`[guard] ${context} failed: ${error}`),
+  });
+  return new Promise((resolve) => {
+    const server = Deno.serve({
+      port: options.port ?? 8787,
+      hostname: options.hostname ?? "127.0.0.1",
+      onListen: ({ hostname, port }) => {
+        const url = new URL(`http://${hostname}:${port}/mcp`);
+        resolve({
+          url,
+          async close() {
+            await app.close();
+            await server.shutdown();
+            await Promise.all([owners.close(), cancellations.close()]);
+          },
+        });
+      },
+    }, (request) => {
+      if (new URL(request.url).pathname !== "/mcp") {
+        return new Response("not found: the MCP endpoint is /mcp\n", { status: 404 });
+      }
+      return guarded(request);
+    });
+  });
+}
+
+function flag(name: string): string | undefined {
+  const prefix = `--${name}=`;
+  return Deno.args.find((arg) => arg.startsWith(prefix))?.slice(prefix.length);
+}
+
+if (import.meta.main) {
+  const server = await startDemoServer({
+    port: Number(flag("port") ?? Deno.env.get("PORT") ?? 8787),
+    countSteps: flag("steps") === undefined ? undefined : Number(flag("steps")),
+    countStepMs: flag("step-ms") === undefined ? undefined : Number(flag("step-ms")),
+    mode: flag("mode") as GuardMode | undefined,
+  });
+  console.log(`listening on ${server.url}`);
+  console.log(`tokens: ${Object.keys(DEMO_TOKENS).join(", ")} (Authorization: Bearer <token>)`);
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await server.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+}

@@ -1,0 +1,58 @@
+/**
+ * The Redis store: registries in several processes (and across restarts)
+ * share one Redis, so every process agrees on who owns a session and a
+ * cancel sent through any process aborts the request where it runs.
+ *
+ * Import it from `@mcp-guard/session/redis`; only this entry point (and the
+ * worker module it names) depends on `npm:redis`. Needs Redis 7 or newer.
+ *
+ * @example Two registries sharing one Redis
+ * ```ts ignore
+ * import { CancellationRegistry, SessionOwnerRegistry } from "@mcp-guard/session";
+ * import { redisStore } from "@mcp-guard/session/redis";
+ *
+ * const store = redisStore({ url: "redis://127.0.0.1:6379", prefix: "my-app:" });
+ * await using owners = new SessionOwnerRegistry({ store });
+ * await using cancels = new CancellationRegistry({ store });
+ *
+ * console.log(await owners.bind("session-1", "fp-alice")); // "bound" (in every process)
+ * const reg = await cancels.register("session-1", 1);
+ * ```
+ *
+ * @module
+ */
+
+import type { RegistryStore } from "./src/store.ts";
+import { type RedisStoreOptions, resolveRedisOptions } from "./src/redis_options.ts";
+
+export type { RedisStoreOptions } from "./src/redis_options.ts";
+
+const BACKEND_URL = new URL("./src/redis_backend.ts", import.meta.url).href;
+
+/**
+ * A store that keeps a registry's state in Redis. Pass it as `store` to
+ * `SessionOwnerRegistry` and `CancellationRegistry`; each registry's worker
+ * opens its own connection(s).
+ *
+ * - Owner operations run as Lua scripts, so each is one atomic step on the
+ *   server: two processes racing to claim one id never both win. The bounds
+ *   (`maxEntries` LRU, `maxPerPrincipal`, pinned sessions) hold across every
+ *   process using the same `prefix`.
+ * - `cancel` / `cancelAll` through any process abort the request in the
+ *   process that registered it (pub/sub), still only for the same session.
+ * - While Redis is unreachable, calls reject with `RegistryUnavailableError`
+ *   at once (fail closed); the connection is retried in the background.
+ *
+ * Throws `InvalidInputError` naming the bad option.
+ *
+ * @example
+ * ```ts
+ * import { redisStore } from "@mcp-guard/session/redis";
+ *
+ * const store = redisStore({ url: "redis://127.0.0.1:6379", idleTtlMs: 24 * 3600_000 });
+ * console.log(store.kind); // "module"
+ * ```
+ */
+export function redisStore(options: RedisStoreOptions = {}): RegistryStore {
+  return { kind: "module", url: BACKEND_URL, options: resolveRedisOptions(options) };
+}

@@ -1,0 +1,56 @@
+/**
+ * Runs a callback once when a streamed response is over: its body ended,
+ * errored, or was cancelled (the client went away). The HTTP guard uses it to
+ * unpin a listening stream and to deregister an in-flight request whose
+ * answer travels as Server-Sent Events.
+ *
+ * @module
+ */
+
+/**
+ * Returns a response with the same status and headers whose body forwards
+ * `response.body` chunk by chunk and calls `onEnd` exactly once when that body
+ * is done, fails, or is cancelled by the consumer. A response without a body
+ * calls `onEnd` at once and is returned as is.
+ */
+export function onBodyEnd(response: Response, onEnd: () => void): Response {
+  const source = response.body;
+  if (source === null) {
+    onEnd();
+    return response;
+  }
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    onEnd();
+  };
+  const reader = source.getReader();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        end();
+        controller.error(err);
+        return;
+      }
+      if (chunk.done) {
+        end();
+        controller.close();
+      } else {
+        controller.enqueue(chunk.value);
+      }
+    },
+    cancel(reason) {
+      end();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}

@@ -1,0 +1,915 @@
+/**
+ * {@linkcode guardSessions}: a web-standard `(Request) => Promise<Response>`
+ * wrapper that makes a Streamable HTTP MCP server refuse session hijacking and
+ * cross-session cancellation.
+ *
+ * It drops in front of any handler that speaks MCP Streamable HTTP (the
+ * official SDK's `WebStandardStreamableHTTPServerTransport`, a Hono route, a
+ * hand-written router): it reads only headers and the JSON-RPC body, keeps its
+ * state in a {@linkcode SessionOwnerRegistry} and a
+ * {@linkcode CancellationRegistry}, and answers refusals itself with a JSON-RPC
+ * error body.
+ *
+ * @module
+ */
+
+import { onBodyEnd } from "./body_end.ts";
+import { cancelKey } from "./cancel_table.ts";
+import type { CancellationRegistry } from "./cancellation_registry.ts";
+import { InvalidInputError, RequestCancelledError } from "./errors.ts";
+import { fingerprint } from "./fingerprint.ts";
+import {
+  classify,
+  CLIENT_NOTIFICATION_METHODS,
+  CLIENT_REQUEST_METHODS,
+  isJsonMediaType,
+  parseJson,
+  readBody,
+  RpcCode,
+  rpcError,
+  type RpcMessage,
+} from "./jsonrpc.ts";
+import type { SessionOwnerRegistry } from "./session_owner_registry.ts";
+import { checkCount, isValidRequestId, sanitizeSessionId } from "./validate.ts";
+
+/**
+ * How much the guard enforces.
+ *
+ * - `"strict"` (default): a session belongs to the principal that initialized
+ *   it. Every GET, POST and DELETE carrying its id must come from that
+ *   principal (others get 403); ids the registry does not know get 404 and are
+ *   never claimed; anonymous callers get 401.
+ * - `"attach-only"`: the original behaviour. Only the listening GET (claimed
+ *   trust-on-first-use and pinned) and DELETE are owner-checked; POSTs are
+ *   not, and anonymous callers pass through without owning anything.
+ */
+export type GuardMode = "strict" | "attach-only";
+
+/** A web-standard request handler, as `Deno.serve` and Hono take. */
+export type RequestHandler = (request: Request) => Response | Promise<Response>;
+
+/** The {@linkcode SessionOwnerRegistry} calls the guard makes (any implementation will do). */
+export type GuardOwners = Pick<
+  SessionOwnerRegistry,
+  "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin"
+>;
+
+/** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
+export type GuardCancellations = Pick<
+  CancellationRegistry,
+  "register" | "deregister" | "cancel" | "cancelAll"
+>;
+
+/** Why the guard let a request through or answered it itself. */
+export type GuardReason =
+  /** Allowed: the caller owns the session, or the request carries none. */
+  | "allowed"
+  /** Allowed: the handler issued a session id and it is now bound to the caller. */
+  | "bound"
+  /** Allowed: a `notifications/cancelled` aborted a request of the same session. */
+  | "cancelled"
+  /** Allowed: a `notifications/cancelled` matched no live request of the session. */
+  | "cancel-unmatched"
+  /** 405: not GET, POST or DELETE. */
+  | "method-not-allowed"
+  /** 400: `Mcp-Session-Id` is malformed (not 1-256 visible ASCII characters). */
+  | "invalid-session-id"
+  /** 400: GET or DELETE without `Mcp-Session-Id`. */
+  | "missing-session-id"
+  /** 401: strict mode and `principal()` answered `null`. */
+  | "anonymous"
+  /** 503: `principal()` threw or answered something other than a string or `null`. */
+  | "principal-error"
+  /** 403: the session belongs to another principal. */
+  | "not-owner"
+  /** 404: strict mode and the session id is bound to nobody. */
+  | "unknown-session"
+  /** 415: a POST whose `Content-Type` is not `application/json`. */
+  | "unsupported-media-type"
+  /** 413: the body is larger than `maxBodyBytes`. */
+  | "body-too-large"
+  /** 400: the body is not JSON. */
+  | "parse-error"
+  /** 400: a JSON-RPC batch (an array body). */
+  | "batch"
+  /** 400: not a JSON-RPC request, notification or response. */
+  | "invalid-request"
+  /** 400: malformed params (a cancellation's `requestId`). */
+  | "invalid-params"
+  /** 400: a method no MCP client sends (see `extraMethods`). */
+  | "unknown-method"
+  /** 409: the issued session id is owned by another principal; the session was closed. */
+  | "bind-refused"
+  /** 503: no room to bind the issued session id (every slot is pinned); the session was closed. */
+  | "bind-full"
+  /** 500: the handler issued a session id that is not valid; the session was closed. */
+  | "invalid-issued-session-id"
+  /** 503: a registry call failed (worker or store unavailable): fail closed. */
+  | "registry-unavailable";
+
+/** What the guard decided about one request, for logs and metrics. */
+export interface GuardDecision {
+  /** `"allow"`: passed to the handler; `"refuse"`: the guard answered itself. */
+  outcome: "allow" | "refuse";
+  /** Why. */
+  reason: GuardReason;
+  /** The HTTP status the guard answered with, or `null` when the handler answers. */
+  status: number | null;
+  /** The HTTP method. */
+  method: string;
+  /** The JSON-RPC method of a POST body, when it was read. */
+  rpcMethod: string | null;
+  /** The validated session id (the issued one for `"bound"`), or `null`. */
+  sessionId: string | null;
+}
+
+/** Options of {@linkcode guardSessions}. */
+export interface GuardOptions {
+  /** Who owns which session. */
+  owners: GuardOwners;
+  /** In-flight requests, cancellable only from their own session. */
+  cancellations: GuardCancellations;
+  /**
+   * The caller's identity (a user id, an API key, a verified token subject),
+   * or `null` for anonymous. Only its fingerprint is stored.
+   */
+  principal: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /** HMAC secret for fingerprints (same on every process of a cluster). */
+  secret?: string | Uint8Array;
+  /** `"strict"` (default) or `"attach-only"`. */
+  mode?: GuardMode;
+  /** Largest POST body read, in bytes (default 4 MiB, as the MCP SDK). */
+  maxBodyBytes?: number;
+  /** Method names accepted besides the MCP client methods (for extensions). */
+  extraMethods?: readonly string[];
+  /**
+   * Principal-to-fingerprint pairs kept in memory to skip hashing (default
+   * 1,024; `0` disables). Set `0` if principals are raw secrets that must not
+   * stay in memory.
+   */
+  fingerprintCacheSize?: number;
+  /**
+   * How long (ms) a POST may rely on an owner the registry confirmed, instead
+   * of asking again (default `0`: ask on every request). A positive value
+   * saves a registry round trip per POST; the price is that, for that long,
+   * an operator's `forget`, an eviction or a registry outage does not yet stop
+   * the session's own owner (never anyone else). GET and DELETE always ask.
+   */
+  ownerCacheMs?: number;
+  /** Called once per request with the decision (errors thrown by it are reported to `onError`). */
+  onDecision?: (decision: GuardDecision) => void;
+  /**
+   * Called with failures the guard cannot answer with a status: a background
+   * `unpin`/`deregister` that failed, a session it could not close, a throwing
+   * `onDecision`, a registry error that became a 503.
+   */
+  onError?: (error: unknown, context: string) => void;
+}
+
+/**
+ * Identifies an in-flight request; the MCP SDK's request handler `extra`
+ * argument fits as is.
+ */
+export interface RequestRef {
+  /** The session the request arrived in (`extra.sessionId`). */
+  sessionId?: string;
+  /** The JSON-RPC id (`extra.requestId`). */
+  requestId: string | number;
+  /** A signal to combine with the guard's (`extra.signal`). */
+  signal?: AbortSignal;
+}
+
+/** The handler {@linkcode guardSessions} returns. */
+export interface GuardedHandler {
+  /** Handles one request: refuses it, or passes it to the wrapped handler. */
+  (request: Request): Promise<Response>;
+  /**
+   * The `AbortSignal` of an in-flight request: aborted when a
+   * `notifications/cancelled` from the same session (or the session's
+   * termination, or `cancellations.cancel`/`cancelAll`) cancels it, combined
+   * with `ref.signal` when given. A request the guard does not track gets
+   * `ref.signal`, or a signal that never aborts.
+   */
+  signalFor(ref: RequestRef): AbortSignal;
+}
+
+/** Most sessions whose owner the guard remembers (see `ownerCacheMs`). */
+const OWNER_CACHE_ENTRIES = 10_000;
+
+const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  ...CLIENT_REQUEST_METHODS,
+  ...CLIENT_NOTIFICATION_METHODS,
+]);
+
+/** A registry call failed: answered with 503. */
+class RegistryFailure {
+  constructor(readonly cause: unknown) {}
+}
+
+function registry<T>(promise: Promise<T>): Promise<T> {
+  return promise.catch((err) => {
+    throw new RegistryFailure(err);
+  });
+}
+
+/** A session-scoped guard around one handler. */
+class SessionGuard {
+  readonly #handler: RequestHandler;
+  readonly #owners: GuardOwners;
+  readonly #cancellations: GuardCancellations;
+  readonly #principal: GuardOptions["principal"];
+  readonly #secret: string | Uint8Array | undefined;
+  readonly #strict: boolean;
+  readonly #maxBodyBytes: number;
+  readonly #methods: ReadonlySet<string>;
+  readonly #cacheSize: number;
+  readonly #fingerprints = new Map<string, string>();
+  readonly #onDecision: ((decision: GuardDecision) => void) | undefined;
+  readonly #onError: ((error: unknown, context: string) => void) | undefined;
+  /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
+  readonly #inflight = new Map<string, AbortSignal>();
+  readonly #ownerCacheMs: number;
+  /** session id -> owner confirmed by the registry, and until when to trust it. */
+  readonly #ownerCache = new Map<string, { fp: string; until: number }>();
+
+  constructor(handler: RequestHandler, options: GuardOptions) {
+    if (typeof handler !== "function") {
+      throw new InvalidInputError("guardSessions: handler must be a function");
+    }
+    if (options === null || typeof options !== "object") {
+      throw new InvalidInputError("guardSessions: options are required");
+    }
+    const { owners, cancellations } = options;
+    for (const name of ["bind", "authorizeAttach", "ownerOf", "forget", "unpin"] as const) {
+      if (typeof owners?.[name] !== "function") {
+        throw new InvalidInputError(
+          `guardSessions: options.owners must be a SessionOwnerRegistry (missing ${name})`,
+        );
+      }
+    }
+    for (const name of ["register", "deregister", "cancel", "cancelAll"] as const) {
+      if (typeof cancellations?.[name] !== "function") {
+        throw new InvalidInputError(
+          `guardSessions: options.cancellations must be a CancellationRegistry (missing ${name})`,
+        );
+      }
+    }
+    if (typeof options.principal !== "function") {
+      throw new InvalidInputError("guardSessions: options.principal must be a function");
+    }
+    const mode = options.mode ?? "strict";
+    if (mode !== "strict" && mode !== "attach-only") {
+      throw new InvalidInputError(
+        `guardSessions: mode must be "strict" or "attach-only", got ${JSON.stringify(mode)}`,
+      );
+    }
+    const extra = options.extraMethods ?? [];
+    if (!Array.isArray(extra) || !extra.every((m) => typeof m === "string" && m.length > 0)) {
+      throw new InvalidInputError("guardSessions: extraMethods must be an array of method names");
+    }
+    if (options.secret !== undefined) {
+      const s = options.secret;
+      if (!((typeof s === "string" || s instanceof Uint8Array) && s.length > 0)) {
+        throw new InvalidInputError("guardSessions: secret must be a non-empty string or bytes");
+      }
+    }
+    this.#handler = handler;
+    this.#owners = owners;
+    this.#cancellations = cancellations;
+    this.#principal = options.principal;
+    this.#secret = options.secret;
+    this.#strict = mode === "strict";
+    this.#maxBodyBytes = checkCount("maxBodyBytes", options.maxBodyBytes ?? 4 * 1024 * 1024, 1);
+    this.#cacheSize = checkCount("fingerprintCacheSize", options.fingerprintCacheSize ?? 1024, 0);
+    this.#ownerCacheMs = checkCount("ownerCacheMs", options.ownerCacheMs ?? 0, 0);
+    this.#methods = extra.length === 0 ? KNOWN_METHODS : new Set([...KNOWN_METHODS, ...extra]);
+    this.#onDecision = options.onDecision;
+    this.#onError = options.onError;
+  }
+
+  handle = async (request: Request): Promise<Response> => {
+    const method = request.method;
+    if (method !== "POST" && method !== "GET" && method !== "DELETE") {
+      return this.#refuse(
+        method,
+        null,
+        null,
+        405,
+        RpcCode.ServerError,
+        "method-not-allowed",
+        `Method Not Allowed: ${method.slice(0, 32)}; an MCP endpoint takes POST, GET and DELETE`,
+        null,
+        { allow: "GET, POST, DELETE" },
+      );
+    }
+    const rawSid = request.headers.get("mcp-session-id");
+    let sid: string | null = null;
+    if (rawSid !== null) {
+      sid = sanitizeSessionId(rawSid);
+      if (sid === null) {
+        return this.#refuse(
+          method,
+          null,
+          null,
+          400,
+          RpcCode.InvalidRequest,
+          "invalid-session-id",
+          "Bad Request: Mcp-Session-Id must be 1 to 256 visible ASCII characters (0x21-0x7E)",
+        );
+      }
+    } else if (method !== "POST") {
+      return this.#refuse(
+        method,
+        null,
+        null,
+        400,
+        RpcCode.InvalidRequest,
+        "missing-session-id",
+        `Bad Request: Mcp-Session-Id header is required for ${method}`,
+      );
+    }
+    let fp: string | null;
+    try {
+      fp = await this.#fingerprintOf(request);
+    } catch (err) {
+      this.#report(err, "principal");
+      return this.#refuse(
+        method,
+        null,
+        sid,
+        503,
+        RpcCode.ServerError,
+        "principal-error",
+        "Service Unavailable: could not identify the caller",
+        null,
+        { "retry-after": "1" },
+      );
+    }
+    if (fp === null && this.#strict) {
+      return this.#refuse(
+        method,
+        null,
+        sid,
+        401,
+        RpcCode.InvalidRequest,
+        "anonymous",
+        "Unauthorized: this MCP server needs an identified caller; anonymous callers cannot use sessions",
+        null,
+        { "www-authenticate": "Bearer" },
+      );
+    }
+    try {
+      if (method === "POST") return await this.#post(request, sid, fp);
+      if (method === "GET") return await this.#get(request, sid!, fp);
+      return await this.#delete(request, sid!, fp);
+    } catch (err) {
+      if (!(err instanceof RegistryFailure)) throw err;
+      this.#report(err.cause, "registry");
+      return this.#refuse(
+        method,
+        null,
+        sid,
+        503,
+        RpcCode.ServerError,
+        "registry-unavailable",
+        "Service Unavailable: the session registry is unavailable; try again",
+        null,
+        { "retry-after": "1" },
+      );
+    }
+  };
+
+  signalFor = (ref: RequestRef): AbortSignal => {
+    const sdk = ref?.signal instanceof AbortSignal ? ref.signal : undefined;
+    const sid = ref?.sessionId;
+    const own = typeof sid === "string" && isValidRequestId(ref.requestId)
+      ? this.#inflight.get(cancelKey(sid, ref.requestId))
+      : undefined;
+    if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
+    return own ?? sdk ?? new AbortController().signal;
+  };
+
+  async #post(request: Request, sid: string | null, fp: string | null): Promise<Response> {
+    if (!isJsonMediaType(request.headers.get("content-type"))) {
+      return this.#refuse(
+        "POST",
+        null,
+        sid,
+        415,
+        RpcCode.ServerError,
+        "unsupported-media-type",
+        "Unsupported Media Type: Content-Type must be application/json",
+      );
+    }
+    const body = await readBody(request, this.#maxBodyBytes);
+    if (body.kind === "problem") return this.#problem("POST", null, sid, body);
+    const json = parseJson(body.text);
+    if (json.kind === "problem") return this.#problem("POST", null, sid, json);
+    const message = classify(json.value, this.#methods);
+    if (message.kind === "problem") return this.#problem("POST", null, sid, message);
+    const rpcMethod = message.kind === "response" ? null : message.method;
+    // A fresh request (not `new Request(request, ...)`, which would follow
+    // `request.signal` and make Deno.serve warn about its legacy abort).
+    const inner = new Request(request.url, {
+      method: "POST",
+      headers: request.headers,
+      body: body.text,
+    });
+
+    if (sid === null) {
+      // No session yet: `initialize`, or a stateless server's traffic.
+      this.#decide("allow", "allowed", null, "POST", rpcMethod, null);
+      const response = await this.#handler(inner);
+      return await this.#bindIssued(request, response, null, fp, rpcMethod);
+    }
+    if (this.#strict) {
+      const refusal = await this.#checkOwner("POST", rpcMethod, sid, fp!, requestIdOf(message));
+      if (refusal !== null) return refusal;
+    }
+    if (message.kind === "notification" && message.method === "notifications/cancelled") {
+      const params = message.params as { requestId?: string | number; reason?: unknown };
+      let cancelled = false;
+      if (params?.requestId !== undefined) {
+        const why = typeof params.reason === "string" ? params.reason.slice(0, 200) : undefined;
+        cancelled = await registry(this.#cancellations.cancel(
+          sid,
+          params.requestId,
+          new RequestCancelledError(
+            sid,
+            params.requestId,
+            why === undefined ? undefined : `cancelled by the client: ${why}`,
+          ),
+        ));
+      }
+      this.#decide(
+        "allow",
+        cancelled ? "cancelled" : "cancel-unmatched",
+        null,
+        "POST",
+        rpcMethod,
+        sid,
+      );
+      return await this.#bindIssued(request, await this.#handler(inner), sid, fp, rpcMethod);
+    }
+    this.#decide("allow", "allowed", null, "POST", rpcMethod, sid);
+    if (message.kind === "request") return await this.#runTracked(request, inner, sid, fp, message);
+    return await this.#bindIssued(request, await this.#handler(inner), sid, fp, rpcMethod);
+  }
+
+  /**
+   * Runs a request tracked for cancellation. The registration travels to the
+   * registry while the handler already starts (the caller is authorized by
+   * then, so it cannot displace anyone's entry), and the response is only
+   * released once the registration is confirmed: if the registry fails, the
+   * request is cancelled (its signal aborted, and a `notifications/cancelled`
+   * sent to the handler so an SDK server stops it too) and the caller gets 503.
+   *
+   * The registry entry is dropped once the request is cancelled or its answer
+   * is over (stream ended, errored, or cancelled by a disconnecting client;
+   * handler threw). The signal stays reachable through `signalFor` until the
+   * answer is over, so a tool that asks late still sees the cancellation.
+   */
+  async #runTracked(
+    request: Request,
+    inner: Request,
+    sid: string,
+    fp: string | null,
+    message: Extract<RpcMessage, { kind: "request" }>,
+  ): Promise<Response> {
+    const controller = new AbortController();
+    const signal = controller.signal;
+    const key = cancelKey(sid, message.id);
+    this.#inflight.set(key, signal);
+    let entryId: string | null = null;
+    let released = false;
+    let ended = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (entryId !== null) this.#deregister(entryId);
+    };
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      signal.removeEventListener("abort", release);
+      if (this.#inflight.get(key) === signal) this.#inflight.delete(key);
+      release();
+    };
+    // A cancelled entry can never be cancelled again: drop it from the registry at once.
+    signal.addEventListener("abort", release);
+    let failure: unknown = undefined;
+    const registered = this.#cancellations.register(sid, message.id, controller).then(
+      (registration) => {
+        if (registration === null) {
+          release(); // the registry is full: the request runs untracked
+        } else {
+          entryId = registration.entryId;
+          if (released) this.#deregister(entryId);
+        }
+        return true;
+      },
+      (err) => {
+        failure = err;
+        return false;
+      },
+    );
+    let response: Response;
+    let ok: boolean;
+    try {
+      [ok, response] = await Promise.all([registered, this.#handler(inner)]);
+      if (ok) response = await this.#bindIssued(request, response, sid, fp, message.method);
+    } catch (err) {
+      end();
+      throw err;
+    }
+    if (!ok) {
+      controller.abort(failure);
+      await response.body?.cancel().catch(() => {});
+      await this.#cancelInner(request, sid, message.id);
+      end();
+      throw new RegistryFailure(failure);
+    }
+    if (!isEventStream(response)) {
+      end();
+      return response;
+    }
+    return onBodyEnd(response, end);
+  }
+
+  #deregister(entryId: string): void {
+    this.#cancellations.deregister(entryId).catch((err) => this.#report(err, "deregister"));
+  }
+
+  /** Tells the handler that a request it started is cancelled (the SDK then stops it). */
+  async #cancelInner(request: Request, sid: string, requestId: string | number): Promise<void> {
+    try {
+      const headers = new Headers(request.headers);
+      headers.delete("content-length");
+      headers.set("mcp-session-id", sid);
+      const response = await this.#handler(
+        new Request(request.url, {
+          method: "POST",
+          headers,
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            method: "notifications/cancelled",
+            params: { requestId, reason: "the session registry is unavailable" },
+          }),
+        }),
+      );
+      await response.body?.cancel().catch(() => {});
+    } catch (err) {
+      this.#report(err, "cancel-in-handler");
+    }
+  }
+
+  async #get(request: Request, sid: string, fp: string | null): Promise<Response> {
+    let pinned = false;
+    if (this.#strict) {
+      const refusal = await this.#checkOwner("GET", null, sid, fp!, null);
+      if (refusal !== null) return refusal;
+      pinned = await registry(this.#owners.authorizeAttach(sid, fp!, { pin: true }));
+      if (!pinned) return this.#notOwner("GET", null, sid, null);
+    } else if (fp === null) {
+      // Attach-only, anonymous: may listen only on a session nobody owns, and never claims it.
+      if (await registry(this.#owners.ownerOf(sid)) !== null) {
+        return this.#notOwner("GET", null, sid, null);
+      }
+    } else {
+      pinned = await registry(this.#owners.authorizeAttach(sid, fp, { pin: true }));
+      if (!pinned) {
+        if (await registry(this.#owners.ownerOf(sid)) === null) return this.#full("GET", sid);
+        return this.#notOwner("GET", null, sid, null);
+      }
+    }
+    this.#decide("allow", "allowed", null, "GET", null, sid);
+    if (!pinned) return await this.#handler(request);
+    const unpin = () => {
+      this.#owners.unpin(sid).catch((err) => this.#report(err, "unpin"));
+    };
+    let response: Response;
+    try {
+      response = await this.#handler(request);
+    } catch (err) {
+      unpin();
+      throw err;
+    }
+    if (!response.ok || response.body === null) {
+      unpin();
+      return response;
+    }
+    return onBodyEnd(response, unpin);
+  }
+
+  async #delete(request: Request, sid: string, fp: string | null): Promise<Response> {
+    const owner = await registry(this.#owners.ownerOf(sid));
+    if (this.#strict) {
+      if (owner === null) return this.#unknown("DELETE", null, sid, null);
+      if (owner !== fp) return this.#notOwner("DELETE", null, sid, null);
+    } else if (owner !== null && owner !== fp) {
+      return this.#notOwner("DELETE", null, sid, null);
+    }
+    this.#decide("allow", "allowed", null, "DELETE", null, sid);
+    this.#ownerCache.delete(sid);
+    const response = await this.#handler(request);
+    if (response.ok || response.status === 404) {
+      // The session is over (or the handler no longer knows it): stop its requests, drop it.
+      const [cancelled, forgotten] = await Promise.allSettled([
+        this.#cancellations.cancelAll(sid),
+        owner === null ? Promise.resolve(true) : this.#owners.forget(sid, owner),
+      ]);
+      if (cancelled.status === "rejected") this.#report(cancelled.reason, "cancelAll");
+      if (forgotten.status === "rejected") this.#report(forgotten.reason, "forget");
+    }
+    return response;
+  }
+
+  /** Strict check: `null` when `fp` owns `sid`, else the refusal to answer with. */
+  async #checkOwner(
+    method: string,
+    rpcMethod: string | null,
+    sid: string,
+    fp: string,
+    id: string | number | null,
+  ): Promise<Response | null> {
+    if (this.#ownerCacheMs > 0 && method === "POST") {
+      const hit = this.#ownerCache.get(sid);
+      if (hit !== undefined && hit.fp === fp && hit.until > performance.now()) return null;
+    }
+    const owner = await registry(this.#owners.ownerOf(sid));
+    if (owner === fp) {
+      this.#rememberOwner(sid, fp);
+      return null;
+    }
+    this.#ownerCache.delete(sid);
+    if (owner === null) return this.#unknown(method, rpcMethod, sid, id);
+    return this.#notOwner(method, rpcMethod, sid, id);
+  }
+
+  /** Remembers a confirmed owner for `ownerCacheMs` (POSTs only consult it). */
+  #rememberOwner(sid: string, fp: string): void {
+    if (this.#ownerCacheMs === 0) return;
+    if (this.#ownerCache.size >= OWNER_CACHE_ENTRIES && !this.#ownerCache.has(sid)) {
+      this.#ownerCache.clear();
+    }
+    this.#ownerCache.set(sid, { fp, until: performance.now() + this.#ownerCacheMs });
+  }
+
+  /**
+   * Binds a session id the handler just issued to the caller. When it cannot
+   * be bound, the session is closed through the handler and the caller gets
+   * an error instead of the id.
+   */
+  async #bindIssued(
+    request: Request,
+    response: Response,
+    sid: string | null,
+    fp: string | null,
+    rpcMethod: string | null,
+  ): Promise<Response> {
+    if (sid !== null && response.status === 404) this.#ownerCache.delete(sid);
+    const raw = response.headers.get("mcp-session-id");
+    if (raw === null || raw === sid) return response;
+    const issued = sanitizeSessionId(raw);
+    if (issued === null) {
+      await this.#closeIssued(request, raw, response);
+      return this.#refuse(
+        "POST",
+        rpcMethod,
+        null,
+        500,
+        RpcCode.ServerError,
+        "invalid-issued-session-id",
+        "Internal error: the server issued an invalid session id; the session was closed",
+      );
+    }
+    if (fp === null) return response; // attach-only, anonymous: nobody owns it
+    let result: string;
+    try {
+      result = await this.#owners.bind(issued, fp);
+    } catch (err) {
+      await this.#closeIssued(request, issued, response);
+      throw new RegistryFailure(err);
+    }
+    if (result === "bound") {
+      this.#rememberOwner(issued, fp);
+      this.#decide("allow", "bound", null, "POST", rpcMethod, issued);
+      return response;
+    }
+    await this.#closeIssued(request, issued, response);
+    if (result === "full") return this.#full("POST", issued, rpcMethod);
+    return this.#refuse(
+      "POST",
+      rpcMethod,
+      issued,
+      409,
+      RpcCode.InvalidRequest,
+      "bind-refused",
+      "Conflict: the server issued a session id another principal owns; the session was closed",
+    );
+  }
+
+  /** Discards a response and asks the handler to terminate the session it issued. */
+  async #closeIssued(request: Request, sid: string, response: Response): Promise<void> {
+    await response.body?.cancel().catch(() => {});
+    try {
+      const headers = new Headers(request.headers);
+      headers.delete("content-type");
+      headers.delete("content-length");
+      headers.set("mcp-session-id", sid);
+      const closed = await this.#handler(new Request(request.url, { method: "DELETE", headers }));
+      await closed.body?.cancel().catch(() => {});
+    } catch (err) {
+      this.#report(err, "close-issued-session");
+    }
+  }
+
+  async #fingerprintOf(request: Request): Promise<string | null> {
+    const principal = await this.#principal(request);
+    if (principal === null || principal === undefined) return null;
+    if (typeof principal !== "string") {
+      throw new InvalidInputError(
+        `principal() must return a string or null, got ${typeof principal}`,
+      );
+    }
+    if (principal.trim().length === 0) return null;
+    if (this.#cacheSize === 0) return await fingerprint(principal, { secret: this.#secret });
+    let fp = this.#fingerprints.get(principal);
+    if (fp === undefined) {
+      fp = await fingerprint(principal, { secret: this.#secret });
+      if (this.#fingerprints.size >= this.#cacheSize) this.#fingerprints.clear();
+      this.#fingerprints.set(principal, fp);
+    }
+    return fp;
+  }
+
+  #notOwner(
+    method: string,
+    rpcMethod: string | null,
+    sid: string,
+    id: string | number | null,
+  ): Response {
+    return this.#refuse(
+      method,
+      rpcMethod,
+      sid,
+      403,
+      RpcCode.InvalidRequest,
+      "not-owner",
+      "Forbidden: this session belongs to another principal",
+      id,
+    );
+  }
+
+  #unknown(
+    method: string,
+    rpcMethod: string | null,
+    sid: string,
+    id: string | number | null,
+  ): Response {
+    return this.#refuse(
+      method,
+      rpcMethod,
+      sid,
+      404,
+      RpcCode.SessionNotFound,
+      "unknown-session",
+      "Session not found: no principal owns this session id; initialize a new session",
+      id,
+    );
+  }
+
+  #full(method: string, sid: string, rpcMethod: string | null = null): Response {
+    return this.#refuse(
+      method,
+      rpcMethod,
+      sid,
+      503,
+      RpcCode.ServerError,
+      "bind-full",
+      "Service Unavailable: the session table is full (every slot holds a live stream); try again later",
+      null,
+      { "retry-after": "5" },
+    );
+  }
+
+  #problem(
+    method: string,
+    rpcMethod: string | null,
+    sid: string | null,
+    p: {
+      status: number;
+      code: number;
+      reason: string;
+      message: string;
+      id: string | number | null;
+    },
+  ): Response {
+    return this.#refuse(
+      method,
+      rpcMethod,
+      sid,
+      p.status,
+      p.code,
+      p.reason as GuardReason,
+      p.message,
+      p.id,
+    );
+  }
+
+  #refuse(
+    method: string,
+    rpcMethod: string | null,
+    sid: string | null,
+    status: number,
+    code: number,
+    reason: GuardReason,
+    message: string,
+    id: string | number | null = null,
+    headers?: Record<string, string>,
+  ): Response {
+    this.#decide("refuse", reason, status, method, rpcMethod, sid);
+    return rpcError(status, code, message, id, headers);
+  }
+
+  #decide(
+    outcome: "allow" | "refuse",
+    reason: GuardReason,
+    status: number | null,
+    method: string,
+    rpcMethod: string | null,
+    sessionId: string | null,
+  ): void {
+    if (this.#onDecision === undefined) return;
+    try {
+      this.#onDecision({ outcome, reason, status, method, rpcMethod, sessionId });
+    } catch (err) {
+      this.#report(err, "onDecision");
+    }
+  }
+
+  #report(error: unknown, context: string): void {
+    if (this.#onError === undefined) return;
+    try {
+      this.#onError(error, context);
+    } catch {
+      // A throwing error hook must not break request handling.
+    }
+  }
+}
+
+function requestIdOf(message: RpcMessage): string | number | null {
+  return message.kind === "notification" ? null : message.id;
+}
+
+function isEventStream(response: Response): boolean {
+  const type = response.headers.get("content-type");
+  return type !== null && type.toLowerCase().startsWith("text/event-stream");
+}
+
+/**
+ * Wraps a Streamable HTTP MCP handler so that sessions belong to the principal
+ * that initialized them, and cancellations reach only requests of their own
+ * session. Returns a handler with the same signature, for `Deno.serve`, Hono,
+ * or the SDK's own per-session routing.
+ *
+ * Rules (strict mode): a session id the handler issues is bound to the caller
+ * (refused or full: the session is closed and the caller gets 409/503, never
+ * the id); GET, POST and DELETE with another principal's session id get 403;
+ * unknown ids 404; anonymous callers 401; malformed ids 400 before any
+ * lookup; a live GET stream pins its session until it ends; DELETE by the
+ * owner cancels the session's requests and forgets it; a
+ * `notifications/cancelled` aborts only a request of the same session; a
+ * failed registry call answers 503, never allow. Requests are tracked so
+ * `signalFor(extra)` gives tool handlers an `AbortSignal`.
+ *
+ * @example Guard an MCP handler on Deno.serve
+ * ```ts
+ * import {
+ *   CancellationRegistry,
+ *   guardSessions,
+ *   SessionOwnerRegistry,
+ * } from "@mcp-guard/session";
+ *
+ * const owners = new SessionOwnerRegistry();
+ * const cancellations = new CancellationRegistry();
+ * const mcpHandler = (_request: Request) => new Response(null, { status: 202 });
+ *
+ * const guard = guardSessions(mcpHandler, {
+ *   owners,
+ *   cancellations,
+ *   principal: (request) => request.headers.get("authorization"),
+ * });
+ *
+ * const anonymous = await guard(new Request("http://localhost/mcp", { method: "GET" }));
+ * console.log(anonymous.status); // 400: a GET needs Mcp-Session-Id
+ * await owners.close();
+ * await cancellations.close();
+ * ```
+ */
+export function guardSessions(handler: RequestHandler, options: GuardOptions): GuardedHandler {
+  const guard = new SessionGuard(handler, options);
+  const guarded = guard.handle as GuardedHandler;
+  guarded.signalFor = guard.signalFor;
+  return guarded;
+}

@@ -1,0 +1,289 @@
+/**
+ * JSON-RPC body handling for the HTTP guard: reading a POST body within a size
+ * limit, classifying the one message it carries, and building the JSON-RPC
+ * error responses the guard answers with.
+ *
+ * The guard refuses what it cannot reason about instead of guessing: batch
+ * bodies (removed from MCP in 2025-06-18), messages that are neither a
+ * request, a notification nor a response, methods no MCP client sends, and
+ * `notifications/cancelled` with a malformed `requestId`.
+ *
+ * @module
+ */
+
+import { isValidRequestId } from "./validate.ts";
+
+/** JSON-RPC error codes the guard uses. */
+export const RpcCode = {
+  /** Invalid JSON. */
+  ParseError: -32700,
+  /** Not a valid JSON-RPC message, or refused by the session rules. */
+  InvalidRequest: -32600,
+  /** A method no MCP client sends. */
+  MethodNotFound: -32601,
+  /** Malformed params (e.g. a cancellation's `requestId`). */
+  InvalidParams: -32602,
+  /** Transport-level refusal (method not allowed, media type, size, unavailable). */
+  ServerError: -32000,
+  /** The session is unknown (same code as the MCP SDK uses). */
+  SessionNotFound: -32001,
+} as const;
+
+/** Methods an MCP client may send as requests (MCP 2025-11-25). */
+export const CLIENT_REQUEST_METHODS: readonly string[] = [
+  "initialize",
+  "ping",
+  "completion/complete",
+  "logging/setLevel",
+  "prompts/get",
+  "prompts/list",
+  "resources/list",
+  "resources/templates/list",
+  "resources/read",
+  "resources/subscribe",
+  "resources/unsubscribe",
+  "tools/call",
+  "tools/list",
+  "tasks/get",
+  "tasks/result",
+  "tasks/list",
+  "tasks/cancel",
+];
+
+/** Methods an MCP client may send as notifications (MCP 2025-11-25). */
+export const CLIENT_NOTIFICATION_METHODS: readonly string[] = [
+  "notifications/cancelled",
+  "notifications/initialized",
+  "notifications/progress",
+  "notifications/roots/list_changed",
+  "notifications/tasks/status",
+];
+
+/** One JSON-RPC message, classified. */
+export type RpcMessage =
+  | { kind: "request"; id: string | number; method: string; params: unknown }
+  | { kind: "notification"; method: string; params: unknown }
+  | { kind: "response"; id: string | number | null };
+
+/** Why a body was refused, with the HTTP status and JSON-RPC error to answer. */
+export interface RpcProblem {
+  kind: "problem";
+  /** HTTP status. */
+  status: number;
+  /** JSON-RPC error code. */
+  code: number;
+  /** Human-readable message naming the problem. */
+  message: string;
+  /** Short machine-readable reason, for logs and metrics. */
+  reason: string;
+  /** The message's id when one could be read, else `null`. */
+  id: string | number | null;
+}
+
+function problem(
+  status: number,
+  code: number,
+  reason: string,
+  message: string,
+  id: string | number | null = null,
+): RpcProblem {
+  return { kind: "problem", status, code, message, reason, id };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Classifies a parsed body. `knownMethods` is the set of accepted method
+ * names (requests and notifications together).
+ */
+export function classify(
+  value: unknown,
+  knownMethods: ReadonlySet<string>,
+): RpcMessage | RpcProblem {
+  if (Array.isArray(value)) {
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "batch",
+      "Invalid Request: JSON-RPC batches are not supported; send one message per POST",
+    );
+  }
+  if (!isObject(value)) {
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "invalid-request",
+      "Invalid Request: the body must be one JSON-RPC message object",
+    );
+  }
+  const hasId = "id" in value;
+  const rawId = value.id;
+  const id = isValidRequestId(rawId) ? rawId : null;
+  if (value.jsonrpc !== "2.0") {
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "invalid-request",
+      'Invalid Request: "jsonrpc" must be "2.0"',
+      id,
+    );
+  }
+  if (hasId && id === null) {
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "invalid-request",
+      "Invalid Request: id must be a string (at most 1024 characters) or a finite number",
+    );
+  }
+  const method = value.method;
+  if (method === undefined) {
+    if (("result" in value) !== ("error" in value) && hasId) {
+      return { kind: "response", id };
+    }
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "invalid-request",
+      "Invalid Request: a message needs a method (request, notification) or an id with exactly one of result and error (response)",
+      id,
+    );
+  }
+  if (typeof method !== "string" || method.length === 0) {
+    return problem(
+      400,
+      RpcCode.InvalidRequest,
+      "invalid-request",
+      "Invalid Request: method must be a non-empty string",
+      id,
+    );
+  }
+  if (value.params !== undefined && !isObject(value.params)) {
+    return problem(
+      400,
+      RpcCode.InvalidParams,
+      "invalid-params",
+      "Invalid params: params must be an object",
+      id,
+    );
+  }
+  if (!knownMethods.has(method)) {
+    return problem(
+      400,
+      RpcCode.MethodNotFound,
+      "unknown-method",
+      `Method not found: ${JSON.stringify(method.slice(0, 100))} is not an MCP client method`,
+      id,
+    );
+  }
+  if (hasId) return { kind: "request", id: id!, method, params: value.params };
+  if (method === "notifications/cancelled") {
+    const requestId = (value.params as Record<string, unknown> | undefined)?.requestId;
+    if (requestId !== undefined && !isValidRequestId(requestId)) {
+      return problem(
+        400,
+        RpcCode.InvalidParams,
+        "invalid-params",
+        "Invalid params: notifications/cancelled needs requestId to be a string or a finite number",
+      );
+    }
+  }
+  return { kind: "notification", method, params: value.params };
+}
+
+/** Outcome of {@linkcode readBody}: the text, or the problem to answer with. */
+export type BodyResult = { kind: "text"; text: string } | RpcProblem;
+
+function tooLarge(maxBytes: number): RpcProblem {
+  return problem(
+    413,
+    RpcCode.ServerError,
+    "body-too-large",
+    `Payload Too Large: the body must not exceed ${maxBytes} bytes`,
+  );
+}
+
+/**
+ * Reads a request body as UTF-8 text, refusing more than `maxBytes`: a
+ * declared `Content-Length` over the limit is refused without reading, and a
+ * body without one stops being read as soon as it passes the limit.
+ */
+export async function readBody(request: Request, maxBytes: number): Promise<BodyResult> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null) {
+    const length = Number(declared);
+    if (!Number.isSafeInteger(length) || length < 0) {
+      return problem(
+        400,
+        RpcCode.InvalidRequest,
+        "invalid-request",
+        "Bad Request: invalid Content-Length",
+      );
+    }
+    if (length > maxBytes) {
+      await request.body?.cancel().catch(() => {});
+      return tooLarge(maxBytes);
+    }
+    // The HTTP server delivers exactly Content-Length bytes.
+    return { kind: "text", text: await request.text() };
+  }
+  if (request.body === null) return { kind: "text", text: "" };
+  const reader = request.body.getReader();
+  const decoder = new TextDecoder();
+  let received = 0;
+  let text = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    received += value.byteLength;
+    if (received > maxBytes) {
+      await reader.cancel().catch(() => {});
+      return tooLarge(maxBytes);
+    }
+    text += decoder.decode(value, { stream: true });
+  }
+  return { kind: "text", text: text + decoder.decode() };
+}
+
+/**
+ * Parses body text as JSON, or returns the `-32700` problem. Never throws.
+ */
+export function parseJson(text: string): { kind: "json"; value: unknown } | RpcProblem {
+  try {
+    return { kind: "json", value: JSON.parse(text) };
+  } catch {
+    return problem(
+      400,
+      RpcCode.ParseError,
+      "parse-error",
+      "Parse error: the body is not valid JSON",
+    );
+  }
+}
+
+/** True when a `Content-Type` header value names JSON (`application/json`, any parameters). */
+export function isJsonMediaType(value: string | null): boolean {
+  if (value === null) return false;
+  const semi = value.indexOf(";");
+  const essence = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
+  return essence === "application/json";
+}
+
+/**
+ * A JSON-RPC error response: `{ jsonrpc: "2.0", error: { code, message }, id }`
+ * with the given HTTP status and extra headers.
+ */
+export function rpcError(
+  status: number,
+  code: number,
+  message: string,
+  id: string | number | null = null,
+  headers?: Record<string, string>,
+): Response {
+  return new Response(
+    JSON.stringify({ jsonrpc: "2.0", error: { code, message }, id }),
+    { status, headers: { "content-type": "application/json", ...headers } },
+  );
+}

@@ -1,0 +1,373 @@
+/**
+ * Bad input against the guarded SDK server, with raw `fetch`: every request
+ * gets a clear 4xx with a JSON-RPC error body naming the problem, the guard
+ * (not the SDK behind it) is the one answering, invalid session ids never
+ * reach the registry, and none of it disturbs a session running next to it.
+ */
+
+import assert from "node:assert/strict";
+import { fingerprint, SessionOwnerRegistry } from "../mod.ts";
+import type { GuardOwners } from "../mod.ts";
+import { bearer, connect, startServer, waitFor } from "./support/mcp_server.ts";
+
+const MAX_BODY = 4096;
+
+/** A real owner registry that records which methods the guard called. */
+function spyOwners(): { owners: GuardOwners; calls: string[]; real: SessionOwnerRegistry } {
+  const real = new SessionOwnerRegistry();
+  const calls: string[] = [];
+  const owners: GuardOwners = {
+    bind: (s, f) => (calls.push("bind"), real.bind(s, f)),
+    authorizeAttach: (s, f, o) => (calls.push("authorizeAttach"), real.authorizeAttach(s, f, o)),
+    ownerOf: (s) => (calls.push("ownerOf"), real.ownerOf(s)),
+    forget: (s, f) => (calls.push("forget"), real.forget(s, f)),
+    unpin: (s) => (calls.push("unpin"), real.unpin(s)),
+  };
+  return { owners, calls, real };
+}
+
+interface Case {
+  name: string;
+  method?: string;
+  body?: BodyInit | null;
+  headers?: Record<string, string>;
+  /** Use alice's session id (default true for POST). */
+  session?: boolean;
+  status: number;
+  code: number;
+  reason: string;
+  message: RegExp;
+}
+
+const ping = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" });
+
+const CASES: Case[] = [
+  {
+    name: "malformed JSON",
+    body: '{"jsonrpc": "2.0", "id": 1, "method": "ping"',
+    status: 400,
+    code: -32700,
+    reason: "parse-error",
+    message: /Parse error/,
+  },
+  {
+    name: "empty body",
+    body: "",
+    status: 400,
+    code: -32700,
+    reason: "parse-error",
+    message: /Parse error/,
+  },
+  {
+    name: "batch body",
+    body: `[${ping}, ${ping}]`,
+    status: 400,
+    code: -32600,
+    reason: "batch",
+    message: /batches are not supported/,
+  },
+  {
+    name: "empty batch",
+    body: "[]",
+    status: 400,
+    code: -32600,
+    reason: "batch",
+    message: /batches/,
+  },
+  {
+    name: "unknown method",
+    body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/explode" }),
+    status: 400,
+    code: -32601,
+    reason: "unknown-method",
+    message: /Method not found: "tools\/explode"/,
+  },
+  {
+    name: "server-to-client method sent by a client",
+    body: JSON.stringify({ jsonrpc: "2.0", id: 3, method: "sampling/createMessage", params: {} }),
+    status: 400,
+    code: -32601,
+    reason: "unknown-method",
+    message: /Method not found/,
+  },
+  {
+    name: "not JSON-RPC 2.0",
+    body: JSON.stringify({ jsonrpc: "1.0", id: 4, method: "ping" }),
+    status: 400,
+    code: -32600,
+    reason: "invalid-request",
+    message: /"jsonrpc" must be "2.0"/,
+  },
+  {
+    name: "a JSON string, not a message",
+    body: '"ping"',
+    status: 400,
+    code: -32600,
+    reason: "invalid-request",
+    message: /one JSON-RPC message object/,
+  },
+  {
+    name: "null id",
+    body: JSON.stringify({ jsonrpc: "2.0", id: null, method: "ping" }),
+    status: 400,
+    code: -32600,
+    reason: "invalid-request",
+    message: /id must be a string/,
+  },
+  {
+    name: "object id",
+    body: JSON.stringify({ jsonrpc: "2.0", id: { x: 1 }, method: "ping" }),
+    status: 400,
+    code: -32600,
+    reason: "invalid-request",
+    message: /id must be/,
+  },
+  {
+    name: "array params",
+    body: JSON.stringify({ jsonrpc: "2.0", id: 5, method: "tools/list", params: [1] }),
+    status: 400,
+    code: -32602,
+    reason: "invalid-params",
+    message: /params must be an object/,
+  },
+  {
+    name: "cancellation with an object requestId",
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      method: "notifications/cancelled",
+      params: { requestId: { guess: 1 } },
+    }),
+    status: 400,
+    code: -32602,
+    reason: "invalid-params",
+    message: /requestId/,
+  },
+  {
+    name: "neither request nor response",
+    body: JSON.stringify({ jsonrpc: "2.0", id: 6, result: {}, error: { code: 1 } }),
+    status: 400,
+    code: -32600,
+    reason: "invalid-request",
+    message: /exactly one of result and error/,
+  },
+  {
+    name: "text/plain body",
+    body: ping,
+    headers: { "content-type": "text/plain" },
+    status: 415,
+    code: -32000,
+    reason: "unsupported-media-type",
+    message: /application\/json/,
+  },
+  {
+    name: "missing Content-Type",
+    body: new Blob([ping]),
+    headers: { "content-type": "" },
+    status: 415,
+    code: -32000,
+    reason: "unsupported-media-type",
+    message: /Content-Type/,
+  },
+  {
+    name: "oversized body (Content-Length)",
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 7,
+      method: "ping",
+      params: { pad: "x".repeat(MAX_BODY) },
+    }),
+    status: 413,
+    code: -32000,
+    reason: "body-too-large",
+    message: /must not exceed 4096 bytes/,
+  },
+  {
+    name: "oversized body (chunked, no Content-Length)",
+    body: "stream",
+    status: 413,
+    code: -32000,
+    reason: "body-too-large",
+    message: /Payload Too Large/,
+  },
+  {
+    name: "PUT",
+    method: "PUT",
+    body: ping,
+    status: 405,
+    code: -32000,
+    reason: "method-not-allowed",
+    message: /Method Not Allowed: PUT/,
+  },
+  {
+    name: "GET without Mcp-Session-Id",
+    method: "GET",
+    session: false,
+    headers: { accept: "text/event-stream" },
+    status: 400,
+    code: -32600,
+    reason: "missing-session-id",
+    message: /Mcp-Session-Id header is required for GET/,
+  },
+  {
+    name: "DELETE without Mcp-Session-Id",
+    method: "DELETE",
+    session: false,
+    status: 400,
+    code: -32600,
+    reason: "missing-session-id",
+    message: /required for DELETE/,
+  },
+];
+
+function chunkedOversize(): ReadableStream<Uint8Array> {
+  let sent = 0;
+  return new ReadableStream({
+    pull(controller) {
+      if (sent > MAX_BODY * 2) return controller.close();
+      sent += 1024;
+      controller.enqueue(new TextEncoder().encode(" ".repeat(1024)));
+    },
+  });
+}
+
+Deno.test("guard: bad input gets a clear 4xx and leaves other sessions alone", async (t) => {
+  await using server = await startServer({ guard: { maxBodyBytes: MAX_BODY } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  await using bob = await connect(server.url, "bob-token", { listen: false });
+  await bob.client.callTool({ name: "remember", arguments: { text: "bob's note" } });
+  // Bob's long call runs through all of it.
+  const bobCall = bob.client.callTool({ name: "count", arguments: { steps: 8, stepMs: 60 } });
+  await waitFor(() => server.tools.some((e) => e.kind === "started"), 5_000, "bob's call");
+  const sessionsBefore = server.app.sessions.size;
+
+  for (const c of CASES) {
+    await t.step(c.name, async () => {
+      const before = server.decisions.length;
+      const method = c.method ?? "POST";
+      const headers = new Headers({
+        accept: "application/json, text/event-stream",
+        ...bearer("alice-token"),
+      });
+      if (method === "POST") headers.set("content-type", "application/json");
+      if (c.session ?? true) headers.set("mcp-session-id", alice.sessionId);
+      for (const [k, v] of Object.entries(c.headers ?? {})) {
+        if (v === "") headers.delete(k);
+        else headers.set(k, v);
+      }
+      const body = c.body === "stream" ? chunkedOversize() : c.body;
+      const response = await fetch(server.url, { method, headers, body });
+      assert.equal(response.status, c.status);
+      assert.equal(response.headers.get("content-type"), "application/json");
+      const json = await response.json();
+      assert.equal(json.jsonrpc, "2.0");
+      assert.equal(json.error.code, c.code);
+      assert.match(json.error.message, c.message);
+      if (c.status === 405) assert.equal(response.headers.get("allow"), "GET, POST, DELETE");
+      // The guard answered (not the SDK behind it).
+      const decided = server.decisions.slice(before);
+      assert.deepEqual(decided.map((d) => [d.outcome, d.status, d.reason]), [
+        ["refuse", c.status, c.reason],
+      ]);
+    });
+  }
+
+  await t.step("other sessions were not disturbed", async () => {
+    const reply = await bobCall as { content: { text: string }[] };
+    assert.equal(reply.content[0].text, "counted to 8");
+    const note = await bob.client.callTool({ name: "recall", arguments: {} });
+    assert.equal((note as { content: { text: string }[] }).content[0].text, "bob's note");
+    assert.equal(server.app.sessions.size, sessionsBefore);
+    assert.equal(await server.owners.ownerOf(alice.sessionId), await fingerprint("alice"));
+    assert.equal(await server.owners.ownerOf(bob.sessionId), await fingerprint("bob"));
+    await alice.client.ping();
+    await waitFor(async () => (await server.cancellations.size!()) === 0, 5_000, "deregistered");
+  });
+});
+
+Deno.test("guard: invalid session ids get 400 and never reach the registry", async () => {
+  const { owners, calls, real } = spyOwners();
+  try {
+    await using server = await startServer({ guard: { owners } });
+    const bad = ["has space", "x".repeat(257), "caf\u00e9", "tab\there", "a,b"];
+    const duplicated = new Headers({ accept: "text/event-stream", ...bearer("alice-token") });
+    duplicated.append("mcp-session-id", "one");
+    duplicated.append("mcp-session-id", "two");
+    const requests: Request[] = [
+      ...bad.flatMap((sid) => [
+        new Request(server.url, {
+          headers: { accept: "text/event-stream", "mcp-session-id": sid, ...bearer("alice-token") },
+        }),
+        new Request(server.url, {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            "mcp-session-id": sid,
+            ...bearer("alice-token"),
+          },
+          body: ping,
+        }),
+        new Request(server.url, {
+          method: "DELETE",
+          headers: { "mcp-session-id": sid, ...bearer("alice-token") },
+        }),
+      ]),
+      new Request(server.url, { headers: duplicated }),
+    ];
+    for (const request of requests) {
+      const response = await fetch(request);
+      const body = await response.json();
+      const sid = request.headers.get("mcp-session-id");
+      // "a,b" is itself a valid id (visible ASCII); it is just unknown: 404 after one lookup.
+      if (sid === "a,b") {
+        assert.equal(response.status, 404, `${request.method} ${sid}`);
+        continue;
+      }
+      assert.equal(response.status, 400, `${request.method} ${JSON.stringify(sid)}`);
+      assert.equal(body.error.code, -32600);
+      assert.match(body.error.message, /Mcp-Session-Id must be 1 to 256 visible ASCII/);
+    }
+    assert.deepEqual(calls, ["ownerOf", "ownerOf", "ownerOf"]); // only the three "a,b" requests
+    assert.equal(server.decisions.filter((d) => d.reason === "invalid-session-id").length, 13);
+  } finally {
+    await real.close();
+  }
+});
+
+Deno.test("guard: every client method the SDK defines is accepted; extraMethods adds more", async () => {
+  const { ClientNotificationSchema, ClientRequestSchema } = await import(
+    "@modelcontextprotocol/sdk/types.js"
+  );
+  const methods = [...ClientRequestSchema.options, ...ClientNotificationSchema.options].map(
+    (schema: { shape: { method: { value: string } } }) => schema.shape.method.value,
+  );
+  assert.ok(methods.length >= 20, `only ${methods.length} methods found`);
+  const { CLIENT_NOTIFICATION_METHODS, CLIENT_REQUEST_METHODS } = await import("../src/jsonrpc.ts");
+  const known = new Set([...CLIENT_REQUEST_METHODS, ...CLIENT_NOTIFICATION_METHODS]);
+  for (const method of methods) assert.ok(known.has(method), `${method} is not accepted`);
+
+  await using server = await startServer({ guard: { extraMethods: ["x-vendor/hello"] } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  const headers = {
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    "mcp-session-id": alice.sessionId,
+    "mcp-protocol-version": "2025-11-25",
+    ...bearer("alice-token"),
+  };
+  // Passed through to the SDK, which answers its own "method not found" in the stream.
+  const vendor = await fetch(server.url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "x-vendor/hello" }),
+  });
+  assert.equal(vendor.status, 200);
+  assert.match(await vendor.text(), /-32601/);
+  const other = await fetch(server.url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "x-vendor/bye" }),
+  });
+  assert.equal(other.status, 400);
+  assert.equal((await other.json()).error.code, -32601);
+});

@@ -1,0 +1,158 @@
+/** Unit tests of the guard's building blocks: JSON-RPC classification, bounded body reads, body-end hooks. */
+
+import assert from "node:assert/strict";
+import { onBodyEnd } from "../src/body_end.ts";
+import {
+  classify,
+  CLIENT_NOTIFICATION_METHODS,
+  CLIENT_REQUEST_METHODS,
+  isJsonMediaType,
+  readBody,
+  rpcError,
+} from "../src/jsonrpc.ts";
+
+const KNOWN = new Set([...CLIENT_REQUEST_METHODS, ...CLIENT_NOTIFICATION_METHODS]);
+
+Deno.test("classify: requests, notifications and responses", () => {
+  assert.deepEqual(classify({ jsonrpc: "2.0", id: 1, method: "ping" }, KNOWN), {
+    kind: "request",
+    id: 1,
+    method: "ping",
+    params: undefined,
+  });
+  assert.deepEqual(classify({ jsonrpc: "2.0", id: "1", method: "tools/list", params: {} }, KNOWN), {
+    kind: "request",
+    id: "1",
+    method: "tools/list",
+    params: {},
+  });
+  assert.equal(
+    classify({ jsonrpc: "2.0", method: "notifications/initialized" }, KNOWN).kind,
+    "notification",
+  );
+  assert.deepEqual(classify({ jsonrpc: "2.0", id: 9, result: {} }, KNOWN), {
+    kind: "response",
+    id: 9,
+  });
+  assert.equal(classify({ jsonrpc: "2.0", id: 9, error: { code: 1 } }, KNOWN).kind, "response");
+  // A cancellation without requestId is valid (nothing to cancel).
+  assert.equal(
+    classify({ jsonrpc: "2.0", method: "notifications/cancelled", params: {} }, KNOWN).kind,
+    "notification",
+  );
+});
+
+Deno.test("classify: every refusal names its reason and keeps a readable id", () => {
+  const cases: [unknown, string, number][] = [
+    [[], "batch", -32600],
+    [null, "invalid-request", -32600],
+    [42, "invalid-request", -32600],
+    [{ id: 1, method: "ping" }, "invalid-request", -32600],
+    [{ jsonrpc: "2.0", id: 1.5e400, method: "ping" }, "invalid-request", -32600],
+    [{ jsonrpc: "2.0", id: "x".repeat(1025), method: "ping" }, "invalid-request", -32600],
+    [{ jsonrpc: "2.0", id: 1, method: "" }, "invalid-request", -32600],
+    [{ jsonrpc: "2.0", id: 1, method: 7 }, "invalid-request", -32600],
+    [{ jsonrpc: "2.0", id: 1, method: "ping", params: "x" }, "invalid-params", -32602],
+    [{ jsonrpc: "2.0", id: 1, method: "nope" }, "unknown-method", -32601],
+    [{ jsonrpc: "2.0", method: "notifications/nope" }, "unknown-method", -32601],
+    [
+      { jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: null } },
+      "invalid-params",
+      -32602,
+    ],
+    [{ jsonrpc: "2.0", result: {} }, "invalid-request", -32600],
+  ];
+  for (const [value, reason, code] of cases) {
+    const got = classify(value, KNOWN);
+    assert.equal(got.kind, "problem", JSON.stringify(value)?.slice(0, 80));
+    if (got.kind !== "problem") continue;
+    assert.equal(got.reason, reason, JSON.stringify(value)?.slice(0, 80));
+    assert.equal(got.code, code);
+    assert.ok(got.status >= 400 && got.status < 500);
+  }
+  const unknown = classify({ jsonrpc: "2.0", id: "abc", method: "nope" }, KNOWN);
+  assert.equal(unknown.kind === "problem" && unknown.id, "abc");
+});
+
+Deno.test("isJsonMediaType", () => {
+  assert.equal(isJsonMediaType("application/json"), true);
+  assert.equal(isJsonMediaType("Application/JSON; charset=utf-8"), true);
+  assert.equal(isJsonMediaType("application/jsonx"), false);
+  assert.equal(isJsonMediaType("text/plain; application/json"), false);
+  assert.equal(isJsonMediaType(null), false);
+});
+
+Deno.test("readBody: the limit holds with and without Content-Length", async () => {
+  const exact = new Request("http://x/", { method: "POST", body: "x".repeat(10) });
+  assert.deepEqual(await readBody(exact, 10), { kind: "text", text: "x".repeat(10) });
+  const over = new Request("http://x/", { method: "POST", body: "x".repeat(11) });
+  assert.equal((await readBody(over, 10)).kind, "problem");
+
+  const chunks = (n: number) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (let i = 0; i < n; i++) controller.enqueue(new TextEncoder().encode("é"));
+        controller.close();
+      },
+    });
+  const streamed = new Request("http://x/", { method: "POST", body: chunks(5) });
+  assert.deepEqual(await readBody(streamed, 10), { kind: "text", text: "ééééé" });
+  const tooMuch = new Request("http://x/", { method: "POST", body: chunks(6) });
+  const refused = await readBody(tooMuch, 10);
+  assert.equal(refused.kind === "problem" && refused.status, 413);
+
+  const lying = new Request("http://x/", {
+    method: "POST",
+    body: "{}",
+    headers: { "content-length": "-1" },
+  });
+  assert.equal((await readBody(lying, 10)).kind, "problem");
+  await lying.body?.cancel();
+});
+
+Deno.test("rpcError: a JSON-RPC error body with the status and headers", async () => {
+  const response = rpcError(403, -32600, "Forbidden", 7, { "x-a": "b" });
+  assert.equal(response.status, 403);
+  assert.equal(response.headers.get("x-a"), "b");
+  assert.deepEqual(await response.json(), {
+    jsonrpc: "2.0",
+    error: { code: -32600, message: "Forbidden" },
+    id: 7,
+  });
+});
+
+Deno.test("onBodyEnd: once on end, on cancel, on error, at once without a body", async () => {
+  let ends = 0;
+  const ended = () => ends++;
+
+  const done = onBodyEnd(new Response("abc", { status: 201, headers: { "x-k": "v" } }), ended);
+  assert.equal(done.status, 201);
+  assert.equal(done.headers.get("x-k"), "v");
+  assert.equal(ends, 0);
+  assert.equal(await done.text(), "abc");
+  assert.equal(ends, 1);
+
+  let sourceCancelled: unknown = null;
+  const endless = new ReadableStream<Uint8Array>({
+    pull: (c) => c.enqueue(new Uint8Array([1])),
+    cancel: (reason) => {
+      sourceCancelled = reason;
+    },
+  });
+  const cancelled = onBodyEnd(new Response(endless), ended);
+  const reader = cancelled.body!.getReader();
+  await reader.read();
+  await reader.cancel("client left");
+  assert.equal(ends, 2);
+  assert.equal(sourceCancelled, "client left");
+
+  const failing = new ReadableStream<Uint8Array>({
+    pull: (c) => c.error(new Error("boom")),
+  });
+  await assert.rejects(onBodyEnd(new Response(failing), ended).text(), /boom/);
+  assert.equal(ends, 3);
+
+  const empty = new Response(null, { status: 204 });
+  assert.equal(onBodyEnd(empty, ended), empty);
+  assert.equal(ends, 4);
+});

@@ -1,0 +1,249 @@
+/**
+ * Test fixtures for the HTTP guard: the example SDK app on a real
+ * `Deno.serve({ port: 0 })`, guarded or not, and SDK clients with bearer
+ * tokens. Everything is `AsyncDisposable` so `await using` tears it down in
+ * the right order (clients first, then the server, then the registries).
+ *
+ * @module
+ */
+
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { LoggingMessageNotificationSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  CancellationRegistry,
+  type GuardCancellations,
+  type GuardDecision,
+  type GuardedHandler,
+  type GuardOptions,
+  type GuardOwners,
+  guardSessions,
+  type RequestHandler,
+  SessionOwnerRegistry,
+} from "../../mod.ts";
+import {
+  createMcpApp,
+  type McpApp,
+  type McpAppOptions,
+  type ToolEvent,
+} from "../../examples/mcp_app.ts";
+import { bearerPrincipal } from "../../examples/server.ts";
+
+/** Options of {@linkcode startServer}. */
+export interface TestServerOptions extends Omit<McpAppOptions, "signalFor" | "onToolEvent"> {
+  /** `false` serves the app unguarded (the control). Default: guarded. */
+  guarded?: boolean;
+  /** Guard options to override (mode, hooks, registries...). */
+  guard?: Partial<GuardOptions>;
+  /** Options for the default owner registry. */
+  ownerOptions?: ConstructorParameters<typeof SessionOwnerRegistry>[0];
+  /** Serve this handler instead of the SDK app (for edge cases). */
+  handler?: RequestHandler;
+}
+
+/** A running test server. */
+export interface TestServer extends AsyncDisposable {
+  /** `http://127.0.0.1:PORT/mcp`. */
+  url: URL;
+  /** The SDK app behind the guard. */
+  app: McpApp;
+  /** The guard, or `null` for the unguarded control. */
+  guard: GuardedHandler | null;
+  /** Registries in use. */
+  owners: GuardOwners & Partial<SessionOwnerRegistry>;
+  cancellations: GuardCancellations & Partial<CancellationRegistry>;
+  /** Every guard decision, in order. */
+  decisions: GuardDecision[];
+  /** Every error reported to the guard's `onError`. */
+  errors: { error: unknown; context: string }[];
+  /** Every tool event, in order. */
+  tools: ToolEvent[];
+}
+
+/** Starts the example app (guarded by default) on a free loopback port. */
+export function startServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const ownOwners = options.guard?.owners === undefined;
+  const ownCancels = options.guard?.cancellations === undefined;
+  const owners = options.guard?.owners ?? new SessionOwnerRegistry(options.ownerOptions);
+  const cancellations = options.guard?.cancellations ?? new CancellationRegistry();
+  const decisions: GuardDecision[] = [];
+  const errors: { error: unknown; context: string }[] = [];
+  const tools: ToolEvent[] = [];
+  let guard: GuardedHandler | null = null;
+  const app = createMcpApp({
+    ...options,
+    signalFor: (extra) => guard === null ? extra.signal! : guard.signalFor(extra),
+    onToolEvent: (event) => tools.push(event),
+  });
+  const inner = options.handler ?? app.handler;
+  if (options.guarded !== false) {
+    guard = guardSessions(inner, {
+      principal: bearerPrincipal(),
+      ...options.guard,
+      owners,
+      cancellations,
+      onDecision: (d) => {
+        decisions.push(d);
+        options.guard?.onDecision?.(d);
+      },
+      onError: (error, context) => {
+        errors.push({ error, context });
+        options.guard?.onError?.(error, context);
+      },
+    });
+  }
+  const serve = guard ?? inner;
+  return new Promise((resolve) => {
+    const server = Deno.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      onListen: ({ port }) => {
+        resolve({
+          url: new URL(`http://127.0.0.1:${port}/mcp`),
+          app,
+          guard,
+          owners,
+          cancellations,
+          decisions,
+          errors,
+          tools,
+          async [Symbol.asyncDispose]() {
+            await app.close();
+            await server.shutdown();
+            if (ownOwners) await (owners as SessionOwnerRegistry).close();
+            if (ownCancels) await (cancellations as CancellationRegistry).close();
+          },
+        });
+      },
+    }, (request) => serve(request));
+  });
+}
+
+/** An SDK client connected as the holder of `token`. */
+export interface TestClient extends AsyncDisposable {
+  client: Client;
+  transport: StreamableHTTPClientTransport;
+  /** The session id the server issued. */
+  sessionId: string;
+  /** Errors the transport reported (e.g. a refused listening stream). */
+  errors: Error[];
+}
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /**
+   * Open the listening GET stream after initializing (the SDK default). `false`
+   * makes a POST-only client (its GET is answered 405 locally).
+   */
+  listen?: boolean;
+  /** Called for every `notifications/message` the client receives. */
+  onLog?: (data: unknown) => void;
+}
+
+/** The headers a client with `token` sends. */
+export function bearer(token: string | null): Record<string, string> {
+  return token === null ? {} : { authorization: `Bearer ${token}` };
+}
+
+/** Connects an SDK client (initialize + initialized) with `token`. */
+export async function connect(
+  url: URL,
+  token: string | null,
+  options: ConnectOptions = {},
+): Promise<TestClient> {
+  const errors: Error[] = [];
+  const fetchFn: typeof fetch | undefined = options.listen === false
+    ? (input, init) => {
+      if ((init?.method ?? "GET") === "GET") {
+        return Promise.resolve(new Response(null, { status: 405 }));
+      }
+      return fetch(input, init);
+    }
+    : undefined;
+  const transport = new StreamableHTTPClientTransport(url, {
+    requestInit: { headers: bearer(token) },
+    fetch: fetchFn,
+  });
+  const client = new Client({ name: "guard-test", version: "0.0.0" });
+  client.onerror = (error: Error) => errors.push(error);
+  if (options.onLog !== undefined) {
+    const onLog = options.onLog;
+    client.setNotificationHandler(
+      LoggingMessageNotificationSchema,
+      (n: { params: { data?: unknown } }) => onLog(n.params.data),
+    );
+  }
+  await client.connect(transport);
+  const sessionId = transport.sessionId;
+  if (sessionId === undefined) throw new Error("the server issued no session id");
+  return {
+    client,
+    transport,
+    sessionId,
+    errors,
+    async [Symbol.asyncDispose]() {
+      await client.close();
+    },
+  };
+}
+
+/**
+ * A bare SDK transport that speaks for `token` in an EXISTING session (it never
+ * initializes): what an attacker who learned the session id would use.
+ */
+export async function intruder(
+  url: URL,
+  token: string | null,
+  sessionId: string,
+): Promise<StreamableHTTPClientTransport & AsyncDisposable> {
+  const transport = new StreamableHTTPClientTransport(url, {
+    sessionId,
+    requestInit: { headers: bearer(token) },
+  });
+  transport.onerror = () => {};
+  await transport.start();
+  transport.setProtocolVersion("2025-11-25");
+  return Object.assign(transport, {
+    async [Symbol.asyncDispose]() {
+      await transport.close();
+    },
+  });
+}
+
+/** Waits until `predicate()` holds (polling), or throws after `timeoutMs`. */
+export async function waitFor(
+  predicate: () => boolean | Promise<boolean>,
+  timeoutMs = 5_000,
+  what = "condition",
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await predicate())) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Raw JSON-RPC POST helper for malformed-input tests; returns status, headers and parsed body. */
+export async function rawPost(
+  url: URL,
+  body: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; headers: Headers; json: unknown; text: string }> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      ...headers,
+    },
+    body,
+  });
+  const text = await response.text();
+  let json: unknown = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: response.status, headers: response.headers, json, text };
+}
