@@ -53,12 +53,19 @@ interface Pending {
 
 type Settler = (value: unknown) => void;
 
+/**
+ * Extra time a batch may wait while a fresh worker boots (loads its modules,
+ * connects its store) before the worker counts as hung.
+ */
+const BOOT_GRACE_MS = 10_000;
+
 const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
 
 /** Sends registry operations to a worker and awaits their results. */
 export class ActorClient {
   readonly #opts: ActorClientOptions;
   #worker: Worker | null = null;
+  #ready = false;
   #everStarted = false;
   #restarts = 0;
   #closed = false;
@@ -155,6 +162,7 @@ export class ActorClient {
       if (this.#worker === worker) this.#die("worker sent an unreadable message");
     };
     this.#worker = worker;
+    this.#ready = false;
     worker.postMessage(this.#opts.init);
     const restart = this.#everStarted;
     if (restart) this.#restarts++;
@@ -188,6 +196,15 @@ export class ActorClient {
 
   #onMessage(message: FromWorker): void {
     switch (message?.kind) {
+      case "ready": {
+        // Timeouts count from now: batches sent during the boot were not late.
+        this.#ready = true;
+        const now = performance.now();
+        for (const pending of this.#pending.values()) pending.sentAt = now;
+        this.#disarmWatchdog();
+        if (this.#pending.size > 0) this.#armWatchdog();
+        return;
+      }
       case "reply": {
         const pending = this.#pending.get(message.id);
         if (pending === undefined) return;
@@ -219,9 +236,14 @@ export class ActorClient {
     for (const reject of pending.reject) reject(error);
   }
 
+  /** How long a batch may go unanswered: longer while the worker boots. */
+  #limit(): number {
+    return this.#opts.callTimeoutMs + (this.#ready ? 0 : BOOT_GRACE_MS);
+  }
+
   #armWatchdog(): void {
     if (this.#watchdog !== undefined) return;
-    this.#watchdog = setTimeout(this.#checkWatchdog, this.#opts.callTimeoutMs);
+    this.#watchdog = setTimeout(this.#checkWatchdog, this.#limit());
   }
 
   #disarmWatchdog(): void {
@@ -235,10 +257,15 @@ export class ActorClient {
     const oldest = this.#pending.values().next().value;
     if (oldest === undefined) return;
     const age = performance.now() - oldest.sentAt;
-    if (age >= this.#opts.callTimeoutMs) {
-      this.#die(`worker did not answer within ${this.#opts.callTimeoutMs} ms`);
+    const limit = this.#limit();
+    if (age >= limit) {
+      this.#die(
+        this.#ready
+          ? `worker did not answer within ${this.#opts.callTimeoutMs} ms`
+          : `worker did not start within ${limit} ms`,
+      );
     } else {
-      this.#watchdog = setTimeout(this.#checkWatchdog, this.#opts.callTimeoutMs - age);
+      this.#watchdog = setTimeout(this.#checkWatchdog, limit - age);
     }
   };
 

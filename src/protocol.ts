@@ -4,8 +4,8 @@
  *
  * Facade -> worker: one `init` after the worker starts, then `batch`
  * messages (every call made in one tick travels in one batch, in call order),
- * and a final `close`. Worker -> facade: one `reply` or `fail` per batch,
- * `closed` for close, and unsolicited `abort` events (a store telling this
+ * and a final `close`. Worker -> facade: `ready` once its store started (or
+ * failed to), one `reply` or `fail` per batch, `closed` for close, and unsolicited `abort` events (a store telling this
  * process to abort requests it runs, e.g. a cancel sent through another
  * process).
  *
@@ -125,6 +125,15 @@ export interface ClosedMessage {
   id: number;
 }
 
+/**
+ * Sent once after `init`, when the store started or failed to start: from then
+ * on every batch is answered, so the facade's `callTimeoutMs` starts counting
+ * (a worker's boot, a cold module load, is not a hang).
+ */
+export interface ReadyMessage {
+  kind: "ready";
+}
+
 /** Pushed by a store: abort these locally held entries. */
 export interface AbortEvent {
   kind: "abort";
@@ -137,4 +146,4 @@ export interface AbortEvent {
 }
 
 /** Any message a worker sends. */
-export type FromWorker = ReplyMessage | FailMessage | ClosedMessage | AbortEvent;
+export type FromWorker = ReadyMessage | ReplyMessage | FailMessage | ClosedMessage | AbortEvent;

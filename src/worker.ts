@@ -82,9 +82,10 @@ function handle(message: unknown): void | Promise<void> {
           backend = b;
         }, (err) => {
           backendError = err;
-        });
+        }).finally(() => send({ kind: "ready" }));
       } catch (err) {
         backendError = err;
+        send({ kind: "ready" });
       }
       return;
     }
