@@ -44,6 +44,7 @@ export type {
   CancellationRegistryOptions,
   CancelStats,
   Registration,
+  Tracked,
 } from "./src/cancellation_registry.ts";
 export type { RegistryOptions } from "./src/registry_options.ts";
 export { memoryStore, type RegistryStore } from "./src/store.ts";

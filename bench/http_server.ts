@@ -3,7 +3,7 @@
  * without the guard. Started by `bench/http_bench.ts` as a child process:
  *
  * ```sh
- * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on
+ * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on [--json] [--owner-cache-ms=1000]
  * ```
  *
  * Prints `listening <port>` once ready; exits on SIGTERM.
@@ -17,12 +17,20 @@ import { bearerPrincipal } from "../examples/server.ts";
 
 const guarded = Deno.args.includes("--guard=on");
 const jsonResponse = Deno.args.includes("--json");
+const ownerCacheMs = Number(
+  Deno.args.find((a) => a.startsWith("--owner-cache-ms="))?.split("=")[1] ?? 0,
+);
 
 const owners = new SessionOwnerRegistry();
 const cancellations = new CancellationRegistry();
 const app = createMcpApp({ jsonResponse });
 const handler = guarded
-  ? guardSessions(app.handler, { owners, cancellations, principal: bearerPrincipal() })
+  ? guardSessions(app.handler, {
+    owners,
+    cancellations,
+    principal: bearerPrincipal(),
+    ownerCacheMs,
+  })
   : app.handler;
 
 const server = Deno.serve({

@@ -59,6 +59,12 @@ type Settler = (value: unknown) => void;
  */
 const BOOT_GRACE_MS = 10_000;
 
+/**
+ * How long a lazy call (see {@linkcode ActorClient.callLazy}) may wait for
+ * company before it is sent on its own.
+ */
+export const LAZY_FLUSH_MS = 2;
+
 const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
 
 /** Sends registry operations to a worker and awaits their results. */
@@ -76,6 +82,7 @@ export class ActorClient {
   #resolve: Settler[] = [];
   #reject: Settler[] = [];
   #scheduled = false;
+  #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pending = new Map<number, Pending>();
   #closeWaiter: (() => void) | null = null;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
@@ -106,9 +113,38 @@ export class ActorClient {
 
   /**
    * Queues one operation. `a`, `b`, `c` are its arguments; how many are sent
-   * is fixed by the opcode's arity.
+   * is fixed by the opcode's arity. It is sent at the end of this tick,
+   * together with every other call queued by then.
    */
   call<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
+    const promise = this.#enqueue<T>(op, a, b, c);
+    if (this.#closed) return promise;
+    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
+    else if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(this.#flush);
+    }
+    return promise;
+  }
+
+  /**
+   * Queues an operation nobody waits on (bookkeeping such as a deregistration):
+   * it keeps its place in call order but is not sent on its own before
+   * {@linkcode LAZY_FLUSH_MS} have passed, so it travels with the next
+   * ordinary call, or with the other lazy calls of that window. Under load
+   * this turns many tiny messages into a few large ones.
+   */
+  callLazy<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
+    const promise = this.#enqueue<T>(op, a, b, c);
+    if (this.#closed) return promise;
+    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
+    else if (!this.#scheduled && this.#lazyTimer === undefined) {
+      this.#lazyTimer = setTimeout(this.#flush, LAZY_FLUSH_MS);
+    }
+    return promise;
+  }
+
+  #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown): Promise<T> {
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#worker === null) this.#spawn();
     const arity = ARITY[op];
@@ -116,16 +152,10 @@ export class ActorClient {
     if (arity > 0) this.#args.push(a);
     if (arity > 1) this.#args.push(b);
     if (arity > 2) this.#args.push(c);
-    const promise = new Promise<T>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       this.#resolve.push(resolve as Settler);
       this.#reject.push(reject);
     });
-    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
-    else if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(this.#flush);
-    }
-    return promise;
   }
 
   /** Flushes queued calls, closes the worker's store and stops the worker. */
@@ -172,6 +202,10 @@ export class ActorClient {
 
   #flush = (): void => {
     this.#scheduled = false;
+    if (this.#lazyTimer !== undefined) {
+      clearTimeout(this.#lazyTimer);
+      this.#lazyTimer = undefined;
+    }
     if (this.#ops.length === 0) return;
     const id = this.#nextId++;
     const message = { kind: "batch", id, ops: this.#ops, args: this.#args };
@@ -277,6 +311,10 @@ export class ActorClient {
     ),
   ): void {
     this.#disarmWatchdog();
+    if (this.#lazyTimer !== undefined) {
+      clearTimeout(this.#lazyTimer);
+      this.#lazyTimer = undefined;
+    }
     const worker = this.#worker;
     this.#worker = null;
     worker?.terminate();

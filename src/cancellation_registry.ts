@@ -54,6 +54,29 @@ export interface Registration {
   signal: AbortSignal;
 }
 
+/**
+ * What {@linkcode CancellationRegistry.track} hands back at once, before the
+ * registration reached the worker.
+ *
+ * @example
+ * ```ts
+ * import { CancellationRegistry, type Tracked } from "@mcp-guard/session";
+ *
+ * await using cancels = new CancellationRegistry();
+ * const tracked: Tracked = cancels.track("s-1", 7);
+ * console.log(await tracked.registered); // true
+ * ```
+ */
+export interface Tracked extends Registration {
+  /**
+   * Settles once the worker applied the registration: `true` when the request
+   * is cancellable, `false` when the registry refused it (blank session id,
+   * invalid request id, full), rejects with `RegistryUnavailableError` when
+   * the registry could not be reached. Nothing is lost by not awaiting it.
+   */
+  registered: Promise<boolean>;
+}
+
 interface Local {
   controller: AbortController;
   sessionId: string;
@@ -141,9 +164,57 @@ export class CancellationRegistry implements AsyncDisposable {
   }
 
   /**
+   * Like {@linkcode register}, without waiting: returns the entry id and
+   * signal at once and sends the registration with the next message to the
+   * worker (within a couple of milliseconds), so a request that finishes
+   * quickly has its registration and deregistration travel together. Calls on
+   * this registry still apply in call order: a `cancel` made after `track`
+   * always sees the registration. `registered` tells how it went.
+   *
+   * This is what the HTTP guard uses; prefer `register` when the caller must
+   * know the request is cancellable before it starts.
+   *
+   * @example
+   * ```ts
+   * import { CancellationRegistry } from "@mcp-guard/session";
+   *
+   * await using cancels = new CancellationRegistry();
+   * const { entryId, signal } = cancels.track("s-1", 1);
+   * console.log(await cancels.cancel("s-1", 1, "stop")); // true
+   * console.log(signal.aborted, signal.reason); // true "stop"
+   * await cancels.deregister(entryId);
+   * ```
+   */
+  track(
+    sessionId: string,
+    requestId: string | number,
+    controller: AbortController = new AbortController(),
+  ): Tracked {
+    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    if (!(controller instanceof AbortController)) controller = new AbortController();
+    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
+    const registered = this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId).then(
+      (ok) => {
+        if (!ok) this.#local.delete(entryId);
+        return ok;
+      },
+      (err) => {
+        this.#local.delete(entryId);
+        throw err;
+      },
+    );
+    registered.catch(() => {}); // a caller that does not look must not crash the process
+    return { entryId, signal: controller.signal, registered };
+  }
+
+  /**
    * Stops tracking a finished request. Removes the slot only while `entryId`
    * still owns it, so an older registration's cleanup never evicts a newer
-   * one under the same key. Returns whether it removed the slot.
+   * one under the same key. Returns whether it removed the slot. Nobody
+   * needs to wait for that answer, so it is sent with the next message to the
+   * worker (within a couple of milliseconds), not on its own.
    *
    * @example
    * ```ts
@@ -160,7 +231,7 @@ export class CancellationRegistry implements AsyncDisposable {
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
     if (id !== null) this.#local.delete(id);
-    return this.#client.call(Op.Deregister, id);
+    return this.#client.callLazy(Op.Deregister, id);
   }
 
   /**

@@ -15,7 +15,7 @@
 
 import { onBodyEnd } from "./body_end.ts";
 import { cancelKey } from "./cancel_table.ts";
-import type { CancellationRegistry } from "./cancellation_registry.ts";
+import type { CancellationRegistry, Tracked } from "./cancellation_registry.ts";
 import { InvalidInputError, RequestCancelledError } from "./errors.ts";
 import { fingerprint } from "./fingerprint.ts";
 import {
@@ -57,7 +57,7 @@ export type GuardOwners = Pick<
 /** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
 export type GuardCancellations = Pick<
   CancellationRegistry,
-  "register" | "deregister" | "cancel" | "cancelAll"
+  "track" | "deregister" | "cancel" | "cancelAll"
 >;
 
 /** Why the guard let a request through or answered it itself. */
@@ -247,7 +247,7 @@ class SessionGuard {
         );
       }
     }
-    for (const name of ["register", "deregister", "cancel", "cancelAll"] as const) {
+    for (const name of ["track", "deregister", "cancel", "cancelAll"] as const) {
       if (typeof cancellations?.[name] !== "function") {
         throw new InvalidInputError(
           `guardSessions: options.cancellations must be a CancellationRegistry (missing ${name})`,
@@ -457,12 +457,16 @@ class SessionGuard {
   }
 
   /**
-   * Runs a request tracked for cancellation. The registration travels to the
-   * registry while the handler already starts (the caller is authorized by
-   * then, so it cannot displace anyone's entry), and the response is only
-   * released once the registration is confirmed: if the registry fails, the
-   * request is cancelled (its signal aborted, and a `notifications/cancelled`
-   * sent to the handler so an SDK server stops it too) and the caller gets 503.
+   * Runs a request tracked for cancellation. The registration is queued with
+   * `track` (the caller is authorized by then, so it cannot displace anyone's
+   * entry) and travels to the registry while the handler runs; a request that
+   * finishes quickly has its registration and deregistration sent together.
+   *
+   * If the registry fails before the handler answered, the request is
+   * cancelled (its signal aborted, and a `notifications/cancelled` sent to the
+   * handler so an SDK server stops it too) and the caller gets 503. If it
+   * fails later, the request is stopped the same way and the failure is
+   * reported to `onError`: a request the registry cannot cancel does not run.
    *
    * The registry entry is dropped once the request is cancelled or its answer
    * is over (stream ended, errored, or cancelled by a disconnecting client;
@@ -480,13 +484,20 @@ class SessionGuard {
     const signal = controller.signal;
     const key = cancelKey(sid, message.id);
     this.#inflight.set(key, signal);
-    let entryId: string | null = null;
+    let tracked: Tracked;
+    try {
+      tracked = this.#cancellations.track(sid, message.id, controller);
+    } catch (err) {
+      this.#inflight.delete(key);
+      throw new RegistryFailure(err);
+    }
+    const entryId = tracked.entryId;
     let released = false;
     let ended = false;
     const release = () => {
       if (released) return;
       released = true;
-      if (entryId !== null) this.#deregister(entryId);
+      this.#deregister(entryId);
     };
     const end = () => {
       if (ended) return;
@@ -497,38 +508,38 @@ class SessionGuard {
     };
     // A cancelled entry can never be cancelled again: drop it from the registry at once.
     signal.addEventListener("abort", release);
-    let failure: unknown = undefined;
-    const registered = this.#cancellations.register(sid, message.id, controller).then(
-      (registration) => {
-        if (registration === null) {
-          release(); // the registry is full: the request runs untracked
-        } else {
-          entryId = registration.entryId;
-          if (released) this.#deregister(entryId);
-        }
-        return true;
-      },
-      (err) => {
-        failure = err;
-        return false;
-      },
-    );
+    let failure: { cause: unknown } | null = null;
+    let answered = false;
+    tracked.registered.then((ok) => {
+      if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
+    }, (err) => {
+      released = true; // nothing was registered
+      failure = { cause: err };
+      if (!answered || ended) return;
+      // The answer is already streaming: stop the request rather than run it uncancellable.
+      this.#report(err, "register");
+      controller.abort(err);
+      this.#cancelInner(request, sid, message.id);
+    });
     let response: Response;
-    let ok: boolean;
     try {
-      [ok, response] = await Promise.all([registered, this.#handler(inner)]);
-      if (ok) response = await this.#bindIssued(request, response, sid, fp, message.method);
+      response = await this.#handler(inner);
+      if (failure === null) {
+        response = await this.#bindIssued(request, response, sid, fp, message.method);
+      }
     } catch (err) {
       end();
       throw err;
     }
-    if (!ok) {
-      controller.abort(failure);
+    if (failure !== null) {
+      const cause = (failure as { cause: unknown }).cause;
+      controller.abort(cause);
       await response.body?.cancel().catch(() => {});
       await this.#cancelInner(request, sid, message.id);
       end();
-      throw new RegistryFailure(failure);
+      throw new RegistryFailure(cause);
     }
+    answered = true;
     if (!isEventStream(response)) {
       end();
       return response;

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import {
   CancellationRegistry,
   fingerprint,
+  type GuardCancellations,
   type GuardOwners,
   guardSessions,
   InvalidInputError,
@@ -130,6 +131,34 @@ Deno.test("guard: registries that are down fail closed with 503 on every method"
     await expectError(del, 503, -32000, /unavailable/);
     assert.ok(server.app.sessions.has(sid), "a refused DELETE terminated nothing");
   });
+});
+
+Deno.test("guard: a registration that fails after the answer started stops the request", async () => {
+  await using real = new CancellationRegistry();
+  // A registry whose registrations are lost after 150 ms (a store outage mid-request).
+  const lossy: GuardCancellations = {
+    track: (sessionId, requestId, controller) => {
+      const tracked = real.track(sessionId, requestId, controller);
+      const registered = new Promise<boolean>((_, reject) =>
+        setTimeout(() => reject(new RegistryUnavailableError("test: store went away")), 150)
+      );
+      registered.catch(() => {});
+      return { ...tracked, registered };
+    },
+    deregister: (entryId) => real.deregister(entryId),
+    cancel: (s, r, reason) => real.cancel(s, r, reason),
+    cancelAll: (s, reason) => real.cancelAll(s, reason),
+  };
+  await using server = await startServer({ guard: { cancellations: lossy } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  const run = alice.client.callTool({ name: "count", arguments: { steps: 40, stepMs: 50 } });
+  run.catch(() => {});
+  await waitFor(() => server.tools.some((e) => e.kind === "stopped"), 5_000, "the tool to stop");
+  const stopped = server.tools.find((e) => e.kind === "stopped")!;
+  assert.ok(stopped.step! < 40, `stopped after ${stopped.step} steps`);
+  assert.match(stopped.reason!, /store went away/);
+  assert.ok(server.errors.some((e) => e.context === "register"), "the failure was reported");
+  assert.ok(!server.tools.some((e) => e.kind === "completed"));
 });
 
 Deno.test("guard: a crashed registry worker fails closed, and its lost ids stay unclaimable", async () => {

@@ -7,6 +7,7 @@ import {
   RequestCancelledError,
   SessionOwnerRegistry,
 } from "../mod.ts";
+import { clients } from "../src/registry_options.ts";
 
 Deno.test("SessionOwnerRegistry through its worker", async (t) => {
   await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });
@@ -150,6 +151,70 @@ Deno.test("CancellationRegistry through its worker", async (t) => {
     assert.equal(await cancels.register("s1", 99), null);
     for (const r of regs) await cancels.deregister(r!.entryId);
     assert.equal(await cancels.size(), 0);
+  });
+});
+
+Deno.test("CancellationRegistry.track: no wait, same order, same rules", async (t) => {
+  await using cancels = new CancellationRegistry({ maxEntries: 2 });
+  const client = clients.get(cancels)!;
+
+  await t.step("returns at once; a cancel made after it always sees it", async () => {
+    const tracked = cancels.track("s1", 1);
+    assert.equal(typeof tracked.entryId, "string");
+    assert.equal(tracked.signal.aborted, false);
+    // Not awaited: the cancel is queued after the registration and applied after it.
+    assert.equal(await cancels.cancel("s1", 1, "stop"), true);
+    assert.equal(await tracked.registered, true);
+    assert.equal(tracked.signal.reason, "stop");
+    assert.equal(await cancels.deregister(tracked.entryId), true);
+  });
+
+  await t.step("refusals resolve registered to false and leave nothing behind", async () => {
+    assert.equal(await cancels.track("", 1).registered, false);
+    assert.equal(await cancels.track("s1", { id: 1 } as never).registered, false);
+    const a = cancels.track("s1", "a");
+    const b = cancels.track("s1", "b");
+    const full = cancels.track("s1", "c");
+    assert.deepEqual(await Promise.all([a.registered, b.registered, full.registered]), [
+      true,
+      true,
+      false,
+    ]);
+    assert.equal(await cancels.cancel("s1", "c"), false);
+    assert.equal(full.signal.aborted, false);
+    await Promise.all([cancels.deregister(a.entryId), cancels.deregister(b.entryId)]);
+    assert.equal(await cancels.size(), 0);
+  });
+
+  await t.step(
+    "a quick request's registration and deregistration travel in one message",
+    async () => {
+      await cancels.size();
+      const before = client.batches;
+      const tracked = cancels.track("s1", 7);
+      await new Promise((resolve) => setTimeout(resolve, 0)); // the request "runs" a macrotask
+      const removed = cancels.deregister(tracked.entryId);
+      assert.equal(client.batches, before, "nothing sent yet: both wait for company");
+      assert.deepEqual(await Promise.all([tracked.registered, removed]), [true, true]);
+      assert.equal(client.batches, before + 1);
+    },
+  );
+
+  await t.step("an ordinary call carries the queued lazy ones along, in order", async () => {
+    const before = client.batches;
+    const tracked = cancels.track("s2", 1);
+    assert.equal(await cancels.size(), 1);
+    assert.equal(client.batches, before + 1);
+    assert.equal(await tracked.registered, true);
+    await cancels.deregister(tracked.entryId);
+  });
+
+  await t.step("a closed registry rejects registered; the signal never aborts", async () => {
+    const other = new CancellationRegistry();
+    await other.close();
+    const tracked = other.track("s1", 1);
+    await assert.rejects(tracked.registered, RegistryClosedError);
+    assert.equal(tracked.signal.aborted, false);
   });
 });
 

@@ -1,0 +1,221 @@
+/**
+ * What the guard costs an MCP server: the example SDK app
+ * (`examples/mcp_app.ts`, official SDK, one transport per session) served by
+ * `Deno.serve` in a child process, once unguarded and once wrapped in
+ * `guardSessions` with in-memory registries, loaded in the same run with
+ * `npm:autocannon` on loopback.
+ *
+ * ```sh
+ * deno task bench:http            # SSE answers (the SDK's default)
+ * deno task bench:http --json     # JSON answers (enableJsonResponse)
+ * ```
+ *
+ * Every request is a `tools/call` of the `echo` tool inside an initialized
+ * session (each connection has its own session and bearer token), so the
+ * guarded server does what it does in production: an owner lookup, a
+ * cancellation registration and its removal per request. Rounds alternate
+ * between the two servers so background noise hits both alike.
+ *
+ * Two measurements:
+ * - throughput: `CONNECTIONS` concurrent connections for `SECONDS` seconds;
+ * - latency: one connection, requests one after another (an unloaded server),
+ *   whose median is what the guard adds to a request.
+ *
+ * @module
+ */
+
+import autocannon from "autocannon";
+
+const ROUNDS = 3;
+const SECONDS = 5;
+const CONNECTIONS = 32;
+const json = Deno.args.includes("--json");
+const TOKENS = ["alice-token", "bob-token"];
+
+interface Server {
+  name: string;
+  url: string;
+  child: Deno.ChildProcess;
+}
+
+async function start(name: string, ...flags: string[]): Promise<Server> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--quiet",
+      "--allow-net=127.0.0.1",
+      "--allow-read",
+      "--allow-env",
+      new URL("./http_server.ts", import.meta.url).pathname,
+      ...flags,
+      ...(json ? ["--json"] : []),
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!/listening \d+/.test(text)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`the ${name} server exited before listening`);
+    text += value;
+  }
+  reader.releaseLock();
+  child.stdout.cancel().catch(() => {});
+  const port = text.match(/listening (\d+)/)![1];
+  return { name, url: `http://127.0.0.1:${port}/mcp`, child };
+}
+
+function headers(token: string, sessionId?: string): Record<string, string> {
+  return {
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    authorization: `Bearer ${token}`,
+    "mcp-protocol-version": "2025-06-18",
+    ...(sessionId === undefined ? {} : { "mcp-session-id": sessionId }),
+  };
+}
+
+/** Initializes a session the way an SDK client does; returns its id. */
+async function openSession(url: string, token: string): Promise<string> {
+  const init = await fetch(url, {
+    method: "POST",
+    headers: headers(token),
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 0,
+      method: "initialize",
+      params: {
+        protocolVersion: "2025-06-18",
+        capabilities: {},
+        clientInfo: { name: "bench", version: "1" },
+      },
+    }),
+  });
+  await init.body?.cancel();
+  const sid = init.headers.get("mcp-session-id");
+  if (!init.ok || sid === null) throw new Error(`initialize failed: HTTP ${init.status}`);
+  const ready = await fetch(url, {
+    method: "POST",
+    headers: headers(token, sid),
+    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+  });
+  await ready.body?.cancel();
+  if (ready.status !== 202) throw new Error(`initialized got HTTP ${ready.status}`);
+  return sid;
+}
+
+let nextId = 1;
+function echoCall(): string {
+  return JSON.stringify({
+    jsonrpc: "2.0",
+    id: nextId++,
+    method: "tools/call",
+    params: { name: "echo", arguments: { text: "hello" } },
+  });
+}
+
+/** `CONNECTIONS` connections, each in its own session, for `SECONDS` seconds. */
+async function throughput(server: Server): Promise<number> {
+  const sessions = await Promise.all(
+    Array.from({ length: CONNECTIONS }, async (_, i) => {
+      const token = TOKENS[i % TOKENS.length];
+      return { token, sid: await openSession(server.url, token) };
+    }),
+  );
+  let client = 0;
+  const result = await autocannon({
+    url: server.url,
+    connections: CONNECTIONS,
+    duration: SECONDS,
+    method: "POST",
+    setupClient(c: { setHeaders(h: Record<string, string>): void }) {
+      const { token, sid } = sessions[client++ % sessions.length];
+      c.setHeaders(headers(token, sid));
+    },
+    requests: [{ setupRequest: (req: Record<string, unknown>) => ({ ...req, body: echoCall() }) }],
+  });
+  if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
+    throw new Error(
+      `${server.name}: ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts`,
+    );
+  }
+  return result.requests.total / (result.duration || SECONDS);
+}
+
+/**
+ * Sequential requests on one connection per server, taking turns (one request
+ * to each server in rotation) so noise hits every server alike. Adds each
+ * request's time (µs) to its server's samples.
+ */
+async function latency(servers: Server[], count: number, samples: Map<Server, number[]>) {
+  const sessions = await Promise.all(servers.map((s) => openSession(s.url, TOKENS[0])));
+  for (let i = 0; i < count; i++) {
+    for (let k = 0; k < servers.length; k++) {
+      const server = servers[k];
+      const started = performance.now();
+      const response = await fetch(server.url, {
+        method: "POST",
+        headers: headers(TOKENS[0], sessions[k]),
+        body: echoCall(),
+      });
+      const text = await response.text();
+      samples.get(server)!.push((performance.now() - started) * 1000);
+      if (!response.ok || !text.includes("hello")) {
+        throw new Error(`${server.name}: HTTP ${response.status}: ${text.slice(0, 200)}`);
+      }
+    }
+  }
+}
+
+function quantile(values: number[], q: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+const extra = json ? ["--json"] : [];
+const servers = [
+  await start("unguarded", "--guard=off", ...extra),
+  await start("guarded", "--guard=on", ...extra),
+  await start("guarded, ownerCacheMs 1000", "--guard=on", "--owner-cache-ms=1000", ...extra),
+];
+try {
+  const rps = new Map(servers.map((s) => [s, [] as number[]]));
+  const lat = new Map(servers.map((s) => [s, [] as number[]]));
+  // Warm-up: JIT the servers and the client before anything is measured.
+  await latency(servers, 300, new Map(servers.map((s) => [s, []])));
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order = round % 2 === 1 ? servers : [...servers].reverse();
+    for (const server of order) {
+      const r = await throughput(server);
+      rps.get(server)!.push(r);
+      console.log(`round ${round}/${ROUNDS}: ${server.name}: ${fmt(r)} req/s`);
+    }
+    await latency(servers, 700, lat);
+  }
+  const base = servers[0];
+  const baseRps = quantile(rps.get(base)!, 0.5);
+  const baseP50 = quantile(lat.get(base)!, 0.5);
+  console.log(
+    `\n${json ? "JSON" : "SSE"} answers; throughput: ${CONNECTIONS} connections, median of ` +
+      `${ROUNDS} rounds of ${SECONDS} s; latency: 1 connection, ${ROUNDS * 700} requests each`,
+  );
+  console.log("| server | req/s | vs unguarded | p50 latency | added at p50 | p99 latency |");
+  console.log("| --- | --- | --- | --- | --- | --- |");
+  for (const server of servers) {
+    const r = quantile(rps.get(server)!, 0.5);
+    const p50 = quantile(lat.get(server)!, 0.5);
+    const p99 = quantile(lat.get(server)!, 0.99);
+    const ratio = server === base ? "1.00" : (r / baseRps).toFixed(2);
+    const added = server === base ? "" : `${p50 >= baseP50 ? "+" : ""}${fmt(p50 - baseP50)} µs`;
+    console.log(
+      `| ${server.name} | ${fmt(r)} | ${ratio} | ${fmt(p50)} µs | ${added} | ${fmt(p99)} µs |`,
+    );
+  }
+} finally {
+  for (const server of servers) {
+    server.child.kill("SIGTERM");
+    await server.child.status;
+  }
+}
