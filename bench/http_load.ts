@@ -26,8 +26,8 @@
 
 import autocannon from "autocannon";
 
-const ROUNDS = 3;
-const SECONDS = 5;
+const ROUNDS = 5;
+const SECONDS = 3;
 const CONNECTIONS = 32;
 const json = Deno.args.includes("--json");
 const TOKENS = ["alice-token", "bob-token"];
@@ -115,8 +115,26 @@ function echoCall(): string {
   });
 }
 
-/** `CONNECTIONS` connections, each in its own session, for `SECONDS` seconds. */
-async function throughput(server: Server): Promise<number> {
+/** CPU time (s) the process has used so far, all its threads (Linux `/proc`, 100 ticks/s). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime
+}
+
+interface Load {
+  /** Requests per second. */
+  rps: number;
+  /** Server CPU time per request (µs), every thread of the server process. */
+  cpu: number;
+}
+
+/**
+ * `CONNECTIONS` connections, each in its own session, for `SECONDS` seconds.
+ * Besides req/s (which on a shared 2-core machine moves with the neighbours),
+ * it reads the server's CPU time per request, which does not.
+ */
+async function throughput(server: Server): Promise<Load> {
   const sessions = await Promise.all(
     Array.from({ length: CONNECTIONS }, async (_, i) => {
       const token = TOKENS[i % TOKENS.length];
@@ -124,6 +142,7 @@ async function throughput(server: Server): Promise<number> {
     }),
   );
   let client = 0;
+  const cpuBefore = await cpuSeconds(server.child.pid);
   const result = await autocannon({
     url: server.url,
     connections: CONNECTIONS,
@@ -140,7 +159,11 @@ async function throughput(server: Server): Promise<number> {
       `${server.name}: ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts`,
     );
   }
-  return result.requests.total / (result.duration || SECONDS);
+  const cpu = (await cpuSeconds(server.child.pid)) - cpuBefore;
+  return {
+    rps: result.requests.total / (result.duration || SECONDS),
+    cpu: cpu * 1e6 / result.requests.total,
+  };
 }
 
 /**
@@ -182,35 +205,52 @@ const servers = [
 ];
 try {
   const rps = new Map(servers.map((s) => [s, [] as number[]]));
+  const cpu = new Map(servers.map((s) => [s, [] as number[]]));
   const lat = new Map(servers.map((s) => [s, [] as number[]]));
   // Warm-up: JIT the servers and the client before anything is measured.
   await latency(servers, 300, new Map(servers.map((s) => [s, []])));
+  for (const server of servers) await throughput(server);
   for (let round = 1; round <= ROUNDS; round++) {
     const order = round % 2 === 1 ? servers : [...servers].reverse();
     for (const server of order) {
       const r = await throughput(server);
-      rps.get(server)!.push(r);
-      console.log(`round ${round}/${ROUNDS}: ${server.name}: ${fmt(r)} req/s`);
+      rps.get(server)!.push(r.rps);
+      cpu.get(server)!.push(r.cpu);
+      console.log(
+        `round ${round}/${ROUNDS}: ${server.name}: ${fmt(r.rps)} req/s, ` +
+          `${fmt(r.cpu)} µs server CPU per request`,
+      );
     }
-    await latency(servers, 700, lat);
+    await latency(servers, 500, lat);
   }
   const base = servers[0];
-  const baseRps = quantile(rps.get(base)!, 0.5);
+  // Ratios are taken round by round (the servers of one round ran seconds apart, under the
+  // same neighbours), then their median.
+  const paired = (m: Map<Server, number[]>, server: Server) =>
+    quantile(m.get(server)!.map((v, i) => v / m.get(base)![i]), 0.5).toFixed(2);
   const baseP50 = quantile(lat.get(base)!, 0.5);
   console.log(
     `\n${json ? "JSON" : "SSE"} answers; throughput: ${CONNECTIONS} connections, median of ` +
-      `${ROUNDS} rounds of ${SECONDS} s; latency: 1 connection, ${ROUNDS * 700} requests each`,
+      `${ROUNDS} rounds of ${SECONDS} s (ratios: median of per-round ratios); latency: 1 connection, ${
+        ROUNDS * 500
+      } requests each`,
   );
-  console.log("| server | req/s | vs unguarded | p50 latency | added at p50 | p99 latency |");
-  console.log("| --- | --- | --- | --- | --- | --- |");
+  console.log(
+    "| server | req/s | vs unguarded | CPU per request | vs unguarded | " +
+      "p50 latency | added at p50 | p99 latency |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const server of servers) {
     const r = quantile(rps.get(server)!, 0.5);
     const p50 = quantile(lat.get(server)!, 0.5);
     const p99 = quantile(lat.get(server)!, 0.99);
-    const ratio = server === base ? "1.00" : (r / baseRps).toFixed(2);
+    const ratio = paired(rps, server);
+    const c = quantile(cpu.get(server)!, 0.5);
+    const cpuRatio = paired(cpu, server);
     const added = server === base ? "" : `${p50 >= baseP50 ? "+" : ""}${fmt(p50 - baseP50)} µs`;
     console.log(
-      `| ${server.name} | ${fmt(r)} | ${ratio} | ${fmt(p50)} µs | ${added} | ${fmt(p99)} µs |`,
+      `| ${server.name} | ${fmt(r)} | ${ratio} | ${fmt(c)} µs | ${cpuRatio} | ${fmt(p50)} µs | ` +
+        `${added} | ${fmt(p99)} µs |`,
     );
   }
 } finally {

@@ -390,6 +390,8 @@ class SessionGuard {
   };
 
   async #post(request: Request, sid: string | null, fp: string | null): Promise<Response> {
+    // Strict mode: ask who owns the session while the body is read and parsed.
+    const owner = this.#strict && sid !== null ? this.#lookupOwner(sid, fp!) : null;
     if (!isJsonMediaType(request.headers.get("content-type"))) {
       return this.#refuse(
         "POST",
@@ -423,7 +425,14 @@ class SessionGuard {
       return await this.#bindIssued(request, response, null, fp, rpcMethod);
     }
     if (this.#strict) {
-      const refusal = await this.#checkOwner("POST", rpcMethod, sid, fp!, requestIdOf(message));
+      const refusal = await this.#checkOwner(
+        "POST",
+        rpcMethod,
+        sid,
+        fp!,
+        requestIdOf(message),
+        owner!,
+      );
       if (refusal !== null) return refusal;
     }
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
@@ -577,7 +586,7 @@ class SessionGuard {
   async #get(request: Request, sid: string, fp: string | null): Promise<Response> {
     let pinned = false;
     if (this.#strict) {
-      const refusal = await this.#checkOwner("GET", null, sid, fp!, null);
+      const refusal = await this.#checkOwner("GET", null, sid, fp!, null, this.#ownerOf(sid));
       if (refusal !== null) return refusal;
       pinned = await registry(this.#owners.authorizeAttach(sid, fp!, { pin: true }));
       if (!pinned) return this.#notOwner("GET", null, sid, null);
@@ -635,6 +644,27 @@ class SessionGuard {
     return response;
   }
 
+  /**
+   * The owner of `sid` for a POST: from the owner cache when `ownerCacheMs`
+   * allows and it holds `fp`, else from the registry (already on its way).
+   */
+  #lookupOwner(sid: string, fp: string): Promise<string | null> {
+    if (this.#ownerCacheMs > 0) {
+      const hit = this.#ownerCache.get(sid);
+      if (hit !== undefined && hit.fp === fp && hit.until > performance.now()) {
+        return Promise.resolve(fp);
+      }
+    }
+    return this.#ownerOf(sid);
+  }
+
+  /** `owners.ownerOf`, with a failure turned into a 503 (and never unhandled). */
+  #ownerOf(sid: string): Promise<string | null> {
+    const promise = registry(this.#owners.ownerOf(sid));
+    promise.catch(() => {}); // a request refused before it looks must not crash the process
+    return promise;
+  }
+
   /** Strict check: `null` when `fp` owns `sid`, else the refusal to answer with. */
   async #checkOwner(
     method: string,
@@ -642,12 +672,9 @@ class SessionGuard {
     sid: string,
     fp: string,
     id: string | number | null,
+    lookup: Promise<string | null>,
   ): Promise<Response | null> {
-    if (this.#ownerCacheMs > 0 && method === "POST") {
-      const hit = this.#ownerCache.get(sid);
-      if (hit !== undefined && hit.fp === fp && hit.until > performance.now()) return null;
-    }
-    const owner = await registry(this.#owners.ownerOf(sid));
+    const owner = await lookup;
     if (owner === fp) {
       this.#rememberOwner(sid, fp);
       return null;
@@ -657,13 +684,20 @@ class SessionGuard {
     return this.#notOwner(method, rpcMethod, sid, id);
   }
 
-  /** Remembers a confirmed owner for `ownerCacheMs` (POSTs only consult it). */
+  /**
+   * Remembers a confirmed owner for `ownerCacheMs` (POSTs only consult it).
+   * A live entry is not extended: at most `ownerCacheMs` after the registry
+   * last said so, the registry is asked again.
+   */
   #rememberOwner(sid: string, fp: string): void {
     if (this.#ownerCacheMs === 0) return;
+    const now = performance.now();
+    const live = this.#ownerCache.get(sid);
+    if (live !== undefined && live.fp === fp && live.until > now) return;
     if (this.#ownerCache.size >= OWNER_CACHE_ENTRIES && !this.#ownerCache.has(sid)) {
       this.#ownerCache.clear();
     }
-    this.#ownerCache.set(sid, { fp, until: performance.now() + this.#ownerCacheMs });
+    this.#ownerCache.set(sid, { fp, until: now + this.#ownerCacheMs });
   }
 
   /**

@@ -29,6 +29,8 @@ export interface RegistryOptions {
   /**
    * A batch that gets no answer for this long rejects with
    * `RegistryUnavailableError` and the worker is restarted. Default 5,000 ms.
+   * It counts from when the worker is ready (its store started): a worker
+   * still booting gets 10 s more, so a cold start is not taken for a hang.
    */
   callTimeoutMs?: number;
   /**

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { fingerprint } from "../mod.ts";
+import { fingerprint, type GuardOwners, SessionOwnerRegistry } from "../mod.ts";
 import {
   bearer,
   connect,
@@ -351,4 +351,59 @@ Deno.test("guard: JSON responses (enableJsonResponse) are guarded and tracked to
     mallory.send({ jsonrpc: "2.0", id: 1, method: "tools/call", params: { name: "recall" } }),
     403,
   );
+});
+
+Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for that long", async () => {
+  await using owners = new SessionOwnerRegistry();
+  let lookups = 0;
+  const counting: GuardOwners = {
+    bind: (s, f) => owners.bind(s, f),
+    authorizeAttach: (s, f, o) => owners.authorizeAttach(s, f, o),
+    ownerOf: (s) => {
+      lookups++;
+      return owners.ownerOf(s);
+    },
+    forget: (s, f) => owners.forget(s, f),
+    unpin: (s) => owners.unpin(s),
+  };
+  await using server = await startServer({ guard: { owners: counting, ownerCacheMs: 400 } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+
+  // Another principal is never let in by the cache: it is looked up, and refused.
+  await using mallory = await intruder(server.url, "mallory-token", alice.sessionId);
+  lookups = 0;
+  await rejectsWithStatus(mallory.send({ jsonrpc: "2.0", id: 9, method: "ping" }), 403);
+  assert.equal(lookups, 1);
+
+  // The owner: the first POST asks the registry, the next ones within 400 ms do not.
+  lookups = 0;
+  const cached = performance.now();
+  for (let i = 0; i < 5; i++) {
+    assert.equal(
+      text(await alice.client.callTool({ name: "echo", arguments: { text: "x" } })),
+      "x",
+    );
+  }
+  if (performance.now() - cached < 350) assert.equal(lookups, 1);
+
+  // An operator drops the binding: the owner keeps going for at most ownerCacheMs, then 404.
+  await owners.forget(alice.sessionId);
+  let served = 0;
+  await waitFor(
+    async () => {
+      try {
+        await alice.client.callTool({ name: "echo", arguments: { text: "y" } });
+        served++;
+        return false;
+      } catch (err) {
+        return err instanceof Error && /404|not found/i.test(err.message);
+      }
+    },
+    3_000,
+    "the owner to be refused once the cache entry expired",
+  );
+  const waited = performance.now() - cached;
+  assert.ok(waited < 400 + 300, `refused ${Math.round(waited)} ms after the owner was cached`);
+  if (waited < 350) assert.fail("refused before the cache entry expired");
+  assert.ok(served > 0, "the cached owner kept going until the entry expired");
 });
