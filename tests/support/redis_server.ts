@@ -3,7 +3,7 @@
  * port, no persistence, stopped with SIGTERM and awaited, restartable on the
  * same port.
  *
- * ```ts
+ * ```ts ignore
  * await using redis = await startRedis();
  * const store = redisStore({ url: redis.url });
  * await redis.stop();   // simulate an outage
