@@ -12,9 +12,11 @@
  *
  * Every request is a `tools/call` of the `echo` tool inside an initialized
  * session (each connection has its own session and bearer token), so the
- * guarded server does what it does in production: an owner lookup, a
- * cancellation registration and its removal per request. Rounds alternate
- * between the two servers so background noise hits both alike.
+ * guarded server does what it does in production: an owner check, a
+ * cancellation registration and its removal per request. A third server is
+ * guarded with `knownOwners: false`, asking the owner worker on every
+ * request, to show what `knownOwner` saves. Rounds alternate
+ * between the servers so background noise hits them alike.
  *
  * Two measurements:
  * - throughput: `CONNECTIONS` concurrent connections for `SECONDS` seconds;
@@ -201,7 +203,7 @@ const extra = json ? ["--json"] : [];
 const servers = [
   await start("unguarded", "--guard=off", ...extra),
   await start("guarded", "--guard=on", ...extra),
-  await start("guarded, ownerCacheMs 1000", "--guard=on", "--owner-cache-ms=1000", ...extra),
+  await start("guarded, knownOwners: false", "--guard=on", "--no-known-owners", ...extra),
 ];
 try {
   const rps = new Map(servers.map((s) => [s, [] as number[]]));

@@ -3,7 +3,7 @@
  * without the guard. Started by `bench/http_bench.ts` as a child process:
  *
  * ```sh
- * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on [--json] [--owner-cache-ms=1000]
+ * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on [--json] [--no-known-owners] [--owner-cache-ms=1000]
  * ```
  *
  * Prints `listening <port>` once ready; exits on SIGTERM.
@@ -21,7 +21,9 @@ const ownerCacheMs = Number(
   Deno.args.find((a) => a.startsWith("--owner-cache-ms="))?.split("=")[1] ?? 0,
 );
 
-const owners = new SessionOwnerRegistry();
+const owners = new SessionOwnerRegistry({
+  knownOwners: !Deno.args.includes("--no-known-owners"),
+});
 const cancellations = new CancellationRegistry();
 const app = createMcpApp({ jsonResponse });
 const handler = guarded

@@ -43,12 +43,21 @@ export interface ActorClientOptions {
   onSpawn?: (restart: boolean) => void;
   /** Abort events pushed by the store. */
   onEvent?: (event: AbortEvent) => void;
+  /**
+   * Sees every answered batch (its ops, args and results, and the bindings the
+   * store reported removed) before any caller's promise settles, in reply order.
+   */
+  onReply?: (ops: number[], args: unknown[], results: unknown[], removed?: string[]) => void;
+  /** Called when a batch failed or the worker died: what the facade inferred may be stale. */
+  onFault?: () => void;
 }
 
 interface Pending {
   resolve: ((value: unknown) => void)[];
   reject: ((reason: unknown) => void)[];
   sentAt: number;
+  ops: number[];
+  args: unknown[];
 }
 
 type Settler = (value: unknown) => void;
@@ -183,7 +192,11 @@ export class ActorClient {
 
   #spawn(): void {
     const worker = new Worker(this.#opts.workerUrl ?? DEFAULT_WORKER_URL, { type: "module" });
-    worker.onmessage = (event: MessageEvent<FromWorker>) => this.#onMessage(event.data);
+    worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      // A late message from a worker already replaced settles nothing (its batches were
+      // rejected when it died) and must not cut the new worker's boot grace.
+      if (this.#worker === worker) this.#onMessage(event.data);
+    };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
       if (this.#worker === worker) this.#die(`worker crashed: ${event.message}`);
@@ -213,6 +226,8 @@ export class ActorClient {
       resolve: this.#resolve,
       reject: this.#reject,
       sentAt: performance.now(),
+      ops: this.#ops,
+      args: this.#args,
     });
     this.#ops = [];
     this.#args = [];
@@ -245,6 +260,7 @@ export class ActorClient {
         this.#pending.delete(message.id);
         const { resolve } = pending;
         const results = message.results;
+        this.#opts.onReply?.(pending.ops, pending.args, results, message.removed);
         for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
         break;
       }
@@ -265,6 +281,7 @@ export class ActorClient {
   #settleFailure(id: number, wire: WireError): void {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
+    this.#opts.onFault?.();
     this.#pending.delete(id);
     const error = fromWireError(wire);
     for (const reject of pending.reject) reject(error);
@@ -318,6 +335,7 @@ export class ActorClient {
     const worker = this.#worker;
     this.#worker = null;
     worker?.terminate();
+    this.#opts.onFault?.();
     for (const pending of this.#pending.values()) {
       for (const reject of pending.reject) reject(error);
     }

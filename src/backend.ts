@@ -34,6 +34,12 @@ export interface Backend {
   run(ops: number[], args: unknown[]): unknown[] | Promise<unknown[]>;
   /** Releases connections. */
   close(): void | Promise<void>;
+  /**
+   * Owner stores whose facade may cache owners (the in-memory one): the
+   * session ids whose binding went away during the last `run`, or
+   * `undefined` when there were none.
+   */
+  takeRemoved?(): string[] | undefined;
 }
 
 /** Signature a store module exports as `createBackend`. */
@@ -124,7 +130,17 @@ function tableBackend<T>(
 
 /** The default store: state in the worker's heap, lost when the worker dies. */
 export function createMemoryBackend(init: InitMessage): Backend {
-  return init.registry === "owner"
-    ? tableBackend(new OwnerTable(init.options as ResolvedOwnerOptions), applyOwnerOp)
-    : tableBackend(new CancelTable(init.options), applyCancelOp);
+  if (init.registry !== "owner") return tableBackend(new CancelTable(init.options), applyCancelOp);
+  let removed: string[] | undefined;
+  const table = new OwnerTable(init.options as ResolvedOwnerOptions, (sid) => {
+    (removed ??= []).push(sid);
+  });
+  return {
+    ...tableBackend(table, applyOwnerOp),
+    takeRemoved() {
+      const out = removed;
+      removed = undefined;
+      return out;
+    },
+  };
 }

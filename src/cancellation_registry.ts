@@ -109,12 +109,15 @@ export class CancellationRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
   readonly #local = new Map<string, Local>();
   readonly #prefix: string;
+  /** The store is shared with other processes (not the in-memory one). */
+  readonly #shared: boolean;
   #next = 0;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: CancellationRegistryOptions = {}) {
     const maxEntries = checkCount("maxEntries", options.maxEntries ?? 100_000, 1);
     this.#prefix = crypto.randomUUID();
+    this.#shared = (options.store?.kind ?? "memory") !== "memory";
     this.#client = makeClient("CancellationRegistry", options, {
       registry: "cancel",
       options: { maxEntries },
@@ -153,10 +156,13 @@ export class CancellationRegistry implements AsyncDisposable {
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
+    // Queued first, remembered second: a worker restarted by this very call replays the
+    // entries it finds in #local, and must not find this one (it would be registered twice).
+    const answer = this.#client.call<boolean>(Op.Register, sid, rid, entryId);
     this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
     let ok = false;
     try {
-      ok = await this.#client.call<boolean>(Op.Register, sid, rid, entryId);
+      ok = await answer;
     } finally {
       if (!ok) this.#local.delete(entryId);
     }
@@ -165,9 +171,11 @@ export class CancellationRegistry implements AsyncDisposable {
 
   /**
    * Like {@linkcode register}, without waiting: returns the entry id and
-   * signal at once and sends the registration with the next message to the
-   * worker (within a couple of milliseconds), so a request that finishes
-   * quickly has its registration and deregistration travel together. Calls on
+   * signal at once and, with the in-memory store, sends the registration with
+   * the next message to the worker (within a couple of milliseconds), so a
+   * request that finishes quickly has its registration and deregistration
+   * travel together. With a shared store it is sent at once, since a cancel
+   * may come through another process. Calls on
    * this registry still apply in call order: a `cancel` made after `track`
    * always sees the registration. `registered` tells how it went.
    *
@@ -194,8 +202,13 @@ export class CancellationRegistry implements AsyncDisposable {
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
+    // A shared store is sent at once: another process may be asked to cancel it any moment.
+    const answer = this.#shared
+      ? this.#client.call<boolean>(Op.Register, sid, rid, entryId)
+      : this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId);
+    // Remembered after queueing, for the same reason as in `register`.
     this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
-    const registered = this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId).then(
+    const registered = answer.then(
       (ok) => {
         if (!ok) this.#local.delete(entryId);
         return ok;

@@ -49,10 +49,9 @@ export type GuardMode = "strict" | "attach-only";
 export type RequestHandler = (request: Request) => Response | Promise<Response>;
 
 /** The {@linkcode SessionOwnerRegistry} calls the guard makes (any implementation will do). */
-export type GuardOwners = Pick<
-  SessionOwnerRegistry,
-  "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin"
->;
+export type GuardOwners =
+  & Pick<SessionOwnerRegistry, "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin">
+  & Partial<Pick<SessionOwnerRegistry, "knownOwner">>;
 
 /** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
 export type GuardCancellations = Pick<
@@ -154,6 +153,8 @@ export interface GuardOptions {
    * saves a registry round trip per POST; the price is that, for that long,
    * an operator's `forget`, an eviction or a registry outage does not yet stop
    * the session's own owner (never anyone else). GET and DELETE always ask.
+   * With the in-memory store, the registry's `knownOwner` already spares
+   * that round trip without the wait; this is for shared stores.
    */
   ownerCacheMs?: number;
   /** Called once per request with the decision (errors thrown by it are reported to `onError`). */
@@ -231,6 +232,8 @@ class SessionGuard {
   readonly #ownerCacheMs: number;
   /** session id -> owner confirmed by the registry, and until when to trust it. */
   readonly #ownerCache = new Map<string, { fp: string; until: number }>();
+  /** DELETEs let through so far (owner lookups older than the last one are not cached). */
+  #deletes = 0;
 
   constructor(handler: RequestHandler, options: GuardOptions) {
     if (typeof handler !== "function") {
@@ -391,6 +394,7 @@ class SessionGuard {
 
   async #post(request: Request, sid: string | null, fp: string | null): Promise<Response> {
     // Strict mode: ask who owns the session while the body is read and parsed.
+    const epoch = this.#deletes;
     const owner = this.#strict && sid !== null ? this.#lookupOwner(sid, fp!) : null;
     if (!isJsonMediaType(request.headers.get("content-type"))) {
       return this.#refuse(
@@ -432,6 +436,7 @@ class SessionGuard {
         fp!,
         requestIdOf(message),
         owner!,
+        epoch,
       );
       if (refusal !== null) return refusal;
     }
@@ -522,7 +527,8 @@ class SessionGuard {
     tracked.registered.then((ok) => {
       if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
     }, (err) => {
-      released = true; // nothing was registered
+      // The registration may still have reached a shared store before the failure: the
+      // deregistration at the end stays (it only removes a slot this entry still owns).
       failure = { cause: err };
       if (!answered || ended) return;
       // The answer is already streaming: stop the request rather than run it uncancellable.
@@ -586,7 +592,15 @@ class SessionGuard {
   async #get(request: Request, sid: string, fp: string | null): Promise<Response> {
     let pinned = false;
     if (this.#strict) {
-      const refusal = await this.#checkOwner("GET", null, sid, fp!, null, this.#ownerOf(sid));
+      const refusal = await this.#checkOwner(
+        "GET",
+        null,
+        sid,
+        fp!,
+        null,
+        this.#ownerOf(sid),
+        this.#deletes,
+      );
       if (refusal !== null) return refusal;
       pinned = await registry(this.#owners.authorizeAttach(sid, fp!, { pin: true }));
       if (!pinned) return this.#notOwner("GET", null, sid, null);
@@ -630,6 +644,7 @@ class SessionGuard {
       return this.#notOwner("DELETE", null, sid, null);
     }
     this.#decide("allow", "allowed", null, "DELETE", null, sid);
+    this.#deletes++;
     this.#ownerCache.delete(sid);
     const response = await this.#handler(request);
     if (response.ok || response.status === 404) {
@@ -645,10 +660,13 @@ class SessionGuard {
   }
 
   /**
-   * The owner of `sid` for a POST: from the owner cache when `ownerCacheMs`
-   * allows and it holds `fp`, else from the registry (already on its way).
+   * The owner of `sid` for a POST: `fp` when the registry already knows it as
+   * the owner (`knownOwner`), or the owner cache holds it (`ownerCacheMs`);
+   * else the registry's answer.
    */
   #lookupOwner(sid: string, fp: string): Promise<string | null> {
+    // The registry's own memory of owners it confirmed (in-memory store): no round trip.
+    if (this.#owners.knownOwner?.(sid) === fp) return Promise.resolve(fp);
     if (this.#ownerCacheMs > 0) {
       const hit = this.#ownerCache.get(sid);
       if (hit !== undefined && hit.fp === fp && hit.until > performance.now()) {
@@ -673,10 +691,13 @@ class SessionGuard {
     fp: string,
     id: string | number | null,
     lookup: Promise<string | null>,
+    epoch: number,
   ): Promise<Response | null> {
     const owner = await lookup;
     if (owner === fp) {
-      this.#rememberOwner(sid, fp);
+      // Not cached if a DELETE went through while the lookup was under way: its answer may
+      // predate the session's end.
+      if (epoch === this.#deletes) this.#rememberOwner(sid, fp);
       return null;
     }
     this.#ownerCache.delete(sid);

@@ -150,7 +150,14 @@ export class OwnerTable {
   #lastFp: string | null = null;
   readonly #stats = { evictions: 0, refusals: 0, claims: 0, invalid: 0, full: 0 };
 
-  constructor(options: OwnerBounds = {}) {
+  readonly #onRemove: ((sessionId: string) => void) | undefined;
+
+  /**
+   * `onRemove` hears of every binding that goes (forgotten or evicted); the
+   * worker uses it to tell its facade which owners it may no longer assume.
+   */
+  constructor(options: OwnerBounds = {}, onRemove?: (sessionId: string) => void) {
+    this.#onRemove = onRemove;
     const resolved = resolveOwnerOptions(options);
     this.#maxEntries = resolved.maxEntries;
     this.#maxPerPrincipal = resolved.maxPerPrincipal;
@@ -293,6 +300,7 @@ export class OwnerTable {
     const p = b.owner;
     this.#unlinkPrincipal(p, b);
     if (--p.size === 0) this.#principals.delete(p.fp);
+    this.#onRemove?.(b.sid);
   }
 
   /** Inserts a new binding after making room; `null` (and no change) when full. */

@@ -109,6 +109,12 @@ export interface ReplyMessage {
   kind: "reply";
   id: number;
   results: unknown[];
+  /**
+   * In-memory owner store only: session ids whose binding went away while
+   * this batch ran (forgotten or evicted), so the facade drops them from
+   * the owners it remembers.
+   */
+  removed?: string[];
 }
 
 /** A message (or the whole batch) could not be applied; nothing of it was. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ActorClient } from "./actor_client.ts";
+import { ActorClient, type ActorClientOptions } from "./actor_client.ts";
 import { InvalidInputError } from "./errors.ts";
 import type { AbortEvent, InitMessage } from "./protocol.ts";
 import type { RegistryStore } from "./store.ts";
@@ -59,6 +59,8 @@ export function makeClient(
     instanceId: string;
     onSpawn?: (restart: boolean) => void;
     onEvent?: (event: AbortEvent) => void;
+    onReply?: ActorClientOptions["onReply"];
+    onFault?: () => void;
   },
 ): ActorClient {
   const store = options.store ?? { kind: "memory" };
@@ -80,6 +82,8 @@ export function makeClient(
     maxBatch,
     onSpawn: hooks.onSpawn,
     onEvent: hooks.onEvent,
+    onReply: hooks.onReply,
+    onFault: hooks.onFault,
   });
 }
 

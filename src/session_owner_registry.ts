@@ -11,7 +11,7 @@ import {
   type OwnerStats,
   resolveOwnerOptions,
 } from "./owner_table.ts";
-import { Op } from "./protocol.ts";
+import { ARITY, Op } from "./protocol.ts";
 import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
 
 export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
@@ -34,7 +34,14 @@ export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
  * console.log(await owners.size()); // 0
  * ```
  */
-export interface SessionOwnerRegistryOptions extends OwnerBounds, RegistryOptions {}
+export interface SessionOwnerRegistryOptions extends OwnerBounds, RegistryOptions {
+  /**
+   * Remember, on the caller's side, the owners the worker confirmed, for
+   * {@linkcode SessionOwnerRegistry.knownOwner} (default `true`; in-memory
+   * store only, since another process can change a shared store).
+   */
+  knownOwners?: boolean;
+}
 
 /**
  * Options of {@linkcode SessionOwnerRegistry.authorizeAttach}.
@@ -82,15 +89,56 @@ export interface AttachOptions {
  */
 export class SessionOwnerRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
+  /** Owners the worker confirmed and has not reported gone since (in-memory store only). */
+  readonly #known: Map<string, string> | null;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: SessionOwnerRegistryOptions = {}) {
     const resolved = resolveOwnerOptions(options);
+    const memory = (options.store?.kind ?? "memory") === "memory";
+    const known = memory && options.knownOwners !== false ? new Map<string, string>() : null;
+    this.#known = known;
     this.#client = makeClient("SessionOwnerRegistry", options, {
       registry: "owner",
       options: resolved,
-    }, { instanceId: crypto.randomUUID() });
+    }, {
+      instanceId: crypto.randomUUID(),
+      onReply: known === null ? undefined : (ops, args, results, removed) => {
+        learn(known, ops, args, results, removed);
+      },
+      onFault: known === null ? undefined : () => known.clear(),
+    });
     clients.set(this, this.#client);
+  }
+
+  /**
+   * The owner of `sessionId` as far as this process already knows, without
+   * asking the worker: a fingerprint the worker confirmed (by `bind`,
+   * `authorizeAttach` or `ownerOf`) and has not reported forgotten or evicted
+   * since, else `undefined` (unknown: ask {@linkcode ownerOf}). It never names
+   * a principal the worker did not confirm, and forgets everything when the
+   * worker fails. It can lag by the calls still in flight: an eviction
+   * caused by a `bind` not yet answered is seen when that answer arrives.
+   *
+   * The HTTP guard uses it to let a session's own owner through without a
+   * round trip to the worker. Only the in-memory store keeps it (another
+   * process can change a shared store); elsewhere, or with
+   * `knownOwners: false`, it always answers `undefined`.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry();
+   * console.log(owners.knownOwner("s-1")); // undefined
+   * await owners.bind("s-1", "fp-alice");
+   * console.log(owners.knownOwner("s-1")); // "fp-alice"
+   * await owners.forget("s-1", "fp-alice");
+   * console.log(owners.knownOwner("s-1")); // undefined
+   * ```
+   */
+  knownOwner(sessionId: string): string | undefined {
+    return typeof sessionId === "string" ? this.#known?.get(sessionId) : undefined;
   }
 
   /**
@@ -152,6 +200,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * ```
    */
   forget(sessionId: string, fingerprint?: string): Promise<boolean> {
+    if (typeof sessionId === "string") this.#known?.delete(sessionId);
     return this.#client.call(
       Op.Forget,
       str(sessionId),
@@ -279,4 +328,33 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/**
+ * Updates the known owners from one answered batch: confirmations first, then
+ * every removal the worker reported (a removal in the same batch wins, which
+ * can only forget too much, never remember a stale owner).
+ */
+function learn(
+  known: Map<string, string>,
+  ops: number[],
+  args: unknown[],
+  results: unknown[],
+  removed: string[] | undefined,
+): void {
+  for (let i = 0, at = 0; i < ops.length; at += ARITY[ops[i]], i++) {
+    const op = ops[i];
+    const result = results[i];
+    if (op === Op.Bind) {
+      if (result === "bound") known.set(args[at] as string, args[at + 1] as string);
+    } else if (op === Op.Attach) {
+      if (result === true) known.set(args[at] as string, args[at + 1] as string);
+    } else if (op === Op.OwnerOf) {
+      if (typeof result === "string") known.set(args[at] as string, result);
+      else known.delete(args[at] as string);
+    } else if (op === Op.Forget) {
+      known.delete(args[at] as string);
+    }
+  }
+  if (removed !== undefined) { for (const sid of removed) known.delete(sid); }
 }

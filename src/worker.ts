@@ -28,7 +28,12 @@ function fail(id: number | null, err: unknown): void {
 
 function reply(id: number, results: unknown[]): void {
   try {
-    send({ kind: "reply", id, results });
+    const removed = backend?.takeRemoved?.();
+    send(
+      removed === undefined
+        ? { kind: "reply", id, results }
+        : { kind: "reply", id, results, removed },
+    );
   } catch (err) {
     fail(id, err); // e.g. a store returned something structured clone rejects
   }

@@ -104,6 +104,27 @@ Deno.test("facade: after a worker restart, running requests stay cancellable", a
   assert.equal((await cancels.stats()).restarts, 1);
 });
 
+Deno.test("facade: a request tracked by the call that restarts the worker is registered once", async () => {
+  await using cancels = new CancellationRegistry({ callTimeoutMs: 200 });
+  await cancels.size();
+  clients.get(cancels)!.worker!.terminate();
+  await assert.rejects(cancels.size(), RegistryUnavailableError);
+  for (const how of ["track", "register"] as const) {
+    const reg = how === "track" ? cancels.track("s1", how) : (await cancels.register("s1", how))!;
+    if (how === "track") {
+      assert.equal(await (reg as ReturnType<typeof cancels.track>).registered, true);
+    }
+    assert.equal(await cancels.cancel("s1", how), true, `${how}: cancellable`);
+    assert.equal(reg.signal.aborted, true, `${how}: aborted`);
+    assert.equal(await cancels.deregister(reg.entryId), true);
+    assert.equal(await cancels.size(), 0, `${how}: nothing left behind`);
+    if (how === "track") {
+      clients.get(cancels)!.worker!.terminate();
+      await assert.rejects(cancels.size(), RegistryUnavailableError);
+    }
+  }
+});
+
 Deno.test("a slow worker boot does not count against callTimeoutMs", async () => {
   await using owners = new SessionOwnerRegistry({
     callTimeoutMs: 100,

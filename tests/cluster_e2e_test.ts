@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { CancellationRegistry, fingerprint, SessionOwnerRegistry } from "../mod.ts";
 import { redisStore } from "../redis.ts";
-import { bearer, connect, startServer } from "./support/mcp_server.ts";
+import { bearer, connect, startServer, waitFor } from "./support/mcp_server.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { Child } from "./support/store_child.ts";
 
@@ -115,6 +115,9 @@ Deno.test("cluster: two guarded servers in two processes share ownership and can
       params: { requestId: started.requestId },
     }));
     await untilTool(a, (e) => e.kind === "step" && (e.step ?? 0) >= 2);
+    // A's cancellation worker starts with its first request (loading the Redis client and
+    // subscribing): wait until the registration is in Redis, as seen from B.
+    await waitFor(async () => (await cancellations.size()) === 1, 10_000, "A's registration");
 
     // Alice's cancel through B stops the tool on A.
     const cancel = await post(b.url, "alice-token", sid, {

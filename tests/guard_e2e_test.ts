@@ -354,7 +354,7 @@ Deno.test("guard: JSON responses (enableJsonResponse) are guarded and tracked to
 });
 
 Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for that long", async () => {
-  await using owners = new SessionOwnerRegistry();
+  await using owners = new SessionOwnerRegistry({ knownOwners: false });
   let lookups = 0;
   const counting: GuardOwners = {
     bind: (s, f) => owners.bind(s, f),
@@ -406,4 +406,42 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
   assert.ok(waited < 400 + 300, `refused ${Math.round(waited)} ms after the owner was cached`);
   if (waited < 350) assert.fail("refused before the cache entry expired");
   assert.ok(served > 0, "the cached owner kept going until the entry expired");
+});
+
+Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is looked up and refused", async () => {
+  await using owners = new SessionOwnerRegistry();
+  let lookups = 0;
+  const counting: GuardOwners = {
+    bind: (s, f) => owners.bind(s, f),
+    authorizeAttach: (s, f, o) => owners.authorizeAttach(s, f, o),
+    ownerOf: (s) => {
+      lookups++;
+      return owners.ownerOf(s);
+    },
+    forget: (s, f) => owners.forget(s, f),
+    unpin: (s) => owners.unpin(s),
+    knownOwner: (s) => owners.knownOwner(s),
+  };
+  await using server = await startServer({ guard: { owners: counting } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  lookups = 0;
+  for (let i = 0; i < 5; i++) {
+    assert.equal(
+      text(await alice.client.callTool({ name: "echo", arguments: { text: "x" } })),
+      "x",
+    );
+  }
+  assert.equal(lookups, 0, "the bind taught the registry who owns the session");
+
+  await using mallory = await intruder(server.url, "mallory-token", alice.sessionId);
+  await rejectsWithStatus(mallory.send({ jsonrpc: "2.0", id: 9, method: "ping" }), 403);
+  assert.equal(lookups, 1, "a different principal is always looked up");
+
+  // An operator drops the binding: the very next POST of the owner is looked up and refused.
+  await owners.forget(alice.sessionId);
+  await assert.rejects(
+    alice.client.callTool({ name: "echo", arguments: { text: "y" } }),
+    /404|not found/i,
+  );
+  assert.equal(lookups, 2);
 });

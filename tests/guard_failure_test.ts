@@ -162,7 +162,9 @@ Deno.test("guard: a registration that fails after the answer started stops the r
 });
 
 Deno.test("guard: a crashed registry worker fails closed, and its lost ids stay unclaimable", async () => {
-  await using owners = new SessionOwnerRegistry({ callTimeoutMs: 200 });
+  // A registry that asks its worker on every call (no knownOwner), so a worker that died
+  // without a word is noticed by the owner's very next request.
+  await using owners = new SessionOwnerRegistry({ callTimeoutMs: 200, knownOwners: false });
   await using server = await startServer({ guard: { owners } });
   await using alice = await connect(server.url, "alice-token", { listen: false });
   const ping = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" });
@@ -189,6 +191,27 @@ Deno.test("guard: a crashed registry worker fails closed, and its lost ids stay 
   });
   await expectError(mallory, 404, -32001, /Session not found/);
   assert.equal(await owners.ownerOf(alice.sessionId), null);
+});
+
+Deno.test("guard: a worker crash the runtime reports drops knownOwner at once: 404, never allow", async () => {
+  await using owners = new SessionOwnerRegistry({ callTimeoutMs: 200 });
+  await using server = await startServer({ guard: { owners } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  const ping = JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" });
+  const ok = await post(server.url, "alice-token", ping, alice.sessionId);
+  assert.equal(ok.status, 200);
+  await ok.body?.cancel();
+  assert.equal(owners.knownOwner(alice.sessionId), await fingerprint("alice"));
+  // What the runtime does when a worker throws: an error event on the Worker object.
+  clients.get(owners)!.worker!.dispatchEvent(new ErrorEvent("error", { message: "test crash" }));
+  assert.equal(owners.knownOwner(alice.sessionId), undefined);
+  await expectError(
+    await post(server.url, "alice-token", ping, alice.sessionId),
+    404,
+    -32001,
+    /Session not found/,
+  );
+  assert.equal((await owners.stats()).restarts, 1);
 });
 
 /** A stand-in MCP handler that issues `issue` on every session-less POST and records DELETEs. */

@@ -130,45 +130,53 @@ Deno.test("Deno KV store: one database file, several registries and processes", 
     await t.step(
       "3 processes + 3 registries here race for the same ids: one winner each",
       async () => {
-        const p = prefix();
-        const ids = Array.from({ length: 120 }, (_, i) => `race-${i}`);
-        const fps = ["fp-0", "fp-1", "fp-2", "fp-c0", "fp-c1", "fp-c2"];
-        const children = fps.slice(3).map((fp, k) =>
-          Child.spawn({
-            store: { kind: "kv", path, prefix: p },
-            action: "claim",
-            ids,
-            fp,
-            useBind: k === 1,
-            seed: k + 10,
-          })
-        );
-        const store = kvStore({ path, prefix: p });
-        const regs = fps.slice(0, 3).map(() => new SessionOwnerRegistry({ ...ROOMY, store }));
-        try {
-          for (const child of children) assert.deepEqual(await child.next(), { ready: true });
-          await Promise.all(regs.map((r) => r.size()));
-          const at = Date.now() + 300;
-          await Promise.all(children.map((c) => c.send(`go ${at}`)));
-          await waitUntil(at);
-          const mine = await Promise.all(
-            regs.map((r, k) => claimInTurns(r, ids, fps[k], k === 2, k)),
+        // One race: every id has exactly one winner. Returns how many parties won something.
+        const race = async (): Promise<number> => {
+          const p = prefix();
+          const ids = Array.from({ length: 120 }, (_, i) => `race-${i}`);
+          const fps = ["fp-0", "fp-1", "fp-2", "fp-c0", "fp-c1", "fp-c2"];
+          const children = fps.slice(3).map((fp, k) =>
+            Child.spawn({
+              store: { kind: "kv", path, prefix: p },
+              action: "claim",
+              ids,
+              fp,
+              useBind: k === 1,
+              seed: k + 10,
+            })
           );
-          const theirs = await Promise.all(children.map(async (c) => (await c.next()).results));
-          const results = [...mine, ...theirs as unknown[][]];
-          const wins = new Set<string>();
-          for (let i = 0; i < ids.length; i++) {
-            const won = fps.filter((_, k) => results[k][i] === true || results[k][i] === "bound");
-            assert.equal(won.length, 1, `${ids[i]} won by ${won}`);
-            assert.equal(await regs[1].ownerOf(ids[i]), won[0]);
-            wins.add(won[0]);
+          const store = kvStore({ path, prefix: p });
+          const regs = fps.slice(0, 3).map(() => new SessionOwnerRegistry({ ...ROOMY, store }));
+          try {
+            for (const child of children) assert.deepEqual(await child.next(), { ready: true });
+            await Promise.all(regs.map((r) => r.size()));
+            const at = Date.now() + 300;
+            await Promise.all(children.map((c) => c.send(`go ${at}`)));
+            await waitUntil(at);
+            const mine = await Promise.all(
+              regs.map((r, k) => claimInTurns(r, ids, fps[k], k === 2, k)),
+            );
+            const theirs = await Promise.all(children.map(async (c) => (await c.next()).results));
+            const results = [...mine, ...theirs as unknown[][]];
+            const wins = new Set<string>();
+            for (let i = 0; i < ids.length; i++) {
+              const won = fps.filter((_, k) => results[k][i] === true || results[k][i] === "bound");
+              assert.equal(won.length, 1, `${ids[i]} won by ${won}`);
+              assert.equal(await regs[1].ownerOf(ids[i]), won[0]);
+              wins.add(won[0]);
+            }
+            assert.equal(await regs[0].size(), ids.length);
+            return wins.size;
+          } finally {
+            await Promise.all(regs.map((r) => r.close()));
+            for (const child of children) assert.equal(await child.close(), 0);
           }
-          assert.ok(wins.size > 1, "the claims did not interleave");
-          assert.equal(await regs[0].size(), ids.length);
-        } finally {
-          await Promise.all(regs.map((r) => r.close()));
-          for (const child of children) assert.equal(await child.close(), 0);
-        }
+        };
+        // On a busy machine one party can happen to take every id; that race proved nothing
+        // about contention, so it is run again (each run must still have one winner per id).
+        let winners = 0;
+        for (let attempt = 0; attempt < 3 && winners < 2; attempt++) winners = await race();
+        assert.ok(winners > 1, "the claims never interleaved in three races");
       },
     );
 
