@@ -414,13 +414,10 @@ class SessionGuard {
     const message = classify(json.value, this.#methods);
     if (message.kind === "problem") return this.#problem("POST", null, sid, message);
     const rpcMethod = message.kind === "response" ? null : message.method;
-    // A fresh request (not `new Request(request, ...)`, which would follow
-    // `request.signal` and make Deno.serve warn about its legacy abort).
-    const inner = new Request(request.url, {
-      method: "POST",
-      headers: request.headers,
-      body: body.text,
-    });
+    // The same request with the body already read. `signal: null` keeps it from following
+    // `request.signal` (Deno.serve would warn about its legacy abort); copying the request
+    // this way is about twice as fast as rebuilding it from its URL and headers.
+    const inner = new Request(request, { body: body.text, signal: null });
 
     if (sid === null) {
       // No session yet: `initialize`, or a stateless server's traffic.
