@@ -72,7 +72,7 @@ const BOOT_GRACE_MS = 10_000;
  * How long a lazy call (see {@linkcode ActorClient.callLazy}) may wait for
  * company before it is sent on its own.
  */
-export const LAZY_FLUSH_MS = 2;
+export const LAZY_FLUSH_MS = 10;
 
 const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
 

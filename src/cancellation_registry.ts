@@ -172,7 +172,7 @@ export class CancellationRegistry implements AsyncDisposable {
   /**
    * Like {@linkcode register}, without waiting: returns the entry id and
    * signal at once and, with the in-memory store, sends the registration with
-   * the next message to the worker (within a couple of milliseconds), so a
+   * the next message to the worker (within 10 ms), so a
    * request that finishes quickly has its registration and deregistration
    * travel together. With a shared store it is sent at once, since a cancel
    * may come through another process. Calls on
@@ -227,7 +227,7 @@ export class CancellationRegistry implements AsyncDisposable {
    * still owns it, so an older registration's cleanup never evicts a newer
    * one under the same key. Returns whether it removed the slot. Nobody
    * needs to wait for that answer, so it is sent with the next message to the
-   * worker (within a couple of milliseconds), not on its own.
+   * worker (within 10 ms), not on its own.
    *
    * @example
    * ```ts
