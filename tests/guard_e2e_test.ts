@@ -45,6 +45,28 @@ async function listen(
   return { status: response.status, code: body?.error?.code ?? null, response };
 }
 
+/** Wraps a registry for the guard, counting its `ownerOf` round trips. */
+function countingLookups(owners: SessionOwnerRegistry) {
+  const lookups = {
+    count: 0,
+    reset() {
+      this.count = 0;
+    },
+  };
+  const counting: GuardOwners = {
+    bind: (s, f) => owners.bind(s, f),
+    authorizeAttach: (s, f, o) => owners.authorizeAttach(s, f, o),
+    ownerOf: (s) => {
+      lookups.count++;
+      return owners.ownerOf(s);
+    },
+    forget: (s, f) => owners.forget(s, f),
+    unpin: (s) => owners.unpin(s),
+    knownOwner: (s) => owners.knownOwner(s),
+  };
+  return { counting, lookups };
+}
+
 /** Starts `count` for `client` without awaiting it; resolves its request id once the tool runs. */
 async function startCount(
   server: TestServer,
@@ -355,28 +377,18 @@ Deno.test("guard: JSON responses (enableJsonResponse) are guarded and tracked to
 
 Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for that long", async () => {
   await using owners = new SessionOwnerRegistry({ knownOwners: false });
-  let lookups = 0;
-  const counting: GuardOwners = {
-    bind: (s, f) => owners.bind(s, f),
-    authorizeAttach: (s, f, o) => owners.authorizeAttach(s, f, o),
-    ownerOf: (s) => {
-      lookups++;
-      return owners.ownerOf(s);
-    },
-    forget: (s, f) => owners.forget(s, f),
-    unpin: (s) => owners.unpin(s),
-  };
+  const { counting, lookups } = countingLookups(owners);
   await using server = await startServer({ guard: { owners: counting, ownerCacheMs: 400 } });
   await using alice = await connect(server.url, "alice-token", { listen: false });
 
   // Another principal is never let in by the cache: it is looked up, and refused.
   await using mallory = await intruder(server.url, "mallory-token", alice.sessionId);
-  lookups = 0;
+  lookups.reset();
   await rejectsWithStatus(mallory.send({ jsonrpc: "2.0", id: 9, method: "ping" }), 403);
-  assert.equal(lookups, 1);
+  assert.equal(lookups.count, 1);
 
   // The owner: the first POST asks the registry, the next ones within 400 ms do not.
-  lookups = 0;
+  lookups.reset();
   const cached = performance.now();
   for (let i = 0; i < 5; i++) {
     assert.equal(
@@ -384,7 +396,7 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
       "x",
     );
   }
-  if (performance.now() - cached < 350) assert.equal(lookups, 1);
+  if (performance.now() - cached < 350) assert.equal(lookups.count, 1);
 
   // An operator drops the binding: the owner keeps going for at most ownerCacheMs, then 404.
   await owners.forget(alice.sessionId);
@@ -410,32 +422,21 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
 
 Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is looked up and refused", async () => {
   await using owners = new SessionOwnerRegistry();
-  let lookups = 0;
-  const counting: GuardOwners = {
-    bind: (s, f) => owners.bind(s, f),
-    authorizeAttach: (s, f, o) => owners.authorizeAttach(s, f, o),
-    ownerOf: (s) => {
-      lookups++;
-      return owners.ownerOf(s);
-    },
-    forget: (s, f) => owners.forget(s, f),
-    unpin: (s) => owners.unpin(s),
-    knownOwner: (s) => owners.knownOwner(s),
-  };
+  const { counting, lookups } = countingLookups(owners);
   await using server = await startServer({ guard: { owners: counting } });
   await using alice = await connect(server.url, "alice-token", { listen: false });
-  lookups = 0;
+  lookups.reset();
   for (let i = 0; i < 5; i++) {
     assert.equal(
       text(await alice.client.callTool({ name: "echo", arguments: { text: "x" } })),
       "x",
     );
   }
-  assert.equal(lookups, 0, "the bind taught the registry who owns the session");
+  assert.equal(lookups.count, 0, "the bind taught the registry who owns the session");
 
   await using mallory = await intruder(server.url, "mallory-token", alice.sessionId);
   await rejectsWithStatus(mallory.send({ jsonrpc: "2.0", id: 9, method: "ping" }), 403);
-  assert.equal(lookups, 1, "a different principal is always looked up");
+  assert.equal(lookups.count, 1, "a different principal is always looked up");
 
   // An operator drops the binding: the very next POST of the owner is looked up and refused.
   await owners.forget(alice.sessionId);
@@ -443,5 +444,5 @@ Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is 
     alice.client.callTool({ name: "echo", arguments: { text: "y" } }),
     /404|not found/i,
   );
-  assert.equal(lookups, 2);
+  assert.equal(lookups.count, 2);
 });

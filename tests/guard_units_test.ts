@@ -1,6 +1,7 @@
-/** Unit tests of the guard's building blocks: JSON-RPC classification, bounded body reads, body-end hooks. */
+/** Unit tests of the guard's building blocks: JSON-RPC classification, bounded body reads, body-end hooks; and its handling of the request object. */
 
 import assert from "node:assert/strict";
+import { CancellationRegistry, guardSessions, SessionOwnerRegistry } from "../mod.ts";
 import { onBodyEnd } from "../src/body_end.ts";
 import {
   classify,
@@ -155,4 +156,49 @@ Deno.test("onBodyEnd: once on end, on cancel, on error, at once without a body",
   const empty = new Response(null, { status: 204 });
   assert.equal(onBodyEnd(empty, ended), empty);
   assert.equal(ends, 4);
+});
+
+Deno.test("the guard never touches request.signal (Deno.serve would abort it after every response)", async () => {
+  // Deno.serve warns (once per isolate, through console.warn) when a request's signal was
+  // read: from then on it aborts that signal after each response with a new DOMException.
+  await using owners = new SessionOwnerRegistry();
+  await using cancellations = new CancellationRegistry();
+  const seen: Request[] = [];
+  const handler = async (request: Request) => {
+    seen.push(request);
+    await request.text();
+    return new Response('{"jsonrpc":"2.0","id":1,"result":{}}', {
+      headers: { "content-type": "application/json", "mcp-session-id": "s-1" },
+    });
+  };
+  const guard = guardSessions(handler, { owners, cancellations, principal: () => "alice" });
+  const warnings: string[] = [];
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => void warnings.push(args.map(String).join(" "));
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, guard);
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}/mcp`;
+    for (
+      const [body, sid] of [[{ id: 0, method: "initialize", params: {} }], [
+        { id: 1, method: "tools/list" },
+        "s-1",
+      ]] as const
+    ) {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(sid === undefined ? {} : { "mcp-session-id": sid }),
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", ...body }),
+      });
+      assert.equal(response.status, 200);
+      await response.text();
+    }
+  } finally {
+    await server.shutdown();
+    console.warn = warn;
+  }
+  assert.equal(seen.length, 2, "both requests reached the handler");
+  assert.deepEqual(warnings.filter((w) => w.includes("request.signal")), []);
 });

@@ -1,0 +1,98 @@
+/**
+ * The core property test, shared by every store: random operation sequences
+ * on a registry facade agree, result by result and counter by counter, with
+ * the pure in-memory tables; and `knownOwner` never names a wrong owner.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
+import { type OwnerBounds, OwnerTable } from "../../src/owner_table.ts";
+import {
+  applyOwnerCall,
+  cancelCallArb,
+  facadeCancelRun,
+  issueOwnerCall,
+  modelCancelRun,
+  ownerCallArb,
+  ownerOptionsArb,
+} from "./ops.ts";
+
+/** The valid session ids `ownerCallArb` draws from. */
+const SESSION_POOL = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
+
+/** What to run the properties against. */
+export interface PropertyTargets {
+  /** Runs per property. */
+  runs: number;
+  /** A fresh, empty owner registry; `variant` is a coin flip a store may use for an option. */
+  owners(options: Required<OwnerBounds>, variant: boolean): SessionOwnerRegistry;
+  /** A fresh, empty cancellation registry. */
+  cancels(maxEntries: number): CancellationRegistry;
+}
+
+/** Both registries, calls awaited one by one and pipelined: four steps of `t`. */
+export async function registryProperties(
+  t: Deno.TestContext,
+  targets: PropertyTargets,
+): Promise<void> {
+  for (const pipelined of [false, true]) {
+    const mode = pipelined ? "pipelined" : "awaited one by one";
+
+    await t.step(`SessionOwnerRegistry (${mode})`, async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          ownerOptionsArb,
+          fc.array(ownerCallArb, { minLength: 1, maxLength: 80 }),
+          fc.boolean(),
+          async (options, calls, variant) => {
+            await using reg = targets.owners(options, variant);
+            const model = new OwnerTable(options);
+            // knownOwner may not know an owner, but never names a wrong one once nothing
+            // is in flight.
+            const knownIsSound = () => {
+              for (const sid of SESSION_POOL) {
+                const known = reg.knownOwner(sid);
+                if (known !== undefined) assert.equal(known, model.ownerOf(sid), `known ${sid}`);
+              }
+            };
+            const results: unknown[] = [];
+            const expected: unknown[] = [];
+            if (pipelined) {
+              results.push(...await Promise.all(calls.map((call) => issueOwnerCall(reg, call))));
+              expected.push(...calls.map((call) => applyOwnerCall(model, call)));
+              knownIsSound();
+            } else {
+              for (const call of calls) {
+                results.push(await issueOwnerCall(reg, call));
+                expected.push(applyOwnerCall(model, call));
+                knownIsSound();
+              }
+            }
+            assert.deepEqual(results, expected);
+            // The counters agree too (restarts is the facade's own and must be 0).
+            assert.deepEqual(await reg.stats(), model.stats());
+          },
+        ),
+        { numRuns: targets.runs },
+      );
+    });
+
+    await t.step(`CancellationRegistry (${mode})`, async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 1, max: 8 }),
+          fc.array(cancelCallArb, { minLength: 1, maxLength: 80 }),
+          async (maxEntries, calls) => {
+            await using reg = targets.cancels(maxEntries);
+            const run = await facadeCancelRun(reg, calls, pipelined);
+            assert.deepEqual(run, modelCancelRun(maxEntries, calls));
+          },
+        ),
+        { numRuns: targets.runs },
+      );
+    });
+  }
+}
