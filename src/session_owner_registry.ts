@@ -11,7 +11,8 @@ import {
   type OwnerStats,
   resolveOwnerOptions,
 } from "./owner_table.ts";
-import { ARITY, Op } from "./protocol.ts";
+import { KnownOwners } from "./known_owners.ts";
+import { Op } from "./protocol.ts";
 import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
 
 export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
@@ -90,13 +91,13 @@ export interface AttachOptions {
 export class SessionOwnerRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
   /** Owners the worker confirmed and has not reported gone since (in-memory store only). */
-  readonly #known: Map<string, string> | null;
+  readonly #known: KnownOwners | null;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: SessionOwnerRegistryOptions = {}) {
     const resolved = resolveOwnerOptions(options);
     const memory = (options.store?.kind ?? "memory") === "memory";
-    const known = memory && options.knownOwners !== false ? new Map<string, string>() : null;
+    const known = memory && options.knownOwners !== false ? new KnownOwners() : null;
     this.#known = known;
     this.#client = makeClient("SessionOwnerRegistry", options, {
       registry: "owner",
@@ -104,7 +105,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
     }, {
       instanceId: crypto.randomUUID(),
       onReply: known === null ? undefined : (ops, args, results, removed) => {
-        learn(known, ops, args, results, removed);
+        known.record(ops, args, results, removed);
       },
       onFault: known === null ? undefined : () => known.clear(),
     });
@@ -200,7 +201,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * ```
    */
   forget(sessionId: string, fingerprint?: string): Promise<boolean> {
-    if (typeof sessionId === "string") this.#known?.delete(sessionId);
+    if (typeof sessionId === "string") this.#known?.drop(sessionId);
     return this.#client.call(
       Op.Forget,
       str(sessionId),
@@ -328,33 +329,4 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/**
- * Updates the known owners from one answered batch: confirmations first, then
- * every removal the worker reported (a removal in the same batch wins, which
- * can only forget too much, never remember a stale owner).
- */
-function learn(
-  known: Map<string, string>,
-  ops: number[],
-  args: unknown[],
-  results: unknown[],
-  removed: string[] | undefined,
-): void {
-  for (let i = 0, at = 0; i < ops.length; at += ARITY[ops[i]], i++) {
-    const op = ops[i];
-    const result = results[i];
-    if (op === Op.Bind) {
-      if (result === "bound") known.set(args[at] as string, args[at + 1] as string);
-    } else if (op === Op.Attach) {
-      if (result === true) known.set(args[at] as string, args[at + 1] as string);
-    } else if (op === Op.OwnerOf) {
-      if (typeof result === "string") known.set(args[at] as string, result);
-      else known.delete(args[at] as string);
-    } else if (op === Op.Forget) {
-      known.delete(args[at] as string);
-    }
-  }
-  if (removed !== undefined) { for (const sid of removed) known.delete(sid); }
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   CancellationRegistry,
   InvalidInputError,
+  kvStore,
   memoryStore,
   RegistryClosedError,
   RequestCancelledError,
@@ -60,6 +61,48 @@ Deno.test("SessionOwnerRegistry through its worker", async (t) => {
     assert.equal(stats.evictions, 3);
     assert.equal(stats.restarts, 0);
   });
+});
+
+Deno.test("knownOwner: learned from answers, forgotten at once, never revived by an older answer", async () => {
+  await using owners = new SessionOwnerRegistry({ maxEntries: 2, maxPerPrincipal: 2 });
+  assert.equal(owners.knownOwner("s1"), undefined);
+  assert.equal(await owners.bind("s1", "alice"), "bound");
+  assert.equal(owners.knownOwner("s1"), "alice");
+  assert.equal(await owners.authorizeAttach("s2", "bob"), true);
+  assert.equal(owners.knownOwner("s2"), "bob");
+  // An eviction the worker reports: s1 is the least recently used binding.
+  assert.equal(await owners.bind("s3", "carol"), "bound");
+  assert.equal(owners.knownOwner("s1"), undefined);
+  assert.equal(await owners.ownerOf("s1"), null);
+
+  // An ownerOf in flight (its own message), then a forget in the next one.
+  const before = owners.ownerOf("s3");
+  await Promise.resolve(); // the ownerOf leaves in its own batch
+  const forgotten = owners.forget("s3", "carol");
+  assert.equal(owners.knownOwner("s3"), undefined, "forgotten at call time");
+  assert.equal(await before, "carol");
+  assert.equal(owners.knownOwner("s3"), undefined, "the older answer does not bring it back");
+  assert.equal(await forgotten, true);
+  assert.equal(owners.knownOwner("s3"), undefined);
+  // Learned again once the forget is answered.
+  assert.equal(await owners.bind("s3", "dave"), "bound");
+  assert.equal(owners.knownOwner("s3"), "dave");
+
+  // Blank input never learns anything; a failed worker forgets everything.
+  assert.equal(await owners.bind("", "alice"), "refused");
+  assert.equal(owners.knownOwner(""), undefined);
+  clients.get(owners)!.worker!.dispatchEvent(new ErrorEvent("error", { message: "test" }));
+  assert.equal(owners.knownOwner("s2"), undefined);
+});
+
+Deno.test("knownOwner stays off for shared stores and with knownOwners: false", async () => {
+  await using off = new SessionOwnerRegistry({ knownOwners: false });
+  await using shared = new SessionOwnerRegistry({ store: kvStore({ path: ":memory:" }) });
+  for (const reg of [off, shared]) {
+    assert.equal(await reg.bind("s1", "alice"), "bound");
+    assert.equal(reg.knownOwner("s1"), undefined);
+    assert.equal(await reg.ownerOf("s1"), "alice");
+  }
 });
 
 Deno.test("SessionOwnerRegistry validates options up front", () => {
