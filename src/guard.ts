@@ -288,6 +288,9 @@ class SessionGuard {
     this.#methods = extra.length === 0 ? KNOWN_METHODS : new Set([...KNOWN_METHODS, ...extra]);
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
+    // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
+    // bindings of the very first sessions are known too.
+    owners.knownOwner?.("");
   }
 
   handle = async (request: Request): Promise<Response> => {

@@ -2,6 +2,11 @@
  * The caller's side memory behind `SessionOwnerRegistry.knownOwner`: owners
  * the worker confirmed, minus every binding it reported removed since.
  *
+ * It starts learning when it is first asked: a registry whose `knownOwner`
+ * nobody calls (say, one used only for `authorizeAttach` at full speed)
+ * spends nothing on it. Starting late is safe: an owner it has not seen is
+ * simply unknown.
+ *
  * @module
  */
 
@@ -15,6 +20,8 @@ export class KnownOwners {
    * older call may not bring them back before the forget's own reply is seen.
    */
   readonly #forgetting = new Map<string, number>();
+  /** Learning since the first `get`. */
+  #active = false;
 
   /**
    * Learns from one answered batch, in reply order. Confirmations first, then
@@ -22,9 +29,11 @@ export class KnownOwners {
    * can only forget too much, never remember a stale owner.
    */
   record(ops: number[], args: unknown[], results: unknown[], removed?: string[]): void {
+    if (!this.#active && this.#forgetting.size === 0) return;
     for (let i = 0, at = 0; i < ops.length; at += ARITY[ops[i]], i++) {
       const op = ops[i];
       const result = results[i];
+      if (!this.#active && op !== Op.Forget) continue;
       if (op === Op.Bind) {
         if (result === "bound") this.#confirm(args[at] as string, args[at + 1] as string);
       } else if (op === Op.Attach) {
@@ -45,6 +54,7 @@ export class KnownOwners {
 
   /** The owner of `sessionId` as far as the answered batches tell, or `undefined`. */
   get(sessionId: string): string | undefined {
+    this.#active = true;
     return this.#owners.get(sessionId);
   }
 

@@ -121,7 +121,10 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * worker fails. It can lag by the calls still in flight: an eviction
    * caused by a `bind` not yet answered is seen when that answer arrives.
    *
-   * The HTTP guard uses it to let a session's own owner through without a
+   * It learns from the first time it is asked (so a registry nobody asks
+   * spends nothing on it): bindings confirmed before that are unknown until
+   * the worker confirms them again. The HTTP guard asks once when it is
+   * created, and then lets a session's own owner through on it without a
    * round trip to the worker. Only the in-memory store keeps it (another
    * process can change a shared store); elsewhere, or with
    * `knownOwners: false`, it always answers `undefined`.
