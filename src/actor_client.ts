@@ -126,14 +126,7 @@ export class ActorClient {
    * together with every other call queued by then.
    */
   call<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
-    const promise = this.#enqueue<T>(op, a, b, c);
-    if (this.#closed) return promise;
-    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
-    else if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(this.#flush);
-    }
-    return promise;
+    return this.#enqueue<T>(op, a, b, c, false);
   }
 
   /**
@@ -144,16 +137,10 @@ export class ActorClient {
    * this turns many tiny messages into a few large ones.
    */
   callLazy<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
-    const promise = this.#enqueue<T>(op, a, b, c);
-    if (this.#closed) return promise;
-    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
-    else if (!this.#scheduled && this.#lazyTimer === undefined) {
-      this.#lazyTimer = setTimeout(this.#flush, LAZY_FLUSH_MS);
-    }
-    return promise;
+    return this.#enqueue<T>(op, a, b, c, true);
   }
 
-  #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown): Promise<T> {
+  #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown, lazy: boolean): Promise<T> {
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#worker === null) this.#spawn();
     const arity = ARITY[op];
@@ -161,10 +148,26 @@ export class ActorClient {
     if (arity > 0) this.#args.push(a);
     if (arity > 1) this.#args.push(b);
     if (arity > 2) this.#args.push(c);
-    return new Promise<T>((resolve, reject) => {
+    const promise = new Promise<T>((resolve, reject) => {
       this.#resolve.push(resolve as Settler);
       this.#reject.push(reject);
     });
+    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
+    else if (!this.#scheduled) {
+      if (!lazy) {
+        this.#scheduled = true;
+        queueMicrotask(this.#flush);
+      } else if (this.#lazyTimer === undefined) {
+        this.#lazyTimer = setTimeout(this.#flush, LAZY_FLUSH_MS);
+      }
+    }
+    return promise;
+  }
+
+  #clearLazyTimer(): void {
+    if (this.#lazyTimer === undefined) return;
+    clearTimeout(this.#lazyTimer);
+    this.#lazyTimer = undefined;
   }
 
   /** Flushes queued calls, closes the worker's store and stops the worker. */
@@ -215,10 +218,7 @@ export class ActorClient {
 
   #flush = (): void => {
     this.#scheduled = false;
-    if (this.#lazyTimer !== undefined) {
-      clearTimeout(this.#lazyTimer);
-      this.#lazyTimer = undefined;
-    }
+    this.#clearLazyTimer();
     if (this.#ops.length === 0) return;
     const id = this.#nextId++;
     const message = { kind: "batch", id, ops: this.#ops, args: this.#args };
@@ -328,10 +328,7 @@ export class ActorClient {
     ),
   ): void {
     this.#disarmWatchdog();
-    if (this.#lazyTimer !== undefined) {
-      clearTimeout(this.#lazyTimer);
-      this.#lazyTimer = undefined;
-    }
+    this.#clearLazyTimer();
     const worker = this.#worker;
     this.#worker = null;
     worker?.terminate();

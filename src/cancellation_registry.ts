@@ -152,21 +152,8 @@ export class CancellationRegistry implements AsyncDisposable {
     requestId: string | number,
     controller: AbortController = new AbortController(),
   ): Promise<Registration | null> {
-    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
-    const sid = str(sessionId);
-    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
-    if (!(controller instanceof AbortController)) controller = new AbortController();
-    // Queued first, remembered second: a worker restarted by this very call replays the
-    // entries it finds in #local, and must not find this one (it would be registered twice).
-    const answer = this.#client.call<boolean>(Op.Register, sid, rid, entryId);
-    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
-    let ok = false;
-    try {
-      ok = await answer;
-    } finally {
-      if (!ok) this.#local.delete(entryId);
-    }
-    return ok ? { entryId, signal: controller.signal } : null;
+    const { entryId, signal, registered } = this.#track(sessionId, requestId, controller, false);
+    return (await registered) ? { entryId, signal } : null;
   }
 
   /**
@@ -198,28 +185,8 @@ export class CancellationRegistry implements AsyncDisposable {
     requestId: string | number,
     controller: AbortController = new AbortController(),
   ): Tracked {
-    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
-    const sid = str(sessionId);
-    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
-    if (!(controller instanceof AbortController)) controller = new AbortController();
     // A shared store is sent at once: another process may be asked to cancel it any moment.
-    const answer = this.#shared
-      ? this.#client.call<boolean>(Op.Register, sid, rid, entryId)
-      : this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId);
-    // Remembered after queueing, for the same reason as in `register`.
-    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
-    const registered = answer.then(
-      (ok) => {
-        if (!ok) this.#local.delete(entryId);
-        return ok;
-      },
-      (err) => {
-        this.#local.delete(entryId);
-        throw err;
-      },
-    );
-    registered.catch(() => {}); // a caller that does not look must not crash the process
-    return { entryId, signal: controller.signal, registered };
+    return this.#track(sessionId, requestId, controller, !this.#shared);
   }
 
   /**
@@ -375,6 +342,37 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
+  }
+
+  /** Queues a registration (`lazy`: with the next message) and remembers its controller. */
+  #track(
+    sessionId: string,
+    requestId: string | number,
+    controller: AbortController,
+    lazy: boolean,
+  ): Tracked {
+    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    if (!(controller instanceof AbortController)) controller = new AbortController();
+    const answer = lazy
+      ? this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId)
+      : this.#client.call<boolean>(Op.Register, sid, rid, entryId);
+    // Queued first, remembered second: a worker restarted by this very call replays the
+    // entries it finds in #local, and must not find this one (it would be registered twice).
+    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
+    const registered = answer.then(
+      (ok) => {
+        if (!ok) this.#local.delete(entryId);
+        return ok;
+      },
+      (err) => {
+        this.#local.delete(entryId);
+        throw err;
+      },
+    );
+    registered.catch(() => {}); // a caller that does not look must not crash the process
+    return { entryId, signal: controller.signal, registered };
   }
 
   #abort(entryId: string, reason: unknown): void {

@@ -31,7 +31,7 @@
 
 import type { Backend, BackendContext } from "./backend.ts";
 import { cancelKey } from "./cancel_table.ts";
-import type { ResolvedOwnerOptions } from "./owner_table.ts";
+import type { OwnerStats, ResolvedOwnerOptions } from "./owner_table.ts";
 import { ARITY, Op } from "./protocol.ts";
 import { resolveKvOptions } from "./kv_store.ts";
 import { isValidFingerprint, isValidRequestId, sanitizeSessionId } from "./validate.ts";
@@ -268,16 +268,8 @@ interface Store<M extends object> {
   cancelAll?(sessionId: unknown, reason: unknown): Promise<string[]>;
 }
 
-interface OwnerMeta {
-  seq: number;
-  size: number;
-  pinned: number;
-  evictions: number;
-  refusals: number;
-  claims: number;
-  invalid: number;
-  full: number;
-}
+/** The owner counters (as `stats()` reports them, but `restarts`), plus the LRU sequence. */
+type OwnerMeta = Omit<OwnerStats, "restarts"> & { seq: number };
 
 interface Rec {
   owner: string;

@@ -16,8 +16,9 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { OwnerTable } from "../src/owner_table.ts";
-import { applyOwnerCall, issueOwnerCall, ownerCallArb, ownerOptionsArb } from "./support/ops.ts";
+import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { Child, claimInTurns, runChild, waitUntil } from "./support/store_child.ts";
+import { sharedStoreIsOneTable } from "./support/properties.ts";
 
 const ROOMY = { maxEntries: 100_000, maxPerPrincipal: 10_000 };
 
@@ -49,29 +50,7 @@ Deno.test("Deno KV store: one database file, several registries and processes", 
   const prefix = () => `t${n++}`;
   try {
     await t.step("several registries sharing a file behave like ONE table", async () => {
-      await fc.assert(
-        fc.asyncProperty(
-          ownerOptionsArb,
-          fc.array(fc.tuple(fc.nat(2), ownerCallArb), { minLength: 1, maxLength: 60 }),
-          async (options, calls) => {
-            const store = kvStore({ path, prefix: prefix() });
-            await using a = new SessionOwnerRegistry({ ...options, store });
-            await using b = new SessionOwnerRegistry({ ...options, store });
-            await using c = new SessionOwnerRegistry({ ...options, store });
-            const regs = [a, b, c];
-            const model = new OwnerTable(options);
-            for (const [which, call] of calls) {
-              assert.deepEqual(
-                await issueOwnerCall(regs[which], call),
-                applyOwnerCall(model, call),
-                JSON.stringify(call),
-              );
-            }
-            assert.deepEqual(await b.stats(), model.stats());
-          },
-        ),
-        { numRuns: 30 },
-      );
+      await sharedStoreIsOneTable(() => kvStore({ path, prefix: prefix() }), 30);
     });
 
     await t.step("long batches (several commits, many evictions) keep call order", async () => {

@@ -10,8 +10,9 @@ import { InvalidInputError, RegistryUnavailableError, SessionOwnerRegistry } fro
 import { redisStore } from "../redis.ts";
 import { OwnerTable } from "../src/owner_table.ts";
 import { startRedis } from "./support/redis_server.ts";
-import { applyOwnerCall, issueOwnerCall, ownerCallArb, ownerOptionsArb } from "./support/ops.ts";
+import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";
+import { sharedStoreIsOneTable } from "./support/properties.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -51,31 +52,7 @@ Deno.test("Redis store: one server, several registries", async (t) => {
   const prefix = () => `t${n++}:`;
 
   await t.step("several registries sharing a prefix behave like ONE table", async () => {
-    // Calls spread over three registries (three workers, three connections), awaited in
-    // turn, give the pure table's answers: the bounds and LRU order are cluster-wide.
-    await fc.assert(
-      fc.asyncProperty(
-        ownerOptionsArb,
-        fc.array(fc.tuple(fc.nat(2), ownerCallArb), { minLength: 1, maxLength: 60 }),
-        async (options, calls) => {
-          const store = redisStore({ url: redis.url, prefix: prefix() });
-          await using a = new SessionOwnerRegistry({ ...options, store });
-          await using b = new SessionOwnerRegistry({ ...options, store });
-          await using c = new SessionOwnerRegistry({ ...options, store });
-          const regs = [a, b, c];
-          const model = new OwnerTable(options);
-          for (const [which, call] of calls) {
-            assert.deepEqual(
-              await issueOwnerCall(regs[which], call),
-              applyOwnerCall(model, call),
-              JSON.stringify(call),
-            );
-          }
-          assert.deepEqual(await b.stats(), model.stats());
-        },
-      ),
-      { numRuns: 12 },
-    );
+    await sharedStoreIsOneTable(() => redisStore({ url: redis.url, prefix: prefix() }), 12);
   });
 
   await t.step("pinned sessions are never evicted, whichever process pinned them", async () => {

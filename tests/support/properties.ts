@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
+import { type CancellationRegistry, type RegistryStore, SessionOwnerRegistry } from "../../mod.ts";
 import { type OwnerBounds, OwnerTable } from "../../src/owner_table.ts";
 import {
   applyOwnerCall,
@@ -96,4 +96,38 @@ export async function registryProperties(
       );
     });
   }
+}
+
+/**
+ * Calls spread over three registries on one shared store (three workers,
+ * three connections), awaited in turn, give the pure table's answers: the
+ * bounds and the LRU order belong to the store, not to a process.
+ */
+export async function sharedStoreIsOneTable(
+  store: () => RegistryStore,
+  runs: number,
+): Promise<void> {
+  await fc.assert(
+    fc.asyncProperty(
+      ownerOptionsArb,
+      fc.array(fc.tuple(fc.nat(2), ownerCallArb), { minLength: 1, maxLength: 60 }),
+      async (options, calls) => {
+        const shared = store();
+        await using a = new SessionOwnerRegistry({ ...options, store: shared });
+        await using b = new SessionOwnerRegistry({ ...options, store: shared });
+        await using c = new SessionOwnerRegistry({ ...options, store: shared });
+        const regs = [a, b, c];
+        const model = new OwnerTable(options);
+        for (const [which, call] of calls) {
+          assert.deepEqual(
+            await issueOwnerCall(regs[which], call),
+            applyOwnerCall(model, call),
+            JSON.stringify(call),
+          );
+        }
+        assert.deepEqual(await b.stats(), model.stats());
+      },
+    ),
+    { numRuns: runs },
+  );
 }
