@@ -20,8 +20,6 @@ import { InvalidInputError, RequestCancelledError } from "./errors.ts";
 import { fingerprint } from "./fingerprint.ts";
 import {
   classify,
-  CLIENT_NOTIFICATION_METHODS,
-  CLIENT_REQUEST_METHODS,
   isJsonMediaType,
   parseJson,
   readBody,
@@ -29,6 +27,7 @@ import {
   rpcError,
   type RpcMessage,
 } from "./jsonrpc.ts";
+import { SessionOrder } from "./session_order.ts";
 import type { SessionOwnerRegistry } from "./session_owner_registry.ts";
 import { checkCount, isValidRequestId, sanitizeSessionId } from "./validate.ts";
 
@@ -95,8 +94,6 @@ export type GuardReason =
   | "invalid-request"
   /** 400: malformed params (a cancellation's `requestId`). */
   | "invalid-params"
-  /** 400: a method no MCP client sends (see `extraMethods`). */
-  | "unknown-method"
   /** 409: the issued session id is owned by another principal; the session was closed. */
   | "bind-refused"
   /** 503: no room to bind the issued session id (every slot is pinned); the session was closed. */
@@ -139,8 +136,6 @@ export interface GuardOptions {
   mode?: GuardMode;
   /** Largest POST body read, in bytes (default 4 MiB, as the MCP SDK). */
   maxBodyBytes?: number;
-  /** Method names accepted besides the MCP client methods (for extensions). */
-  extraMethods?: readonly string[];
   /**
    * Principal-to-fingerprint pairs kept in memory to skip hashing (default
    * 1,024; `0` disables). Set `0` if principals are raw secrets that must not
@@ -197,11 +192,6 @@ export interface GuardedHandler {
 /** Most sessions whose owner the guard remembers (see `ownerCacheMs`). */
 const OWNER_CACHE_ENTRIES = 10_000;
 
-const KNOWN_METHODS: ReadonlySet<string> = new Set([
-  ...CLIENT_REQUEST_METHODS,
-  ...CLIENT_NOTIFICATION_METHODS,
-]);
-
 /** A registry call failed: answered with 503. */
 class RegistryFailure {
   constructor(readonly cause: unknown) {}
@@ -222,7 +212,6 @@ class SessionGuard {
   readonly #secret: string | Uint8Array | undefined;
   readonly #strict: boolean;
   readonly #maxBodyBytes: number;
-  readonly #methods: ReadonlySet<string>;
   readonly #cacheSize: number;
   readonly #fingerprints = new Map<string, string>();
   readonly #onDecision: ((decision: GuardDecision) => void) | undefined;
@@ -232,6 +221,8 @@ class SessionGuard {
   readonly #ownerCacheMs: number;
   /** session id -> owner confirmed by the registry, and until when to trust it. */
   readonly #ownerCache = new Map<string, { fp: string; until: number }>();
+  /** GETs and DELETEs that later requests of their session must not overtake. */
+  readonly #order = new SessionOrder();
   /** DELETEs let through so far (owner lookups older than the last one are not cached). */
   #deletes = 0;
 
@@ -266,10 +257,6 @@ class SessionGuard {
         `guardSessions: mode must be "strict" or "attach-only", got ${JSON.stringify(mode)}`,
       );
     }
-    const extra = options.extraMethods ?? [];
-    if (!Array.isArray(extra) || !extra.every((m) => typeof m === "string" && m.length > 0)) {
-      throw new InvalidInputError("guardSessions: extraMethods must be an array of method names");
-    }
     if (options.secret !== undefined) {
       const s = options.secret;
       if (!((typeof s === "string" || s instanceof Uint8Array) && s.length > 0)) {
@@ -285,7 +272,6 @@ class SessionGuard {
     this.#maxBodyBytes = checkCount("maxBodyBytes", options.maxBodyBytes ?? 4 * 1024 * 1024, 1);
     this.#cacheSize = checkCount("fingerprintCacheSize", options.fingerprintCacheSize ?? 1024, 0);
     this.#ownerCacheMs = checkCount("ownerCacheMs", options.ownerCacheMs ?? 0, 0);
-    this.#methods = extra.length === 0 ? KNOWN_METHODS : new Set([...KNOWN_METHODS, ...extra]);
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
@@ -293,8 +279,29 @@ class SessionGuard {
     owners.knownOwner?.("");
   }
 
-  handle = async (request: Request): Promise<Response> => {
+  handle = (request: Request): Promise<Response> => {
+    // Ordering is decided on arrival, before anything is awaited: a GET or DELETE holds its
+    // session's later requests back until the handler has answered it; a POST waits for the
+    // GETs and DELETEs that arrived before it.
     const method = request.method;
+    const rawSid = request.headers.get("mcp-session-id");
+    if (rawSid === null) return this.#handle(request, method, null, undefined);
+    if (method === "POST") return this.#handle(request, method, rawSid, this.#order.ahead(rawSid));
+    if (method !== "GET" && method !== "DELETE") {
+      return this.#handle(request, method, rawSid, undefined);
+    }
+    const release = this.#order.hold(rawSid);
+    const answered = this.#handle(request, method, rawSid, undefined);
+    answered.then(release, release);
+    return answered;
+  };
+
+  async #handle(
+    request: Request,
+    method: string,
+    rawSid: string | null,
+    ahead: Promise<void> | undefined,
+  ): Promise<Response> {
     if (method !== "POST" && method !== "GET" && method !== "DELETE") {
       return this.#refuse(
         method,
@@ -308,7 +315,6 @@ class SessionGuard {
         { allow: "GET, POST, DELETE" },
       );
     }
-    const rawSid = request.headers.get("mcp-session-id");
     let sid: string | null = null;
     if (rawSid !== null) {
       sid = sanitizeSessionId(rawSid);
@@ -365,7 +371,7 @@ class SessionGuard {
       );
     }
     try {
-      if (method === "POST") return await this.#post(request, sid, fp);
+      if (method === "POST") return await this.#post(request, sid, fp, ahead);
       if (method === "GET") return await this.#get(request, sid!, fp);
       return await this.#delete(request, sid!, fp);
     } catch (err) {
@@ -383,7 +389,7 @@ class SessionGuard {
         { "retry-after": "1" },
       );
     }
-  };
+  }
 
   signalFor = (ref: RequestRef): AbortSignal => {
     const sdk = ref?.signal instanceof AbortSignal ? ref.signal : undefined;
@@ -395,7 +401,12 @@ class SessionGuard {
     return own ?? sdk ?? new AbortController().signal;
   };
 
-  async #post(request: Request, sid: string | null, fp: string | null): Promise<Response> {
+  async #post(
+    request: Request,
+    sid: string | null,
+    fp: string | null,
+    ahead: Promise<void> | undefined,
+  ): Promise<Response> {
     // Strict mode: ask who owns the session while the body is read and parsed.
     const epoch = this.#deletes;
     const owner = this.#strict && sid !== null ? this.#lookupOwner(sid, fp!) : null;
@@ -414,7 +425,7 @@ class SessionGuard {
     if (body.kind === "problem") return this.#problem("POST", null, sid, body);
     const json = parseJson(body.text);
     if (json.kind === "problem") return this.#problem("POST", null, sid, json);
-    const message = classify(json.value, this.#methods);
+    const message = classify(json.value);
     if (message.kind === "problem") return this.#problem("POST", null, sid, message);
     const rpcMethod = message.kind === "response" ? null : message.method;
     // A fresh request with the body already read. Not `new Request(request, ...)`: that
@@ -444,6 +455,8 @@ class SessionGuard {
       );
       if (refusal !== null) return refusal;
     }
+    // Never overtake a GET or DELETE of this session that arrived earlier.
+    if (ahead !== undefined) await ahead;
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       const params = message.params as { requestId?: string | number; reason?: unknown };
       let cancelled = false;

@@ -5,8 +5,9 @@
  *
  * The guard refuses what it cannot reason about instead of guessing: batch
  * bodies (removed from MCP in 2025-06-18), messages that are neither a
- * request, a notification nor a response, methods no MCP client sends, and
- * `notifications/cancelled` with a malformed `requestId`.
+ * request, a notification nor a response, and `notifications/cancelled`
+ * with a malformed `requestId`. It does not decide which methods exist: every
+ * method name reaches the handler, which answers unknown ones itself.
  *
  * @module
  */
@@ -19,8 +20,6 @@ export const RpcCode = {
   ParseError: -32700,
   /** Not a valid JSON-RPC message, or refused by the session rules. */
   InvalidRequest: -32600,
-  /** A method no MCP client sends. */
-  MethodNotFound: -32601,
   /** Malformed params (e.g. a cancellation's `requestId`). */
   InvalidParams: -32602,
   /** Transport-level refusal (method not allowed, media type, size, unavailable). */
@@ -28,36 +27,6 @@ export const RpcCode = {
   /** The session is unknown (same code as the MCP SDK uses). */
   SessionNotFound: -32001,
 } as const;
-
-/** Methods an MCP client may send as requests (MCP 2025-11-25). */
-export const CLIENT_REQUEST_METHODS: readonly string[] = [
-  "initialize",
-  "ping",
-  "completion/complete",
-  "logging/setLevel",
-  "prompts/get",
-  "prompts/list",
-  "resources/list",
-  "resources/templates/list",
-  "resources/read",
-  "resources/subscribe",
-  "resources/unsubscribe",
-  "tools/call",
-  "tools/list",
-  "tasks/get",
-  "tasks/result",
-  "tasks/list",
-  "tasks/cancel",
-];
-
-/** Methods an MCP client may send as notifications (MCP 2025-11-25). */
-export const CLIENT_NOTIFICATION_METHODS: readonly string[] = [
-  "notifications/cancelled",
-  "notifications/initialized",
-  "notifications/progress",
-  "notifications/roots/list_changed",
-  "notifications/tasks/status",
-];
 
 /** One JSON-RPC message, classified. */
 export type RpcMessage =
@@ -95,13 +64,11 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
- * Classifies a parsed body. `knownMethods` is the set of accepted method
- * names (requests and notifications together).
+ * Classifies a parsed body. Any method name passes: which methods exist is
+ * the handler's business (it answers `-32601` itself); the guard only reads
+ * the few it treats specially.
  */
-export function classify(
-  value: unknown,
-  knownMethods: ReadonlySet<string>,
-): RpcMessage | RpcProblem {
+export function classify(value: unknown): RpcMessage | RpcProblem {
   if (Array.isArray(value)) {
     return problem(
       400,
@@ -166,15 +133,6 @@ export function classify(
       RpcCode.InvalidParams,
       "invalid-params",
       "Invalid params: params must be an object",
-      id,
-    );
-  }
-  if (!knownMethods.has(method)) {
-    return problem(
-      400,
-      RpcCode.MethodNotFound,
-      "unknown-method",
-      `Method not found: ${JSON.stringify(method.slice(0, 100))} is not an MCP client method`,
       id,
     );
   }
