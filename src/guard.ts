@@ -78,7 +78,7 @@ export type GuardReason =
   | "anonymous"
   /** 503: `principal()` threw or answered something other than a string or `null`. */
   | "principal-error"
-  /** 403: the session belongs to another principal. */
+  /** 403 (or 404 with `notOwnerStatus: 404`): the session belongs to another principal. */
   | "not-owner"
   /** 404: strict mode and the session id is bound to nobody. */
   | "unknown-session"
@@ -152,6 +152,16 @@ export interface GuardOptions {
    * that round trip without the wait; this is for shared stores.
    */
   ownerCacheMs?: number;
+  /**
+   * The status a caller gets for another principal's session. `403` tells
+   * the caller the session exists; `404` answers exactly as for a session
+   * nobody owns (same status, JSON-RPC code and message), so another
+   * principal cannot learn which session ids are live. `onDecision` still
+   * reports the reason `"not-owner"`.
+   *
+   * @default {403}
+   */
+  notOwnerStatus?: 403 | 404;
   /** Called once per request with the decision (errors thrown by it are reported to `onError`). */
   onDecision?: (decision: GuardDecision) => void;
   /**
@@ -189,6 +199,9 @@ export interface GuardedHandler {
   signalFor(ref: RequestRef): AbortSignal;
 }
 
+const UNKNOWN_SESSION =
+  "Session not found: no principal owns this session id; initialize a new session";
+
 /** Most sessions whose owner the guard remembers (see `ownerCacheMs`). */
 const OWNER_CACHE_ENTRIES = 10_000;
 
@@ -219,6 +232,7 @@ class SessionGuard {
   /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
   readonly #inflight = new Map<string, AbortSignal>();
   readonly #ownerCacheMs: number;
+  readonly #hideOthers: boolean;
   /** session id -> owner confirmed by the registry, and until when to trust it. */
   readonly #ownerCache = new Map<string, { fp: string; until: number }>();
   /** GETs and DELETEs that later requests of their session must not overtake. */
@@ -272,6 +286,13 @@ class SessionGuard {
     this.#maxBodyBytes = checkCount("maxBodyBytes", options.maxBodyBytes ?? 4 * 1024 * 1024, 1);
     this.#cacheSize = checkCount("fingerprintCacheSize", options.fingerprintCacheSize ?? 1024, 0);
     this.#ownerCacheMs = checkCount("ownerCacheMs", options.ownerCacheMs ?? 0, 0);
+    const notOwnerStatus = options.notOwnerStatus ?? 403;
+    if (notOwnerStatus !== 403 && notOwnerStatus !== 404) {
+      throw new InvalidInputError(
+        `guardSessions: notOwnerStatus must be 403 or 404, got ${JSON.stringify(notOwnerStatus)}`,
+      );
+    }
+    this.#hideOthers = notOwnerStatus === 404;
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
@@ -832,6 +853,18 @@ class SessionGuard {
     sid: string,
     id: string | number | null,
   ): Response {
+    if (this.#hideOthers) {
+      return this.#refuse(
+        method,
+        rpcMethod,
+        sid,
+        404,
+        RpcCode.SessionNotFound,
+        "not-owner",
+        UNKNOWN_SESSION,
+        id,
+      );
+    }
     return this.#refuse(
       method,
       rpcMethod,
@@ -857,7 +890,7 @@ class SessionGuard {
       404,
       RpcCode.SessionNotFound,
       "unknown-session",
-      "Session not found: no principal owns this session id; initialize a new session",
+      UNKNOWN_SESSION,
       id,
     );
   }

@@ -370,3 +370,49 @@ Deno.test("guard: every method reaches the handler, which decides what exists", 
   assert.equal(mallory.status, 403);
   assert.equal((await mallory.json()).error.code, -32600);
 });
+
+Deno.test("guard: notOwnerStatus 404 answers another principal's session as an unknown one", async () => {
+  for (const notOwnerStatus of [403, 404] as const) {
+    await using server = await startServer({ guard: { notOwnerStatus } });
+    await using alice = await connect(server.url, "alice-token", { listen: false });
+    const answers: Record<string, { status: number; body: string }> = {};
+    for (const sid of [alice.sessionId, "no-such-session"]) {
+      for (const method of ["GET", "POST", "DELETE"]) {
+        const response = await fetch(server.url, {
+          method,
+          headers: {
+            accept: "application/json, text/event-stream",
+            "content-type": "application/json",
+            "mcp-session-id": sid,
+            ...bearer("mallory-token"),
+          },
+          body: method === "POST" ? ping : undefined,
+        });
+        answers[`${method} ${sid === alice.sessionId ? "alice" : "unknown"}`] = {
+          status: response.status,
+          body: (await response.text()).replace(/"id":\d+/, '"id":null'),
+        };
+      }
+    }
+    for (const method of ["GET", "POST", "DELETE"]) {
+      const own = answers[`${method} alice`];
+      const unknown = answers[`${method} unknown`];
+      assert.equal(unknown.status, 404, method);
+      if (notOwnerStatus === 404) {
+        assert.deepEqual(own, unknown, `${method}: indistinguishable from an unknown session`);
+      } else {
+        assert.equal(own.status, 403, method);
+        assert.match(own.body, /another principal/);
+      }
+    }
+    const reasons = server.decisions.filter((d) => d.outcome === "refuse").map((d) => d.reason);
+    assert.equal(reasons.filter((r) => r === "not-owner").length, 3, "logs still say not-owner");
+    // Alice's session is untouched.
+    const still = await alice.client.callTool({ name: "echo", arguments: { text: "hi" } });
+    assert.deepEqual(still.content, [{ type: "text", text: "hi" }]);
+  }
+  assert.throws(
+    () => startServer({ guard: { notOwnerStatus: 401 as never } }),
+    /notOwnerStatus must be 403 or 404, got 401/,
+  );
+});
