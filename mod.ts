@@ -61,6 +61,7 @@ export {
 export { guardSessions } from "./src/guard.ts";
 export type {
   GuardCancellations,
+  GuardContext,
   GuardDecision,
   GuardedHandler,
   GuardMode,
@@ -69,4 +70,6 @@ export type {
   GuardReason,
   RequestHandler,
   RequestRef,
+  SdkContextRef,
+  SdkExtraRef,
 } from "./src/guard.ts";

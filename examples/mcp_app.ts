@@ -18,7 +18,7 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { z } from "zod";
-import type { RequestRef } from "../mod.ts";
+import type { SdkExtraRef } from "../mod.ts";
 
 /** Something a tool did, for logs and tests. */
 export interface ToolEvent {
@@ -62,7 +62,7 @@ export interface McpAppOptions {
    * The signal tools honour. Default: the SDK's `extra.signal`. With the guard,
    * pass `(extra) => guard.signalFor(extra)`.
    */
-  signalFor?: (extra: RequestRef) => AbortSignal;
+  signalFor?: (extra: SdkExtraRef) => AbortSignal;
   /** Default number of `count` steps (5). */
   countSteps?: number;
   /** Default delay between `count` steps, ms (1,000). */

@@ -44,8 +44,39 @@ import { checkCount, isValidRequestId, sanitizeSessionId } from "./validate.ts";
  */
 export type GuardMode = "strict" | "attach-only";
 
-/** A web-standard request handler, as `Deno.serve` and Hono take. */
-export type RequestHandler = (request: Request) => Response | Promise<Response>;
+/**
+ * A web-standard request handler, as `Deno.serve` and Hono take. The guard
+ * passes a second argument, {@linkcode GuardContext}, that a plain handler may
+ * ignore.
+ */
+export type RequestHandler = (
+  request: Request,
+  context: GuardContext,
+) => Response | Promise<Response>;
+
+/**
+ * What the guard tells the handler about a request it let through: who sent
+ * it and, for a POST, the body it already read and parsed.
+ *
+ * Hand `parsedBody` and the caller's identity to the SDK instead of reading
+ * the body again: SDK 1.32's `transport.handleRequest(request, { parsedBody,
+ * authInfo })` and SDK v2's `handler.fetch(request, { parsedBody, authInfo })`
+ * both take them (see `forwardBody: "parsed"`).
+ */
+export interface GuardContext {
+  /** The identity `principal()` returned, or `null` for an anonymous caller (attach-only mode). */
+  principal: string | null;
+  /** Its fingerprint (what the registries store), or `null`. */
+  fingerprint: string | null;
+  /** The JSON-RPC message of a POST, parsed; `undefined` for GET and DELETE. */
+  parsedBody: unknown;
+  /**
+   * `"modern"` for an MCP 2026-07-28 request (its `params._meta` carries
+   * `io.modelcontextprotocol/protocolVersion`; no protocol session), else
+   * `"legacy"` (2025-era traffic, with or without a session).
+   */
+  era: "legacy" | "modern";
+}
 
 /** The {@linkcode SessionOwnerRegistry} calls the guard makes (any implementation will do). */
 export type GuardOwners =
@@ -153,6 +184,20 @@ export interface GuardOptions {
    */
   ownerCacheMs?: number;
   /**
+   * How a POST's body reaches the handler, which the guard has already read.
+   *
+   * - `"copy"`: the handler gets a new `Request` carrying the same body, so
+   *   any handler that reads `request.body` works.
+   * - `"parsed"`: the handler gets the original `Request` (its body already
+   *   read, its `signal` intact) and must take the message from
+   *   `context.parsedBody`, as `handleRequest(request, { parsedBody })` (SDK
+   *   1.32) and `handler.fetch(request, { parsedBody })` (SDK v2) do. The body
+   *   is read once.
+   *
+   * @default {"copy"}
+   */
+  forwardBody?: "copy" | "parsed";
+  /**
    * The status a caller gets for another principal's session. `403` tells
    * the caller the session exists; `404` answers exactly as for a session
    * nobody owns (same status, JSON-RPC code and message), so another
@@ -176,13 +221,24 @@ export interface GuardOptions {
  * Identifies an in-flight request; the MCP SDK's request handler `extra`
  * argument fits as is.
  */
-export interface RequestRef {
+export type RequestRef = SdkExtraRef | SdkContextRef;
+
+/** A request as SDK 1.32 hands it to a tool: its `extra` argument. */
+export interface SdkExtraRef {
   /** The session the request arrived in (`extra.sessionId`). */
   sessionId?: string;
   /** The JSON-RPC id (`extra.requestId`). */
   requestId: string | number;
   /** A signal to combine with the guard's (`extra.signal`). */
   signal?: AbortSignal;
+}
+
+/** A request as SDK v2 hands it to a tool: its `ctx` argument. */
+export interface SdkContextRef {
+  /** The session, if any (`ctx.sessionId`; none on 2026-07-28). */
+  sessionId?: string;
+  /** The request (`ctx.mcpReq`): its JSON-RPC id and the SDK's signal. */
+  mcpReq: { id: string | number; signal?: AbortSignal };
 }
 
 /** The handler {@linkcode guardSessions} returns. */
@@ -193,8 +249,11 @@ export interface GuardedHandler {
    * The `AbortSignal` of an in-flight request: aborted when a
    * `notifications/cancelled` from the same session (or the session's
    * termination, or `cancellations.cancel`/`cancelAll`) cancels it, combined
-   * with `ref.signal` when given. A request the guard does not track gets
-   * `ref.signal`, or a signal that never aborts.
+   * with the SDK's own signal when given (it aborts when a 2026-07-28 client
+   * disconnects). A request the guard does not track gets the SDK's signal,
+   * or a signal that never aborts. Pass the tool's `extra` (SDK 1.32) or
+   * `ctx` (SDK v2) as is; anything else (`undefined`, a tool's arguments) is
+   * an `InvalidInputError`, never a signal that silently never fires.
    */
   signalFor(ref: RequestRef): AbortSignal;
 }
@@ -233,6 +292,7 @@ class SessionGuard {
   readonly #inflight = new Map<string, AbortSignal>();
   readonly #ownerCacheMs: number;
   readonly #hideOthers: boolean;
+  readonly #forwardParsed: boolean;
   /** session id -> owner confirmed by the registry, and until when to trust it. */
   readonly #ownerCache = new Map<string, { fp: string; until: number }>();
   /** GETs and DELETEs that later requests of their session must not overtake. */
@@ -293,6 +353,13 @@ class SessionGuard {
       );
     }
     this.#hideOthers = notOwnerStatus === 404;
+    const forwardBody = options.forwardBody ?? "copy";
+    if (forwardBody !== "copy" && forwardBody !== "parsed") {
+      throw new InvalidInputError(
+        `guardSessions: forwardBody must be "copy" or "parsed", got ${JSON.stringify(forwardBody)}`,
+      );
+    }
+    this.#forwardParsed = forwardBody === "parsed";
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
@@ -361,9 +428,9 @@ class SessionGuard {
         `Bad Request: Mcp-Session-Id header is required for ${method}`,
       );
     }
-    let fp: string | null;
+    let ctx: GuardContext;
     try {
-      fp = await this.#fingerprintOf(request);
+      ctx = await this.#identify(request);
     } catch (err) {
       this.#report(err, "principal");
       return this.#refuse(
@@ -378,6 +445,7 @@ class SessionGuard {
         { "retry-after": "1" },
       );
     }
+    const fp = ctx.fingerprint;
     if (fp === null && this.#strict) {
       return this.#refuse(
         method,
@@ -392,9 +460,9 @@ class SessionGuard {
       );
     }
     try {
-      if (method === "POST") return await this.#post(request, sid, fp, ahead);
-      if (method === "GET") return await this.#get(request, sid!, fp);
-      return await this.#delete(request, sid!, fp);
+      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
+      if (method === "GET") return await this.#get(request, sid!, ctx);
+      return await this.#delete(request, sid!, ctx);
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
       this.#report(err.cause, "registry");
@@ -413,11 +481,21 @@ class SessionGuard {
   }
 
   signalFor = (ref: RequestRef): AbortSignal => {
-    const sdk = ref?.signal instanceof AbortSignal ? ref.signal : undefined;
-    const sid = ref?.sessionId;
-    const own = typeof sid === "string" && isValidRequestId(ref.requestId)
-      ? this.#inflight.get(cancelKey(sid, ref.requestId))
-      : undefined;
+    const req = (ref as SdkContextRef | undefined)?.mcpReq;
+    const extra = ref as Partial<SdkExtraRef> | undefined;
+    const requestId = req !== undefined ? req?.id : extra?.requestId;
+    if (!isValidRequestId(requestId)) {
+      throw new InvalidInputError(
+        "signalFor: pass the tool's `extra` (SDK 1.32) or `ctx` (SDK v2), got " +
+          (ref === null || typeof ref !== "object"
+            ? String(ref)
+            : "an object without a request id"),
+      );
+    }
+    const signal = req !== undefined ? req.signal : extra!.signal;
+    const sdk = signal instanceof AbortSignal ? signal : undefined;
+    const sid = ref.sessionId;
+    const own = typeof sid === "string" ? this.#inflight.get(cancelKey(sid, requestId)) : undefined;
     if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
     return own ?? sdk ?? new AbortController().signal;
   };
@@ -425,9 +503,10 @@ class SessionGuard {
   async #post(
     request: Request,
     sid: string | null,
-    fp: string | null,
+    ctx: GuardContext,
     ahead: Promise<void> | undefined,
   ): Promise<Response> {
+    const fp = ctx.fingerprint;
     // Strict mode: ask who owns the session while the body is read and parsed.
     const epoch = this.#deletes;
     const owner = this.#strict && sid !== null ? this.#lookupOwner(sid, fp!) : null;
@@ -449,20 +528,15 @@ class SessionGuard {
     const message = classify(json.value);
     if (message.kind === "problem") return this.#problem("POST", null, sid, message);
     const rpcMethod = message.kind === "response" ? null : message.method;
-    // A fresh request with the body already read. Not `new Request(request, ...)`: that
-    // reads `request.signal`, and a Deno.serve request whose signal was touched is aborted
-    // with a DOMException after every response (a stack trace each time, and a warning).
-    const inner = new Request(request.url, {
-      method: "POST",
-      headers: request.headers,
-      body: body.text,
-    });
+    ctx.parsedBody = json.value;
+    if (message.kind !== "response" && isModern(message.params)) ctx.era = "modern";
+    const inner = this.#forwardParsed ? request : this.#copy(request, body.text);
 
     if (sid === null) {
       // No session yet: `initialize`, or a stateless server's traffic.
       this.#decide("allow", "allowed", null, "POST", rpcMethod, null);
-      const response = await this.#handler(inner);
-      return await this.#bindIssued(request, response, null, fp, rpcMethod);
+      const response = await this.#handler(inner, ctx);
+      return await this.#bindIssued(request, response, null, ctx, rpcMethod);
     }
     if (this.#strict) {
       const refusal = await this.#checkOwner(
@@ -501,11 +575,13 @@ class SessionGuard {
         rpcMethod,
         sid,
       );
-      return await this.#bindIssued(request, await this.#handler(inner), sid, fp, rpcMethod);
+      return await this.#bindIssued(request, await this.#handler(inner, ctx), sid, ctx, rpcMethod);
     }
     this.#decide("allow", "allowed", null, "POST", rpcMethod, sid);
-    if (message.kind === "request") return await this.#runTracked(request, inner, sid, fp, message);
-    return await this.#bindIssued(request, await this.#handler(inner), sid, fp, rpcMethod);
+    if (message.kind === "request") {
+      return await this.#runTracked(request, inner, sid, ctx, message);
+    }
+    return await this.#bindIssued(request, await this.#handler(inner, ctx), sid, ctx, rpcMethod);
   }
 
   /**
@@ -529,7 +605,7 @@ class SessionGuard {
     request: Request,
     inner: Request,
     sid: string,
-    fp: string | null,
+    ctx: GuardContext,
     message: Extract<RpcMessage, { kind: "request" }>,
   ): Promise<Response> {
     const controller = new AbortController();
@@ -572,13 +648,13 @@ class SessionGuard {
       // The answer is already streaming: stop the request rather than run it uncancellable.
       this.#report(err, "register");
       controller.abort(err);
-      this.#cancelInner(request, sid, message.id);
+      this.#cancelInner(request, sid, ctx, message.id);
     });
     let response: Response;
     try {
-      response = await this.#handler(inner);
+      response = await this.#handler(inner, ctx);
       if (failure === null) {
-        response = await this.#bindIssued(request, response, sid, fp, message.method);
+        response = await this.#bindIssued(request, response, sid, ctx, message.method);
       }
     } catch (err) {
       end();
@@ -588,7 +664,7 @@ class SessionGuard {
       const cause = (failure as { cause: unknown }).cause;
       controller.abort(cause);
       await response.body?.cancel().catch(() => {});
-      await this.#cancelInner(request, sid, message.id);
+      await this.#cancelInner(request, sid, ctx, message.id);
       end();
       throw new RegistryFailure(cause);
     }
@@ -605,21 +681,24 @@ class SessionGuard {
   }
 
   /** Tells the handler that a request it started is cancelled (the SDK then stops it). */
-  async #cancelInner(request: Request, sid: string, requestId: string | number): Promise<void> {
+  async #cancelInner(
+    request: Request,
+    sid: string,
+    ctx: GuardContext,
+    requestId: string | number,
+  ): Promise<void> {
     try {
       const headers = new Headers(request.headers);
       headers.delete("content-length");
       headers.set("mcp-session-id", sid);
+      const notification = {
+        jsonrpc: "2.0",
+        method: "notifications/cancelled",
+        params: { requestId, reason: "the session registry is unavailable" },
+      };
       const response = await this.#handler(
-        new Request(request.url, {
-          method: "POST",
-          headers,
-          body: JSON.stringify({
-            jsonrpc: "2.0",
-            method: "notifications/cancelled",
-            params: { requestId, reason: "the session registry is unavailable" },
-          }),
-        }),
+        new Request(request.url, { method: "POST", headers, body: JSON.stringify(notification) }),
+        { ...ctx, parsedBody: notification },
       );
       await response.body?.cancel().catch(() => {});
     } catch (err) {
@@ -627,7 +706,8 @@ class SessionGuard {
     }
   }
 
-  async #get(request: Request, sid: string, fp: string | null): Promise<Response> {
+  async #get(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
+    const fp = ctx.fingerprint;
     let pinned = false;
     if (this.#strict) {
       const refusal = await this.#checkOwner(
@@ -655,13 +735,13 @@ class SessionGuard {
       }
     }
     this.#decide("allow", "allowed", null, "GET", null, sid);
-    if (!pinned) return await this.#handler(request);
+    if (!pinned) return await this.#handler(request, ctx);
     const unpin = () => {
       this.#owners.unpin(sid).catch((err) => this.#report(err, "unpin"));
     };
     let response: Response;
     try {
-      response = await this.#handler(request);
+      response = await this.#handler(request, ctx);
     } catch (err) {
       unpin();
       throw err;
@@ -673,7 +753,8 @@ class SessionGuard {
     return onBodyEnd(response, unpin);
   }
 
-  async #delete(request: Request, sid: string, fp: string | null): Promise<Response> {
+  async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
+    const fp = ctx.fingerprint;
     const owner = await registry(this.#owners.ownerOf(sid));
     if (this.#strict) {
       if (owner === null) return this.#unknown("DELETE", null, sid, null);
@@ -684,7 +765,7 @@ class SessionGuard {
     this.#decide("allow", "allowed", null, "DELETE", null, sid);
     this.#deletes++;
     this.#ownerCache.delete(sid);
-    const response = await this.#handler(request);
+    const response = await this.#handler(request, ctx);
     if (response.ok || response.status === 404) {
       // The session is over (or the handler no longer knows it): stop its requests, drop it.
       const [cancelled, forgotten] = await Promise.allSettled([
@@ -768,15 +849,16 @@ class SessionGuard {
     request: Request,
     response: Response,
     sid: string | null,
-    fp: string | null,
+    ctx: GuardContext,
     rpcMethod: string | null,
   ): Promise<Response> {
+    const fp = ctx.fingerprint;
     if (sid !== null && response.status === 404) this.#ownerCache.delete(sid);
     const raw = response.headers.get("mcp-session-id");
     if (raw === null || raw === sid) return response;
     const issued = sanitizeSessionId(raw);
     if (issued === null) {
-      await this.#closeIssued(request, raw, response);
+      await this.#closeIssued(request, raw, response, ctx);
       return this.#refuse(
         "POST",
         rpcMethod,
@@ -792,7 +874,7 @@ class SessionGuard {
     try {
       result = await this.#owners.bind(issued, fp);
     } catch (err) {
-      await this.#closeIssued(request, issued, response);
+      await this.#closeIssued(request, issued, response, ctx);
       throw new RegistryFailure(err);
     }
     if (result === "bound") {
@@ -800,7 +882,7 @@ class SessionGuard {
       this.#decide("allow", "bound", null, "POST", rpcMethod, issued);
       return response;
     }
-    await this.#closeIssued(request, issued, response);
+    await this.#closeIssued(request, issued, response, ctx);
     if (result === "full") return this.#full("POST", issued, rpcMethod);
     return this.#refuse(
       "POST",
@@ -814,37 +896,68 @@ class SessionGuard {
   }
 
   /** Discards a response and asks the handler to terminate the session it issued. */
-  async #closeIssued(request: Request, sid: string, response: Response): Promise<void> {
+  async #closeIssued(
+    request: Request,
+    sid: string,
+    response: Response,
+    ctx: GuardContext,
+  ): Promise<void> {
     await response.body?.cancel().catch(() => {});
     try {
       const headers = new Headers(request.headers);
       headers.delete("content-type");
       headers.delete("content-length");
       headers.set("mcp-session-id", sid);
-      const closed = await this.#handler(new Request(request.url, { method: "DELETE", headers }));
+      const closed = await this.#handler(
+        new Request(request.url, { method: "DELETE", headers }),
+        { ...ctx, parsedBody: undefined, era: "legacy" },
+      );
       await closed.body?.cancel().catch(() => {});
     } catch (err) {
       this.#report(err, "close-issued-session");
     }
   }
 
-  async #fingerprintOf(request: Request): Promise<string | null> {
+  /** The caller's identity and fingerprint, as the context the handler will get. */
+  async #identify(request: Request): Promise<GuardContext> {
     const principal = await this.#principal(request);
-    if (principal === null || principal === undefined) return null;
+    const ctx: GuardContext = {
+      principal: null,
+      fingerprint: null,
+      parsedBody: undefined,
+      era: "legacy",
+    };
+    if (principal === null || principal === undefined) return ctx;
     if (typeof principal !== "string") {
       throw new InvalidInputError(
         `principal() must return a string or null, got ${typeof principal}`,
       );
     }
-    if (principal.trim().length === 0) return null;
-    if (this.#cacheSize === 0) return await fingerprint(principal, { secret: this.#secret });
+    if (principal.trim().length === 0) return ctx;
+    ctx.principal = principal;
+    if (this.#cacheSize === 0) {
+      ctx.fingerprint = await fingerprint(principal, { secret: this.#secret });
+      return ctx;
+    }
     let fp = this.#fingerprints.get(principal);
     if (fp === undefined) {
       fp = await fingerprint(principal, { secret: this.#secret });
       if (this.#fingerprints.size >= this.#cacheSize) this.#fingerprints.clear();
       this.#fingerprints.set(principal, fp);
     }
-    return fp;
+    ctx.fingerprint = fp;
+    return ctx;
+  }
+
+  /**
+   * A fresh request carrying the body already read. Not `new Request(request,
+   * ...)`: that reads `request.signal`, and a Deno.serve request whose signal
+   * was touched is aborted with a DOMException after every response (a stack
+   * trace each time, and a warning). A client's disconnect still reaches the
+   * handler: Deno.serve cancels the response stream it was reading.
+   */
+  #copy(request: Request, body: string): Request {
+    return new Request(request.url, { method: "POST", headers: request.headers, body });
   }
 
   #notOwner(
@@ -976,6 +1089,12 @@ class SessionGuard {
 
 function requestIdOf(message: RpcMessage): string | number | null {
   return message.kind === "notification" ? null : message.id;
+}
+
+/** True for the params of an MCP 2026-07-28 message (its `_meta` names the protocol version). */
+function isModern(params: unknown): boolean {
+  const meta = (params as { _meta?: Record<string, unknown> } | undefined)?._meta;
+  return typeof meta?.["io.modelcontextprotocol/protocolVersion"] === "string";
 }
 
 function isEventStream(response: Response): boolean {

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { fingerprint, type GuardOwners, SessionOwnerRegistry } from "../mod.ts";
+import { fingerprint, type GuardOwners, InvalidInputError, SessionOwnerRegistry } from "../mod.ts";
 import {
   bearer,
   connect,
@@ -445,4 +445,20 @@ Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is 
     /404|not found/i,
   );
   assert.equal(lookups.count, 2);
+});
+
+Deno.test("guard: signalFor takes SDK 1.32's extra or SDK v2's ctx, and refuses anything else", async () => {
+  await using server = await startServer();
+  const guard = server.guard!;
+  const own = new AbortController();
+  assert.equal(guard.signalFor({ mcpReq: { id: 7, signal: own.signal } }), own.signal);
+  assert.equal(guard.signalFor({ sessionId: "x", mcpReq: { id: "a" } }).aborted, false);
+  for (const wrong of [undefined, null, {}, { text: "tool arguments" }, { requestId: {} }, 42]) {
+    assert.throws(
+      () => guard.signalFor(wrong as never),
+      (err: unknown) =>
+        err instanceof InvalidInputError && /pass the tool's `extra`/.test(err.message),
+      JSON.stringify(wrong),
+    );
+  }
 });

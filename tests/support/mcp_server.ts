@@ -92,7 +92,10 @@ export function startServer(options: TestServerOptions = {}): Promise<TestServer
       },
     });
   }
-  const serve = guard ?? inner;
+  // Unguarded, a handler gets no identity (what the guard would have told it).
+  const serve = guard ??
+    ((request: Request) =>
+      inner(request, { principal: null, fingerprint: null, parsedBody: undefined, era: "legacy" }));
   return new Promise((resolve) => {
     const server = Deno.serve({
       port: 0,
