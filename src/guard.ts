@@ -710,16 +710,20 @@ class SessionGuard {
     const fp = ctx.fingerprint;
     let pinned = false;
     if (this.#strict) {
-      const refusal = await this.#checkOwner(
-        "GET",
-        null,
-        sid,
-        fp!,
-        null,
-        this.#ownerOf(sid),
-        this.#deletes,
-      );
-      if (refusal !== null) return refusal;
+      // The owner's own stream, by the registry's memory: one round trip (the pin), not two;
+      // a listening GET that reaches the handler late misses the server's requests.
+      if (this.#owners.knownOwner?.(sid) !== fp) {
+        const refusal = await this.#checkOwner(
+          "GET",
+          null,
+          sid,
+          fp!,
+          null,
+          this.#ownerOf(sid),
+          this.#deletes,
+        );
+        if (refusal !== null) return refusal;
+      }
       pinned = await registry(this.#owners.authorizeAttach(sid, fp!, { pin: true }));
       if (!pinned) return this.#notOwner("GET", null, sid, null);
     } else if (fp === null) {
