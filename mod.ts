@@ -5,6 +5,9 @@
  * - {@linkcode SessionOwnerRegistry} binds each `Mcp-Session-Id` to the
  *   fingerprint of the principal that created it, so nobody else can attach
  *   to its stream, post into it, or terminate it.
+ * - {@linkcode HandleRegistry} mints application state handles (MCP
+ *   2026-07-28, which has no protocol sessions) bound to the principal they
+ *   were minted for, and refuses them to anyone else.
  * - {@linkcode CancellationRegistry} tracks in-flight requests by
  *   `(sessionId, requestId)` and cancels them only for the same session.
  *
@@ -39,6 +42,8 @@ export type {
   OwnerStats,
   SessionOwnerRegistryOptions,
 } from "./src/session_owner_registry.ts";
+export { HandleRegistry } from "./src/handle_registry.ts";
+export type { HandleRegistryOptions, MintOptions } from "./src/handle_registry.ts";
 export { CancellationRegistry } from "./src/cancellation_registry.ts";
 export type {
   CancellationRegistryOptions,
@@ -52,6 +57,9 @@ export { kvStore, type KvStoreOptions } from "./src/kv_store.ts";
 export { fingerprint, type FingerprintOptions } from "./src/fingerprint.ts";
 export { sanitizeSessionId } from "./src/validate.ts";
 export {
+  HandleError,
+  HandleNotOwnedError,
+  HandleTableFullError,
   InvalidInputError,
   RegistryClosedError,
   RegistryError,
@@ -68,6 +76,7 @@ export type {
   GuardOptions,
   GuardOwners,
   GuardReason,
+  GuardTaskOwners,
   RequestHandler,
   RequestRef,
   SdkContextRef,

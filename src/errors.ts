@@ -116,6 +116,80 @@ export class RequestCancelledError extends RegistryError {
   }
 }
 
+/**
+ * Base class of the errors a `HandleRegistry` raises on purpose (its own
+ * failures; a store outage is still {@linkcode RegistryUnavailableError}).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HandleError, HandleNotOwnedError, RegistryError } from "@mcp-guard/session";
+ *
+ * const err: unknown = new HandleNotOwnedError("cart_x");
+ * assert.ok(err instanceof HandleError && err instanceof RegistryError);
+ * ```
+ */
+export class HandleError extends RegistryError {}
+
+/** How much of a handle an error message shows (enough to tell handles apart in a log). */
+const HANDLE_PREVIEW = 10;
+
+/**
+ * A state handle was presented by a principal that does not own it, or it is
+ * unknown (never minted, released, evicted, or malformed): the two cases are
+ * deliberately the same error with the same message, so a caller cannot
+ * probe whether a handle exists for someone else. The message shows only the
+ * first characters of the handle.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HandleNotOwnedError } from "@mcp-guard/session";
+ *
+ * const err = new HandleNotOwnedError("cart_9fQ2xLk7TzVbNw3hRmY8pA");
+ * assert.equal(err.name, "HandleNotOwnedError");
+ * assert.equal(err.message, 'Unknown or foreign handle: "cart_9fQ2x…"');
+ * ```
+ */
+export class HandleNotOwnedError extends HandleError {
+  /** Builds the error for the presented value (any type; only a short preview is kept). */
+  constructor(handle: unknown) {
+    super(`Unknown or foreign handle: ${previewHandle(handle)}`);
+  }
+}
+
+/**
+ * `HandleRegistry.mint` could not bind a new handle: every handle it could
+ * evict to make room (the caller's own, when the caller is at
+ * `maxPerPrincipal`; anyone's, when the registry is at `maxEntries`) is
+ * pinned.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { HandleError, HandleTableFullError } from "@mcp-guard/session";
+ *
+ * const err = new HandleTableFullError();
+ * assert.ok(err instanceof HandleError);
+ * assert.match(err.message, /full/);
+ * ```
+ */
+export class HandleTableFullError extends HandleError {
+  /** Builds the error. */
+  constructor() {
+    super("HandleRegistry is full: every handle that could make room is pinned");
+  }
+}
+
+/** A JSON-quoted, truncated preview of a presented handle, for messages and logs. */
+function previewHandle(value: unknown): string {
+  if (typeof value !== "string") return `(${value === null ? "null" : typeof value})`;
+  const chars = Array.from(value);
+  return chars.length > HANDLE_PREVIEW
+    ? `${JSON.stringify(chars.slice(0, HANDLE_PREVIEW).join("")).slice(0, -1)}…"`
+    : JSON.stringify(value);
+}
+
 /** Wire form of an error sent back by the worker. */
 export interface WireError {
   /** Error class name, e.g. `InvalidInputError`. */

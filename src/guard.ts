@@ -27,7 +27,9 @@ import {
   rpcError,
   type RpcMessage,
 } from "./jsonrpc.ts";
+import { rewriteResult, watchResponse } from "./response_watch.ts";
 import { SessionOrder } from "./session_order.ts";
+import { checkMcpName, isValidTaskId, taskIdOfResult, taskRequest } from "./tasks.ts";
 import type { SessionOwnerRegistry } from "./session_owner_registry.ts";
 import { checkCount, isValidRequestId, sanitizeSessionId } from "./validate.ts";
 
@@ -83,6 +85,13 @@ export type GuardOwners =
   & Pick<SessionOwnerRegistry, "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin">
   & Partial<Pick<SessionOwnerRegistry, "knownOwner">>;
 
+/**
+ * Who owns which task: the {@linkcode SessionOwnerRegistry} calls the guard
+ * makes for tasks (give it a registry of its own, so tasks never count
+ * against sessions' bounds).
+ */
+export type GuardTaskOwners = Pick<SessionOwnerRegistry, "bind" | "ownerOf">;
+
 /** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
 export type GuardCancellations = Pick<
   CancellationRegistry,
@@ -125,6 +134,12 @@ export type GuardReason =
   | "invalid-request"
   /** 400: malformed params (a cancellation's `requestId`). */
   | "invalid-params"
+  /** 400: a task request whose `Mcp-Name` header does not match its `params.taskId`. */
+  | "header-mismatch"
+  /** 403 (or 404 with `notOwnerStatus: 404`): the task belongs to another principal. */
+  | "not-task-owner"
+  /** 404: strict mode and the task id is bound to nobody. */
+  | "unknown-task"
   /** 409: the issued session id is owned by another principal; the session was closed. */
   | "bind-refused"
   /** 503: no room to bind the issued session id (every slot is pinned); the session was closed. */
@@ -207,6 +222,17 @@ export interface GuardOptions {
    * @default {403}
    */
   notOwnerStatus?: 403 | 404;
+  /**
+   * Task ownership (MCP 2025-11-25 tasks utility and the 2026-07-28 tasks
+   * extension). When given, the guard binds the task id of every result
+   * that creates a task to the caller before the caller can read it,
+   * refuses `tasks/get`, `tasks/result`, `tasks/update` and `tasks/cancel`
+   * for another principal's task (and, in strict mode, for a task bound to
+   * nobody), checks `Mcp-Name` against `params.taskId`, and filters a
+   * `tasks/list` result to the caller's own tasks. Without it, task
+   * requests pass as any other request of their session.
+   */
+  tasks?: GuardTaskOwners;
   /** Called once per request with the decision (errors thrown by it are reported to `onError`). */
   onDecision?: (decision: GuardDecision) => void;
   /**
@@ -258,6 +284,11 @@ export interface GuardedHandler {
   signalFor(ref: RequestRef): AbortSignal;
 }
 
+const UNKNOWN_TASK = "Invalid params: no task with this taskId; it may have expired";
+
+/** What a task gate does to the handler's answer. */
+type ResponseWrap = (response: Response) => Response;
+
 const UNKNOWN_SESSION =
   "Session not found: no principal owns this session id; initialize a new session";
 
@@ -293,6 +324,7 @@ class SessionGuard {
   readonly #ownerCacheMs: number;
   readonly #hideOthers: boolean;
   readonly #forwardParsed: boolean;
+  readonly #tasks: GuardTaskOwners | undefined;
   /** session id -> owner confirmed by the registry, and until when to trust it. */
   readonly #ownerCache = new Map<string, { fp: string; until: number }>();
   /** GETs and DELETEs that later requests of their session must not overtake. */
@@ -360,6 +392,16 @@ class SessionGuard {
       );
     }
     this.#forwardParsed = forwardBody === "parsed";
+    const tasks = options.tasks;
+    if (
+      tasks !== undefined &&
+      (typeof tasks?.bind !== "function" || typeof tasks.ownerOf !== "function")
+    ) {
+      throw new InvalidInputError(
+        "guardSessions: options.tasks must be a SessionOwnerRegistry (with bind and ownerOf)",
+      );
+    }
+    this.#tasks = tasks;
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
@@ -534,8 +576,10 @@ class SessionGuard {
 
     if (sid === null) {
       // No session yet: `initialize`, or a stateless server's traffic.
+      const gate = await this.#taskGate(request, message, ctx, null);
+      if (gate instanceof Response) return gate;
       this.#decide("allow", "allowed", null, "POST", rpcMethod, null);
-      const response = await this.#handler(inner, ctx);
+      const response = await this.#invoke(inner, ctx, gate);
       return await this.#bindIssued(request, response, null, ctx, rpcMethod);
     }
     if (this.#strict) {
@@ -550,6 +594,8 @@ class SessionGuard {
       );
       if (refusal !== null) return refusal;
     }
+    const gate = await this.#taskGate(request, message, ctx, sid);
+    if (gate instanceof Response) return gate;
     // Never overtake a GET or DELETE of this session that arrived earlier.
     if (ahead !== undefined) await ahead;
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
@@ -579,7 +625,7 @@ class SessionGuard {
     }
     this.#decide("allow", "allowed", null, "POST", rpcMethod, sid);
     if (message.kind === "request") {
-      return await this.#runTracked(request, inner, sid, ctx, message);
+      return await this.#runTracked(request, inner, sid, ctx, message, gate);
     }
     return await this.#bindIssued(request, await this.#handler(inner, ctx), sid, ctx, rpcMethod);
   }
@@ -607,6 +653,7 @@ class SessionGuard {
     sid: string,
     ctx: GuardContext,
     message: Extract<RpcMessage, { kind: "request" }>,
+    wrap: ResponseWrap | null,
   ): Promise<Response> {
     const controller = new AbortController();
     const signal = controller.signal;
@@ -652,7 +699,7 @@ class SessionGuard {
     });
     let response: Response;
     try {
-      response = await this.#handler(inner, ctx);
+      response = await this.#invoke(inner, ctx, wrap);
       if (failure === null) {
         response = await this.#bindIssued(request, response, sid, ctx, message.method);
       }
@@ -674,6 +721,111 @@ class SessionGuard {
       return response;
     }
     return onBodyEnd(response, end);
+  }
+
+  /** Calls the handler, and applies a task gate's wrap to its answer. */
+  async #invoke(inner: Request, ctx: GuardContext, wrap: ResponseWrap | null): Promise<Response> {
+    const response = await this.#handler(inner, ctx);
+    return wrap === null ? response : wrap(response);
+  }
+
+  /**
+   * Task ownership for one request (when `options.tasks` is set): a refusal,
+   * a wrap for the handler's answer (bind a created task's id; filter a task
+   * list), or `null` when there is nothing to do.
+   */
+  async #taskGate(
+    request: Request,
+    message: RpcMessage,
+    ctx: GuardContext,
+    sid: string | null,
+  ): Promise<Response | ResponseWrap | null> {
+    const tasks = this.#tasks;
+    if (tasks === undefined || message.kind !== "request") return null;
+    const task = taskRequest(message);
+    const fp = ctx.fingerprint;
+    const { id, method } = message;
+    switch (task.kind) {
+      case "none":
+        return null;
+      case "invalid":
+        return this.#refuse(
+          "POST",
+          method,
+          sid,
+          400,
+          RpcCode.InvalidParams,
+          "invalid-params",
+          task.message,
+          id,
+        );
+      case "access": {
+        const name = checkMcpName(request.headers.get("mcp-name"), task.taskId, task.modern);
+        if (!name.ok) {
+          return this.#refuse(
+            "POST",
+            method,
+            sid,
+            400,
+            RpcCode.HeaderMismatch,
+            "header-mismatch",
+            name.message,
+            id,
+          );
+        }
+        const owner = await registry(tasks.ownerOf(task.taskId));
+        if (owner !== null ? owner === fp : !this.#strict) return null;
+        if (owner === null || this.#hideOthers) {
+          return this.#refuse(
+            "POST",
+            method,
+            sid,
+            404,
+            RpcCode.InvalidParams,
+            owner === null ? "unknown-task" : "not-task-owner",
+            UNKNOWN_TASK,
+            id,
+          );
+        }
+        return this.#refuse(
+          "POST",
+          method,
+          sid,
+          403,
+          RpcCode.InvalidRequest,
+          "not-task-owner",
+          "Forbidden: this task belongs to another principal",
+          id,
+        );
+      }
+      case "create":
+        if (fp === null) return null; // attach-only, anonymous: nobody to bind it to
+        return (response) =>
+          watchResponse(response, id, async (reply) => {
+            const taskId = taskIdOfResult(reply.result);
+            if (taskId === null) return;
+            const bound = await tasks.bind(taskId, fp);
+            if (bound !== "bound") {
+              const error = new Error(
+                `could not bind task ${JSON.stringify(taskId.slice(0, 64))}: ${bound}`,
+              );
+              this.#report(error, "bind-task");
+              throw error; // the caller must not learn a task id nobody owns
+            }
+          });
+      case "list":
+        return (response) =>
+          rewriteResult(response, id, async (reply) => {
+            const result = reply.result as { tasks?: unknown } | undefined;
+            if (!Array.isArray(result?.tasks)) return reply;
+            const listed = result.tasks as { taskId?: unknown }[];
+            const owners = await Promise.all(
+              listed.map((t) => isValidTaskId(t?.taskId) ? tasks.ownerOf(t.taskId) : null),
+            );
+            const own = listed.filter((_, i) => fp !== null && owners[i] === fp);
+            return { ...reply, result: { ...result, tasks: own } };
+          });
+    }
   }
 
   #deregister(entryId: string): void {

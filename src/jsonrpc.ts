@@ -24,6 +24,8 @@ export const RpcCode = {
   InvalidParams: -32602,
   /** Transport-level refusal (method not allowed, media type, size, unavailable). */
   ServerError: -32000,
+  /** An MCP header does not match the body (MCP 2026-07-28). */
+  HeaderMismatch: -32020,
   /** The session is unknown (same code as the MCP SDK uses). */
   SessionNotFound: -32001,
 } as const;
