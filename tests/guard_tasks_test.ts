@@ -34,7 +34,7 @@ interface TaskExtra {
   };
 }
 
-async function startTaskServer(guarded: boolean, json: boolean) {
+function startTaskServer(guarded: boolean, json: boolean) {
   const taskStore = new InMemoryTaskStore();
   const handler = async (request: Request) => {
     const server = new McpServer({ name: "tasks", version: "1.0.0" }, {
@@ -121,7 +121,7 @@ async function rpc(
 for (const json of [true, false]) {
   const form = json ? "JSON" : "SSE";
   Deno.test(`tasks: unguarded, Mallory reads and lists Alice's task (control, ${form})`, async () => {
-    await using server = await startTaskServer(false, json);
+    await using server = startTaskServer(false, json);
     const created = await rpc(server.url, "alice-token", "tools/call", {
       name: "job",
       arguments: { text: "alice's secret" },
@@ -135,7 +135,7 @@ for (const json of [true, false]) {
   });
 
   Deno.test(`tasks: guarded, a task is its creator's alone (${form})`, async () => {
-    await using server = await startTaskServer(true, json);
+    await using server = startTaskServer(true, json);
     const created = await rpc(server.url, "alice-token", "tools/call", {
       name: "job",
       arguments: { text: "alice's secret" },
