@@ -29,7 +29,13 @@ import {
 } from "./jsonrpc.ts";
 import { rewriteResult, watchResponse } from "./response_watch.ts";
 import { SessionOrder } from "./session_order.ts";
-import { checkMcpName, isValidTaskId, taskIdOfResult, taskRequest } from "./tasks.ts";
+import {
+  checkMcpName,
+  isModernRequest,
+  isValidTaskId,
+  taskIdOfResult,
+  taskRequest,
+} from "./tasks.ts";
 import type { SessionOwnerRegistry } from "./session_owner_registry.ts";
 import { checkCount, isValidRequestId, sanitizeSessionId } from "./validate.ts";
 
@@ -571,7 +577,7 @@ class SessionGuard {
     if (message.kind === "problem") return this.#problem("POST", null, sid, message);
     const rpcMethod = message.kind === "response" ? null : message.method;
     ctx.parsedBody = json.value;
-    if (message.kind !== "response" && isModern(message.params)) ctx.era = "modern";
+    if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
     const inner = this.#forwardParsed ? request : this.#copy(request, body.text);
 
     if (sid === null) {
@@ -1245,12 +1251,6 @@ class SessionGuard {
 
 function requestIdOf(message: RpcMessage): string | number | null {
   return message.kind === "notification" ? null : message.id;
-}
-
-/** True for the params of an MCP 2026-07-28 message (its `_meta` names the protocol version). */
-function isModern(params: unknown): boolean {
-  const meta = (params as { _meta?: Record<string, unknown> } | undefined)?._meta;
-  return typeof meta?.["io.modelcontextprotocol/protocolVersion"] === "string";
 }
 
 function isEventStream(response: Response): boolean {

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { fingerprint, SessionOwnerRegistry } from "../mod.ts";
 import type { GuardOwners } from "../mod.ts";
-import { bearer, connect, startServer, waitFor } from "./support/mcp_server.ts";
+import { bearer, connect, sessionHeaders, startServer, waitFor } from "./support/mcp_server.ts";
 
 const MAX_BODY = 4096;
 
@@ -323,10 +323,7 @@ Deno.test("guard: every method reaches the handler, which decides what exists", 
   await using alice = await connect(server.url, "alice-token", { listen: false });
   const headers = {
     "content-type": "application/json",
-    accept: "application/json, text/event-stream",
-    "mcp-session-id": alice.sessionId,
-    "mcp-protocol-version": "2025-11-25",
-    ...bearer("alice-token"),
+    ...sessionHeaders(alice.sessionId, "alice-token"),
   };
   // Methods of newer revisions and extensions, a vendor method, and a server-to-client method
   // sent the wrong way: the guard passes each to the SDK, which answers its own -32601 in the

@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { SessionOrder } from "../src/session_order.ts";
-import { bearer, connect, startServer, type TestServer } from "./support/mcp_server.ts";
+import { connect, sessionHeaders, startServer, type TestServer } from "./support/mcp_server.ts";
 
 const ROUNDS = 20;
 
@@ -17,12 +17,7 @@ const ROUNDS = 20;
  */
 async function getThenPost(server: TestServer, round: number): Promise<boolean> {
   await using alice = await connect(server.url, "alice-token", { listen: false });
-  const headers = {
-    accept: "application/json, text/event-stream",
-    "mcp-session-id": alice.sessionId,
-    "mcp-protocol-version": "2025-11-25",
-    ...bearer("alice-token"),
-  };
+  const headers = sessionHeaders(alice.sessionId, "alice-token");
   const text = `round ${round}`;
   const get = fetch(server.url, {
     method: "GET",
@@ -78,12 +73,7 @@ for (
 Deno.test("order: a POST sent after a DELETE reaches the handler after it", async () => {
   await using server = await startServer();
   await using alice = await connect(server.url, "alice-token", { listen: false });
-  const headers = {
-    accept: "application/json, text/event-stream",
-    "mcp-session-id": alice.sessionId,
-    "mcp-protocol-version": "2025-11-25",
-    ...bearer("alice-token"),
-  };
+  const headers = sessionHeaders(alice.sessionId, "alice-token");
   const del = fetch(server.url, { method: "DELETE", headers });
   const post = fetch(server.url, {
     method: "POST",

@@ -118,16 +118,21 @@ async function rpc(
   return { status: response.status, body: JSON.parse(data) };
 }
 
+/** Calls the `job` tool as a task (2025-11-25) with `token`; its task id. */
+async function createTask(url: string, token: string, text: string): Promise<string> {
+  const created = await rpc(url, token, "tools/call", {
+    name: "job",
+    arguments: { text },
+    task: { ttl: 60_000 },
+  });
+  return created.body.result.task.taskId;
+}
+
 for (const json of [true, false]) {
   const form = json ? "JSON" : "SSE";
   Deno.test(`tasks: unguarded, Mallory reads and lists Alice's task (control, ${form})`, async () => {
     await using server = startTaskServer(false, json);
-    const created = await rpc(server.url, "alice-token", "tools/call", {
-      name: "job",
-      arguments: { text: "alice's secret" },
-      task: { ttl: 60_000 },
-    });
-    const taskId = created.body.result.task.taskId;
+    const taskId = await createTask(server.url, "alice-token", "alice's secret");
     const stolen = await rpc(server.url, "mallory-token", "tasks/result", { taskId });
     assert.match(JSON.stringify(stolen.body), /alice's secret/);
     const listed = await rpc(server.url, "mallory-token", "tasks/list", {});
@@ -136,19 +141,9 @@ for (const json of [true, false]) {
 
   Deno.test(`tasks: guarded, a task is its creator's alone (${form})`, async () => {
     await using server = startTaskServer(true, json);
-    const created = await rpc(server.url, "alice-token", "tools/call", {
-      name: "job",
-      arguments: { text: "alice's secret" },
-      task: { ttl: 60_000 },
-    });
-    const taskId = created.body.result.task.taskId;
+    const taskId = await createTask(server.url, "alice-token", "alice's secret");
     assert.equal(typeof taskId, "string");
-    const bobs = await rpc(server.url, "bob-token", "tools/call", {
-      name: "job",
-      arguments: { text: "bob's" },
-      task: { ttl: 60_000 },
-    });
-    const bobTask = bobs.body.result.task.taskId;
+    const bobTask = await createTask(server.url, "bob-token", "bob's");
 
     // Alice: get, result, list (her own task only).
     assert.equal((await rpc(server.url, "alice-token", "tasks/get", { taskId })).status, 200);

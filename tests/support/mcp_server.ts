@@ -148,6 +148,16 @@ export function bearer(token: string | null): Record<string, string> {
   return token === null ? {} : { authorization: `Bearer ${token}` };
 }
 
+/** The headers of a raw request in session `sessionId` (protocol 2025-11-25) with `token`. */
+export function sessionHeaders(sessionId: string, token: string | null): Record<string, string> {
+  return {
+    accept: "application/json, text/event-stream",
+    "mcp-session-id": sessionId,
+    "mcp-protocol-version": "2025-11-25",
+    ...bearer(token),
+  };
+}
+
 /** Connects an SDK client (initialize + initialized) with `token`. */
 export async function connect(
   url: URL,
