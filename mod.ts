@@ -37,9 +37,11 @@
 export { SessionOwnerRegistry } from "./src/session_owner_registry.ts";
 export type {
   AttachOptions,
+  BindOptions,
   BindResult,
   OwnerBounds,
   OwnerStats,
+  RemovedSessions,
   SessionOwnerRegistryOptions,
 } from "./src/session_owner_registry.ts";
 export { HandleRegistry } from "./src/handle_registry.ts";
@@ -52,7 +54,7 @@ export type {
   Tracked,
 } from "./src/cancellation_registry.ts";
 export type { RegistryOptions } from "./src/registry_options.ts";
-export { memoryStore, type RegistryStore } from "./src/store.ts";
+export { memoryStore, type MemoryStoreOptions, type RegistryStore } from "./src/store.ts";
 export { kvStore, type KvStoreOptions } from "./src/kv_store.ts";
 export { fingerprint, type FingerprintOptions } from "./src/fingerprint.ts";
 export { sanitizeSessionId } from "./src/validate.ts";
@@ -63,8 +65,10 @@ export {
   InvalidInputError,
   RegistryClosedError,
   RegistryError,
+  RegistryMisconfiguredError,
   RegistryUnavailableError,
   RequestCancelledError,
+  UnauthenticatedError,
 } from "./src/errors.ts";
 export { guardSessions } from "./src/guard.ts";
 export type {

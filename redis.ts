@@ -40,10 +40,22 @@ const BACKEND_URL = new URL("./src/redis_backend.ts", import.meta.url).href;
  *   process using the same `prefix`.
  * - `cancel` / `cancelAll` through any process abort the request in the
  *   process that registered it (pub/sub), still only for the same session.
+ * - Bindings the store drops on its own, evicted (global LRU or
+ *   `maxPerPrincipal`) or idle-expired (`idleTtlMs`, swept about every
+ *   second), are announced to every owner registry sharing the store
+ *   (`SessionOwnerRegistry.onRemoved`), so the process where the session
+ *   lives can close it.
  * - While Redis is unreachable, calls reject with `RegistryUnavailableError`
- *   at once (fail closed); the connection is retried in the background.
+ *   at once (fail closed); the connection is retried in the background. A
+ *   process without the net permission for the server is misconfigured, not
+ *   facing an outage: its calls reject at once with
+ *   `RegistryMisconfiguredError` naming the flag to add (e.g.
+ *   `--allow-net=127.0.0.1:6379`), and nothing is retried.
+ * - Closing a `CancellationRegistry` drops the requests it registered from
+ *   the store, so a cancel through another process no longer finds them.
  *
- * Throws `InvalidInputError` naming the bad option.
+ * Throws `InvalidInputError` naming the bad option, or the unknown key and
+ * the nearest valid one (`{ urll: ... }` -> did you mean "url"?).
  *
  * @example
  * ```ts

@@ -16,11 +16,13 @@
 
 import {
   fromWireError,
+  missingPermission,
   RegistryClosedError,
+  RegistryMisconfiguredError,
   RegistryUnavailableError,
   type WireError,
 } from "./errors.ts";
-import { type AbortEvent, ARITY, type FromWorker, type InitMessage } from "./protocol.ts";
+import { ARITY, type FromWorker, type InitMessage, type WorkerEvent } from "./protocol.ts";
 
 /** Settings of an {@linkcode ActorClient}. */
 export interface ActorClientOptions {
@@ -41,8 +43,8 @@ export interface ActorClientOptions {
   maxBatch: number;
   /** Called after a fresh worker started, before queued calls are sent. */
   onSpawn?: (restart: boolean) => void;
-  /** Abort events pushed by the store. */
-  onEvent?: (event: AbortEvent) => void;
+  /** Events pushed by the store (aborts; evicted or expired bindings). */
+  onEvent?: (event: WorkerEvent) => void;
   /**
    * Sees every answered batch (its ops, args and results, and the bindings the
    * store reported removed) before any caller's promise settles, in reply order.
@@ -94,6 +96,8 @@ export class ActorClient {
   #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pending = new Map<number, Pending>();
   #closeWaiter: (() => void) | null = null;
+  /** Set when the worker cannot start as configured: every later call fails the same way. */
+  #fatal: RegistryMisconfiguredError | null = null;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ActorClientOptions) {
@@ -142,6 +146,7 @@ export class ActorClient {
 
   #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown, lazy: boolean): Promise<T> {
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
+    if (this.#fatal !== null) return Promise.reject(this.#fatal);
     if (this.#worker === null) this.#spawn();
     const arity = ARITY[op];
     this.#ops.push(op);
@@ -202,7 +207,17 @@ export class ActorClient {
     };
     worker.onerror = (event: ErrorEvent) => {
       event.preventDefault();
-      if (this.#worker === worker) this.#die(`worker crashed: ${event.message}`);
+      if (this.#worker !== worker) return;
+      const permission = missingPermission(event.message);
+      if (permission === null) this.#die(`worker crashed: ${event.message}`);
+      else {
+        // Retrying cannot help (a permission is not granted at run time): say which one is
+        // missing, and fail every later call the same way instead of respawning.
+        this.#fatal = new RegistryMisconfiguredError(
+          `${this.#opts.name} cannot start its worker: ${permission}`,
+        );
+        this.#die("missing permission", this.#fatal);
+      }
     };
     worker.onmessageerror = () => {
       if (this.#worker === worker) this.#die("worker sent an unreadable message");
@@ -258,8 +273,18 @@ export class ActorClient {
         const pending = this.#pending.get(message.id);
         if (pending === undefined) return;
         this.#pending.delete(message.id);
-        const { resolve } = pending;
+        const { resolve, reject } = pending;
         const results = message.results;
+        const failed = message.failed;
+        if (failed !== undefined) {
+          // Those calls alone failed: reject them, and resolve nobody with their result
+          // slots (placeholders `null`, which `onReply` reads as "not confirmed").
+          for (const [i, wire] of failed) {
+            const settle = reject[i];
+            resolve[i] = () => {};
+            settle?.(fromWireError(wire));
+          }
+        }
         this.#opts.onReply?.(pending.ops, pending.args, results, message.removed);
         for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
         break;
@@ -269,6 +294,7 @@ export class ActorClient {
         this.#settleFailure(message.id, message.error);
         break;
       case "abort":
+      case "removed":
         this.#opts.onEvent?.(message);
         return;
       case "closed":

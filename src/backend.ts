@@ -18,19 +18,38 @@
 import { CancelTable } from "./cancel_table.ts";
 import { OwnerTable, type ResolvedOwnerOptions } from "./owner_table.ts";
 import { InvalidInputError } from "./errors.ts";
-import { type AbortEvent, ARITY, type InitMessage, Op } from "./protocol.ts";
+import { ARITY, type InitMessage, Op, type RemovalCause, type WorkerEvent } from "./protocol.ts";
 
 /** What a store module's `createBackend` receives. */
 export interface BackendContext {
   /** The init message (registry kind, options, instance id). */
   init: InitMessage;
-  /** Pushes an abort event to this process's facade. */
-  emit(event: AbortEvent): void;
+  /**
+   * Pushes an event to this process's facade: an abort of requests this
+   * process runs, or owner bindings that were evicted or expired (a shared
+   * store tells every process, since the session may live in any of them).
+   */
+  emit(event: WorkerEvent): void;
+}
+
+/**
+ * The result of one operation that failed on its own (a key too large for
+ * the store, a value it rejects): the worker rejects that call alone with
+ * the error, and every other operation of the batch stands.
+ */
+export class OpFailure {
+  /** Wraps the error the operation failed with. */
+  constructor(readonly error: unknown) {}
 }
 
 /** A registry store hosted by the worker. */
 export interface Backend {
-  /** Applies `ops` in order; one result per op. Throwing fails the whole batch. */
+  /**
+   * Applies `ops` in order; one result per op. An operation that fails on
+   * its own yields an {@linkcode OpFailure} in its slot, never a throw: one
+   * caller's bad input must not fail other callers' operations. Throwing
+   * (the store is unreachable) fails the whole batch.
+   */
   run(ops: number[], args: unknown[]): unknown[] | Promise<unknown[]>;
   /** Releases connections. */
   close(): void | Promise<void>;
@@ -69,7 +88,9 @@ export function validateBatch(ops: unknown, args: unknown, kind: InitMessage["re
 export function applyOwnerOp(table: OwnerTable, op: number, args: unknown[], at: number): unknown {
   switch (op) {
     case Op.Bind:
-      return table.bind(args[at], args[at + 1]);
+      return table.bind(args[at], args[at + 1], args[at + 2] === true);
+    case Op.Touch:
+      return table.touch(args[at], args[at + 1]);
     case Op.Attach:
       return table.authorizeAttach(args[at], args[at + 1], args[at + 2] === true);
     case Op.Forget:
@@ -128,15 +149,56 @@ function tableBackend<T>(
   };
 }
 
-/** The default store: state in the worker's heap, lost when the worker dies. */
-export function createMemoryBackend(init: InitMessage): Backend {
+/** How often the in-memory store looks for idle-expired bindings, at most. */
+const SWEEP_MS = 1_000;
+
+/**
+ * The default store: state in the worker's heap, lost when the worker dies.
+ * With `idleTtlMs`, a timer sweeps idle bindings at least every second (or
+ * every quarter of the TTL) and reports them as expired.
+ */
+export function createMemoryBackend(
+  init: InitMessage,
+  emit: (event: WorkerEvent) => void = () => {},
+): Backend {
   if (init.registry !== "owner") return tableBackend(new CancelTable(init.options), applyCancelOp);
+  const idleTtlMs = init.store.kind === "memory" ? init.store.idleTtlMs ?? 0 : 0;
   let removed: string[] | undefined;
-  const table = new OwnerTable(init.options as ResolvedOwnerOptions, (sid) => {
+  const gone: Record<RemovalCause, string[]> = { evicted: [], expired: [] };
+  const table = new OwnerTable({ ...(init.options as ResolvedOwnerOptions), idleTtlMs }, (
+    sid,
+    cause,
+  ) => {
     (removed ??= []).push(sid);
+    if (cause !== "forgotten") gone[cause].push(sid);
   });
+  const report = () => {
+    for (const cause of ["evicted", "expired"] as const) {
+      if (gone[cause].length === 0) continue;
+      emit({ kind: "removed", cause, sessionIds: gone[cause] });
+      gone[cause] = [];
+    }
+  };
+  let timer: ReturnType<typeof setInterval> | undefined;
+  if (idleTtlMs > 0) {
+    const t = setInterval(() => {
+      table.sweep();
+      report();
+      removed = undefined; // the removed event tells the facade
+    }, Math.max(10, Math.min(SWEEP_MS, Math.floor(idleTtlMs / 4))));
+    Deno.unrefTimer(t);
+    timer = t;
+  }
+  const inner = tableBackend(table, applyOwnerOp);
   return {
-    ...tableBackend(table, applyOwnerOp),
+    run(ops, args) {
+      const results = inner.run(ops, args) as unknown[];
+      report();
+      return results;
+    },
+    close() {
+      clearInterval(timer);
+    },
     takeRemoved() {
       const out = removed;
       removed = undefined;

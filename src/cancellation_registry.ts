@@ -9,7 +9,14 @@ import type { ActorClient } from "./actor_client.ts";
 import type { CancelStats } from "./cancel_table.ts";
 import { RequestCancelledError } from "./errors.ts";
 import { type AbortEvent, Op } from "./protocol.ts";
-import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
+import { checkOptionKeys } from "./options_check.ts";
+import {
+  clients,
+  makeClient,
+  REGISTRY_OPTION_KEYS,
+  type RegistryOptions,
+  str,
+} from "./registry_options.ts";
 import { checkCount } from "./validate.ts";
 
 export type { CancelStats } from "./cancel_table.ts";
@@ -115,6 +122,7 @@ export class CancellationRegistry implements AsyncDisposable {
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: CancellationRegistryOptions = {}) {
+    checkOptionKeys("CancellationRegistry", options, [...REGISTRY_OPTION_KEYS, "maxEntries"]);
     const maxEntries = checkCount("maxEntries", options.maxEntries ?? 100_000, 1);
     this.#prefix = crypto.randomUUID();
     this.#shared = (options.store?.kind ?? "memory") !== "memory";
@@ -126,7 +134,9 @@ export class CancellationRegistry implements AsyncDisposable {
       onSpawn: (restart) => {
         if (restart && (options.store ?? { kind: "memory" }).kind === "memory") this.#replay();
       },
-      onEvent: (event) => this.#onAbortEvent(event),
+      onEvent: (event) => {
+        if (event.kind === "abort") this.#onAbortEvent(event);
+      },
     });
     clients.set(this, this.#client);
   }

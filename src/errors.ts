@@ -85,6 +85,69 @@ export class RegistryClosedError extends RegistryError {
 export class InvalidInputError extends RegistryError {}
 
 /**
+ * The registry cannot work as configured, and retrying will not help: the
+ * process lacks a permission (the message names it and the flag that grants
+ * it, e.g. `--allow-read` for the worker module, `--allow-net` for Redis), or
+ * a store option is unusable. The HTTP guard answers it with 500, not with a
+ * retryable 503, and reports it to `onError`.
+ *
+ * @example
+ * ```ts
+ * import { RegistryMisconfiguredError } from "@mcp-guard/session";
+ *
+ * const err = new RegistryMisconfiguredError("Requires net access; run again with --allow-net");
+ * console.log(err.name); // "RegistryMisconfiguredError"
+ * console.log(err.message.includes("--allow-net")); // true
+ * ```
+ */
+export class RegistryMisconfiguredError extends RegistryError {}
+
+/**
+ * Thrown by a guard's `principal()` to say "this caller is not
+ * authenticated" (a bad or expired token): the guard answers 401 with a
+ * `WWW-Authenticate` challenge. Any other error thrown by `principal()`
+ * means "cannot tell right now" (a key server is down) and gets 503.
+ *
+ * @example
+ * ```ts
+ * import { UnauthenticatedError } from "@mcp-guard/session";
+ *
+ * const err = new UnauthenticatedError("token expired", {
+ *   challenge: 'Bearer error="invalid_token"',
+ * });
+ * console.log(err.challenge); // 'Bearer error="invalid_token"'
+ * ```
+ */
+export class UnauthenticatedError extends Error {
+  /** The `WWW-Authenticate` header value of the 401 answer. */
+  readonly challenge: string;
+  /** Builds the error; `challenge` defaults to `"Bearer"`. */
+  constructor(message = "not authenticated", options: { challenge?: string } = {}) {
+    super(message);
+    this.name = "UnauthenticatedError";
+    this.challenge = typeof options.challenge === "string" && options.challenge.length > 0
+      ? options.challenge
+      : "Bearer";
+  }
+}
+
+/**
+ * The Deno permission an error says is missing, with the flag that grants
+ * it, or `null` when the error is not about a permission.
+ */
+export function missingPermission(err: unknown): string | null {
+  const name = (err as { name?: unknown } | null)?.name;
+  const raw = typeof err === "string" ? err : (err as { message?: unknown } | null)?.message;
+  const message = typeof raw === "string" ? raw : "";
+  const flag = /--allow-[a-z-]+/.exec(message)?.[0];
+  if (name === "NotCapable" || name === "PermissionDenied" || /Requires \w+ access/.test(message)) {
+    const first = message.split("\n")[0];
+    return flag === undefined || first.includes(flag) ? first : `${first} (grant it with ${flag})`;
+  }
+  return null;
+}
+
+/**
  * The default `AbortSignal.reason` of a request cancelled through
  * `CancellationRegistry.cancel` or `cancelAll`.
  *
@@ -209,7 +272,14 @@ export function fromWireError(wire: WireError): RegistryError {
   switch (wire.name) {
     case "InvalidInputError":
       return new InvalidInputError(wire.message);
+    case "RegistryMisconfiguredError":
+      return new RegistryMisconfiguredError(wire.message);
     default:
+      if (missingPermission(wire) !== null) {
+        return new RegistryMisconfiguredError(
+          `missing permission: ${missingPermission(wire)}`,
+        );
+      }
       return new RegistryUnavailableError(`${wire.name}: ${wire.message}`);
   }
 }

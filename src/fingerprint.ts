@@ -8,6 +8,7 @@
  */
 
 import { InvalidInputError } from "./errors.ts";
+import { checkOptionKeys } from "./options_check.ts";
 
 /**
  * Options for {@linkcode fingerprint}.
@@ -84,6 +85,7 @@ export async function fingerprint(
       }`,
     );
   }
+  checkOptionKeys("fingerprint", options, ["secret"]);
   const data = encoder.encode(principal);
   if (options.secret === undefined) {
     return toHex(await crypto.subtle.digest("SHA-256", data));

@@ -16,7 +16,13 @@
 import { onBodyEnd } from "./body_end.ts";
 import { cancelKey } from "./cancel_table.ts";
 import type { CancellationRegistry, Tracked } from "./cancellation_registry.ts";
-import { InvalidInputError, RequestCancelledError } from "./errors.ts";
+import {
+  InvalidInputError,
+  RegistryMisconfiguredError,
+  RequestCancelledError,
+  UnauthenticatedError,
+} from "./errors.ts";
+import { checkOptionKeys } from "./options_check.ts";
 import { fingerprint } from "./fingerprint.ts";
 import {
   classify,
@@ -89,7 +95,7 @@ export interface GuardContext {
 /** The {@linkcode SessionOwnerRegistry} calls the guard makes (any implementation will do). */
 export type GuardOwners =
   & Pick<SessionOwnerRegistry, "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin">
-  & Partial<Pick<SessionOwnerRegistry, "knownOwner">>;
+  & Partial<Pick<SessionOwnerRegistry, "knownOwner" | "touch" | "onRemoved">>;
 
 /**
  * Who owns which task: the {@linkcode SessionOwnerRegistry} calls the guard
@@ -122,8 +128,12 @@ export type GuardReason =
   | "missing-session-id"
   /** 401: strict mode and `principal()` answered `null`. */
   | "anonymous"
-  /** 503: `principal()` threw or answered something other than a string or `null`. */
+  /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */
+  | "unauthenticated"
+  /** 503: `principal()` threw anything else, or answered something other than a string or `null`. */
   | "principal-error"
+  /** 400: the client went away (or broke off) while sending the body. */
+  | "client-aborted"
   /** 403 (or 404 with `notOwnerStatus: 404`): the session belongs to another principal. */
   | "not-owner"
   /** 404: strict mode and the session id is bound to nobody. */
@@ -153,7 +163,13 @@ export type GuardReason =
   /** 500: the handler issued a session id that is not valid; the session was closed. */
   | "invalid-issued-session-id"
   /** 503: a registry call failed (worker or store unavailable): fail closed. */
-  | "registry-unavailable";
+  | "registry-unavailable"
+  /**
+   * 500: the registry cannot work as configured (a missing permission such
+   * as `--allow-read` or `--allow-net`): retrying will not help; the error,
+   * naming the flag, goes to `onError`.
+   */
+  | "registry-misconfigured";
 
 /** What the guard decided about one request, for logs and metrics. */
 export interface GuardDecision {
@@ -180,8 +196,21 @@ export interface GuardOptions {
   /**
    * The caller's identity (a user id, an API key, a verified token subject),
    * or `null` for anonymous. Only its fingerprint is stored.
+   *
+   * Throw {@linkcode UnauthenticatedError} for a credential that is bad or
+   * expired: the caller gets 401 with its `challenge` as `WWW-Authenticate`.
+   * Anything else it throws means "cannot tell right now" (a key server is
+   * down): 503 with `Retry-After`, and the error goes to `onError`.
    */
   principal: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /**
+   * Identities, as `principal()` returns them, exempt from the per-principal
+   * session cap (a shared master key used by many clients). The guard
+   * fingerprints them with its `secret`; the registry never sees them raw.
+   *
+   * @default {[]}
+   */
+  sharedPrincipals?: readonly string[];
   /** HMAC secret for fingerprints (same on every process of a cluster). */
   secret?: string | Uint8Array;
   /** `"strict"` (default) or `"attach-only"`. */
@@ -239,8 +268,18 @@ export interface GuardOptions {
    * requests pass as any other request of their session.
    */
   tasks?: GuardTaskOwners;
-  /** Called once per request with the decision (errors thrown by it are reported to `onError`). */
+  /**
+   * Called with each decision (errors thrown by it are reported to
+   * `onError`): one per request, plus, for a request whose answer issued a
+   * session id, a second one once the id is bound (`"bound"`) or refused.
+   */
   onDecision?: (decision: GuardDecision) => void;
+  /**
+   * Called for each session the guard closed in its handler because its
+   * binding was evicted (to make room) or expired (idle longer than the
+   * store's `idleTtlMs`), with the cause.
+   */
+  onSessionClosed?: (sessionId: string, cause: "evicted" | "expired") => void;
   /**
    * Called with failures the guard cannot answer with a status: a background
    * `unpin`/`deregister` that failed, a session it could not close, a throwing
@@ -290,6 +329,35 @@ export interface GuardedHandler {
   signalFor(ref: RequestRef): AbortSignal;
 }
 
+/** Most sessions a guard remembers as bound by it, to close them when evicted. */
+const LOCAL_SESSIONS = 100_000;
+
+/** A session this guard bound: what closing it through the handler takes. */
+interface LocalSession {
+  url: string;
+  principal: string | null;
+  fingerprint: string | null;
+}
+
+/** Every key of {@linkcode GuardOptions}, for rejecting unknown ones. */
+const GUARD_OPTION_KEYS: readonly string[] = [
+  "owners",
+  "cancellations",
+  "principal",
+  "sharedPrincipals",
+  "secret",
+  "mode",
+  "maxBodyBytes",
+  "fingerprintCacheSize",
+  "ownerCacheMs",
+  "forwardBody",
+  "notOwnerStatus",
+  "tasks",
+  "onDecision",
+  "onSessionClosed",
+  "onError",
+];
+
 const UNKNOWN_TASK = "Invalid params: no task with this taskId; it may have expired";
 
 /** What a task gate does to the handler's answer. */
@@ -337,6 +405,19 @@ class SessionGuard {
   readonly #order = new SessionOrder();
   /** DELETEs let through so far (owner lookups older than the last one are not cached). */
   #deletes = 0;
+  /**
+   * Sessions this guard bound, and what closing one in the handler takes:
+   * when the registry reports one evicted or expired, the guard closes it.
+   */
+  readonly #local = new Map<string, LocalSession>();
+  /**
+   * Issued session ids whose `bind` is under way, and the removal heard for
+   * one meanwhile (a bind's own eviction can be announced before its reply).
+   */
+  readonly #binding = new Map<string, "evicted" | "expired" | null>();
+  /** Fingerprints of `sharedPrincipals`, once hashed. */
+  readonly #shared: Promise<Set<string>>;
+  readonly #onSessionClosed: GuardOptions["onSessionClosed"];
 
   constructor(handler: RequestHandler, options: GuardOptions) {
     if (typeof handler !== "function") {
@@ -345,6 +426,7 @@ class SessionGuard {
     if (options === null || typeof options !== "object") {
       throw new InvalidInputError("guardSessions: options are required");
     }
+    checkOptionKeys("guardSessions", options, GUARD_OPTION_KEYS);
     const { owners, cancellations } = options;
     for (const name of ["bind", "authorizeAttach", "ownerOf", "forget", "unpin"] as const) {
       if (typeof owners?.[name] !== "function") {
@@ -410,6 +492,36 @@ class SessionGuard {
     this.#tasks = tasks;
     this.#onDecision = options.onDecision;
     this.#onError = options.onError;
+    this.#onSessionClosed = options.onSessionClosed;
+    for (const name of ["onDecision", "onError", "onSessionClosed"] as const) {
+      if (options[name] !== undefined && typeof options[name] !== "function") {
+        throw new InvalidInputError(`guardSessions: options.${name} must be a function`);
+      }
+    }
+    const shared = options.sharedPrincipals ?? [];
+    if (!Array.isArray(shared)) {
+      throw new InvalidInputError(
+        `guardSessions: sharedPrincipals must be an array of identities (as principal() returns them), got ${
+          typeof shared === "string" ? JSON.stringify(shared) : typeof shared
+        }`,
+      );
+    }
+    shared.forEach((identity: unknown, i: number) => {
+      if (typeof identity !== "string" || identity.trim().length === 0) {
+        throw new InvalidInputError(
+          `guardSessions: sharedPrincipals[${i}] must be a non-blank string, got ${
+            typeof identity === "string" ? JSON.stringify(identity) : typeof identity
+          }`,
+        );
+      }
+    });
+    this.#shared = Promise.all(
+      shared.map((identity: string) => fingerprint(identity, { secret: this.#secret })),
+    ).then((fps) => new Set(fps));
+    this.#shared.catch(() => {});
+    owners.onRemoved?.(({ cause, sessionIds }) => {
+      for (const sid of sessionIds) this.#closeRemoved(sid, cause);
+    });
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
     // bindings of the very first sessions are known too.
     owners.knownOwner?.("");
@@ -480,6 +592,19 @@ class SessionGuard {
     try {
       ctx = await this.#identify(request);
     } catch (err) {
+      if (err instanceof UnauthenticatedError) {
+        return this.#refuse(
+          method,
+          null,
+          sid,
+          401,
+          RpcCode.InvalidRequest,
+          "unauthenticated",
+          "Unauthorized: the credentials were not accepted",
+          null,
+          { "www-authenticate": err.challenge },
+        );
+      }
       this.#report(err, "principal");
       return this.#refuse(
         method,
@@ -514,6 +639,17 @@ class SessionGuard {
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
       this.#report(err.cause, "registry");
+      if (err.cause instanceof RegistryMisconfiguredError) {
+        return this.#refuse(
+          method,
+          null,
+          sid,
+          500,
+          RpcCode.InternalError,
+          "registry-misconfigured",
+          "Internal Server Error: the session registry is misconfigured; see the server log",
+        );
+      }
       return this.#refuse(
         method,
         null,
@@ -569,7 +705,21 @@ class SessionGuard {
         "Unsupported Media Type: Content-Type must be application/json",
       );
     }
-    const body = await readBody(request, this.#maxBodyBytes);
+    let body: Awaited<ReturnType<typeof readBody>>;
+    try {
+      body = await readBody(request, this.#maxBodyBytes);
+    } catch {
+      // The client went away mid-body: nothing to answer it with, nothing to log.
+      return this.#refuse(
+        "POST",
+        null,
+        sid,
+        400,
+        RpcCode.InvalidRequest,
+        "client-aborted",
+        "Bad Request: the request body could not be read to its end",
+      );
+    }
     if (body.kind === "problem") return this.#problem("POST", null, sid, body);
     const json = parseJson(body.text);
     if (json.kind === "problem") return this.#problem("POST", null, sid, json);
@@ -604,6 +754,9 @@ class SessionGuard {
     if (gate instanceof Response) return gate;
     // Never overtake a GET or DELETE of this session that arrived earlier.
     if (ahead !== undefined) await ahead;
+    // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
+    // coalesces touches, so this is not a round trip per request.
+    if (fp !== null) this.#touch(sid, fp);
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       const params = message.params as { requestId?: string | number; reason?: unknown };
       let cancelled = false;
@@ -929,6 +1082,7 @@ class SessionGuard {
     this.#ownerCache.delete(sid);
     const response = await this.#handler(request, ctx);
     if (response.ok || response.status === 404) {
+      this.#local.delete(sid);
       // The session is over (or the handler no longer knows it): stop its requests, drop it.
       const [cancelled, forgotten] = await Promise.allSettled([
         this.#cancellations.cancelAll(sid),
@@ -1015,7 +1169,10 @@ class SessionGuard {
     rpcMethod: string | null,
   ): Promise<Response> {
     const fp = ctx.fingerprint;
-    if (sid !== null && response.status === 404) this.#ownerCache.delete(sid);
+    if (sid !== null && response.status === 404) {
+      this.#ownerCache.delete(sid);
+      this.#local.delete(sid);
+    }
     const raw = response.headers.get("mcp-session-id");
     if (raw === null || raw === sid) return response;
     const issued = sanitizeSessionId(raw);
@@ -1033,14 +1190,22 @@ class SessionGuard {
     }
     if (fp === null) return response; // attach-only, anonymous: nobody owns it
     let result: string;
+    this.#binding.set(issued, null);
     try {
-      result = await this.#owners.bind(issued, fp);
+      const shared = (await this.#shared).has(fp);
+      result = await this.#owners.bind(issued, fp, shared ? { shared } : undefined);
     } catch (err) {
+      this.#binding.delete(issued);
       await this.#closeIssued(request, issued, response, ctx);
       throw new RegistryFailure(err);
     }
+    const removed = this.#binding.get(issued) ?? null;
+    this.#binding.delete(issued);
     if (result === "bound") {
       this.#rememberOwner(issued, fp);
+      this.#keepLocal(issued, request.url, ctx);
+      // Evicted before its reply even arrived (a flood of binds by one principal): close it.
+      if (removed !== null) this.#closeRemoved(issued, removed);
       this.#decide("allow", "bound", null, "POST", rpcMethod, issued);
       return response;
     }
@@ -1078,6 +1243,67 @@ class SessionGuard {
     } catch (err) {
       this.#report(err, "close-issued-session");
     }
+  }
+
+  /** Counts an allowed request as a use of its session (coalesced by the registry). */
+  #touch(sid: string, fp: string): void {
+    const touch = this.#owners.touch;
+    if (touch === undefined) return;
+    touch.call(this.#owners, sid, fp).catch((err) => this.#report(err, "touch"));
+  }
+
+  /** Remembers a session this guard bound, so it can close it when its binding goes. */
+  #keepLocal(sid: string, url: string, ctx: GuardContext): void {
+    if (this.#local.size >= LOCAL_SESSIONS && !this.#local.has(sid)) {
+      // Oldest first: a session this old was most likely closed by its server already.
+      this.#local.delete(this.#local.keys().next().value!);
+    }
+    this.#local.set(sid, {
+      url,
+      principal: this.#cacheSize === 0 ? null : ctx.principal,
+      fingerprint: ctx.fingerprint,
+    });
+  }
+
+  /**
+   * Closes, in the handler, a session of this process whose binding was
+   * evicted or expired: without it the server would keep a session nobody
+   * can reach (its owner's requests now get 404), and `maxPerPrincipal`
+   * would bound table rows, not live sessions. Sessions that live in
+   * another process are that process's guard's to close.
+   */
+  #closeRemoved(sid: string, cause: "evicted" | "expired"): void {
+    const local = this.#local.get(sid);
+    if (local === undefined) {
+      if (this.#binding.has(sid)) this.#binding.set(sid, cause);
+      return;
+    }
+    this.#local.delete(sid);
+    // As for a DELETE: an owner lookup already under way must not be cached.
+    this.#deletes++;
+    this.#ownerCache.delete(sid);
+    const closing = (async () => {
+      const headers = new Headers({ "mcp-session-id": sid });
+      const ctx: GuardContext = {
+        principal: local.principal,
+        fingerprint: local.fingerprint,
+        parsedBody: undefined,
+        era: "legacy",
+      };
+      const [response, cancelled] = await Promise.allSettled([
+        this.#handler(new Request(local.url, { method: "DELETE", headers }), ctx),
+        this.#cancellations.cancelAll(sid),
+      ]);
+      if (cancelled.status === "rejected") this.#report(cancelled.reason, "cancelAll");
+      if (response.status === "rejected") throw response.reason;
+      await response.value.body?.cancel().catch(() => {});
+      try {
+        this.#onSessionClosed?.(sid, cause);
+      } catch (err) {
+        this.#report(err, "onSessionClosed");
+      }
+    })();
+    closing.catch((err) => this.#report(err, "close-removed-session"));
   }
 
   /** The caller's identity and fingerprint, as the context the handler will get. */

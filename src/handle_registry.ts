@@ -22,9 +22,10 @@ import {
   RegistryClosedError,
 } from "./errors.ts";
 import { type ResolvedKvOptions, resolveKvOptions } from "./kv_store.ts";
-import type { OwnerBounds, OwnerStats } from "./owner_table.ts";
+import { OWNER_BOUND_KEYS, type OwnerBounds, type OwnerStats } from "./owner_table.ts";
 import { type ResolvedRedisOptions, resolveRedisOptions } from "./redis_options.ts";
-import type { RegistryOptions } from "./registry_options.ts";
+import { REGISTRY_OPTION_KEYS, type RegistryOptions } from "./registry_options.ts";
+import { checkOptionKeys } from "./options_check.ts";
 import { SessionOwnerRegistry } from "./session_owner_registry.ts";
 import type { RegistryStore } from "./store.ts";
 import { isValidFingerprint } from "./validate.ts";
@@ -209,6 +210,7 @@ export class HandleRegistry implements AsyncDisposable {
    * space cannot be derived.
    */
   constructor(options: HandleRegistryOptions = {}) {
+    checkOptionKeys("HandleRegistry", options, [...REGISTRY_OPTION_KEYS, ...OWNER_BOUND_KEYS]);
     const { maxEntries, maxPerPrincipal, sharedPrincipals, callTimeoutMs, batching, maxBatch } =
       options;
     this.#owners = new SessionOwnerRegistry({

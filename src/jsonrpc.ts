@@ -22,6 +22,8 @@ export const RpcCode = {
   InvalidRequest: -32600,
   /** Malformed params (e.g. a cancellation's `requestId`). */
   InvalidParams: -32602,
+  /** The server failed (a misconfigured registry). */
+  InternalError: -32603,
   /** Transport-level refusal (method not allowed, media type, size, unavailable). */
   ServerError: -32000,
   /** An MCP header does not match the body (MCP 2026-07-28). */
@@ -104,7 +106,7 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
       400,
       RpcCode.InvalidRequest,
       "invalid-request",
-      "Invalid Request: id must be a string (at most 1024 characters) or a finite number",
+      "Invalid Request: id must be a string (at most 1024 UTF-8 bytes) or a finite number",
     );
   }
   const method = value.method;

@@ -67,6 +67,11 @@ export class KnownOwners {
     this.#forgetting.set(sessionId, (this.#forgetting.get(sessionId) ?? 0) + 1);
   }
 
+  /** Forgets one session the store reported evicted or expired. */
+  forget(sessionId: string): void {
+    this.#owners.delete(sessionId);
+  }
+
   /** Forgets everything (the worker failed: pending forgets will never be answered). */
   clear(): void {
     this.#owners.clear();

@@ -6,8 +6,17 @@
  */
 
 import { InvalidInputError } from "./errors.ts";
+import { checkOptionKeys } from "./options_check.ts";
 import type { RegistryStore } from "./store.ts";
-import { checkCount } from "./validate.ts";
+import { checkCount, utf8Length } from "./validate.ts";
+
+/**
+ * Longest `prefix`, in UTF-8 bytes. Deno KV refuses keys over 2,048 bytes;
+ * the longest key this store builds from input the registries accept (a
+ * 256-byte session id, a 1,024-byte request id or fingerprint) plus a
+ * prefix this long stays well under it.
+ */
+export const MAX_KV_PREFIX_BYTES = 64;
 
 /**
  * Options of {@linkcode kvStore}.
@@ -29,15 +38,27 @@ export interface KvStoreOptions {
    */
   path?: string;
   /**
-   * First part of every key (1 to 64 characters), so several deployments
-   * can share one database. Default `"mcp-guard"`.
+   * First part of every key (1 to 64 UTF-8 bytes, no NUL), so several
+   * deployments can share one database. Default `"mcp-guard"`.
    */
   prefix?: string;
   /**
-   * How often a cancellation registry looks for cancels sent through another
-   * process (their abort latency). Default 100 ms.
+   * How often a registry looks for what other processes sent it through the
+   * database: cancels of requests it runs (their abort latency), and owner
+   * bindings evicted or expired elsewhere (`onRemoved`). Default 100 ms.
    */
   pollIntervalMs?: number;
+  /**
+   * Owner bindings not used for this long (no `bind`, `authorizeAttach`,
+   * `touch` or `unpin`) are gone for every operation; pinned bindings (a
+   * live listening stream) never expire. Every owner registry on the
+   * database sweeps them about every second (or every quarter of this TTL,
+   * when shorter), and each expired binding is announced to every process
+   * sharing the database (`SessionOwnerRegistry.onRemoved`, cause
+   * `"expired"`). `0` or unset: bindings never expire (only the LRU bounds
+   * apply).
+   */
+  idleTtlMs?: number;
 }
 
 /** Validated, defaulted {@linkcode KvStoreOptions}. */
@@ -45,13 +66,27 @@ export interface ResolvedKvOptions {
   path: string | null;
   prefix: string;
   pollIntervalMs: number;
+  idleTtlMs: number;
 }
 
-/** Validates and defaults KV options; throws `InvalidInputError` naming the bad option. */
+/** Every key {@linkcode KvStoreOptions} has; any other key is a typo. */
+const OPTION_KEYS: readonly (keyof KvStoreOptions)[] = [
+  "path",
+  "prefix",
+  "pollIntervalMs",
+  "idleTtlMs",
+];
+
+/**
+ * Validates and defaults KV options; throws `InvalidInputError` naming the
+ * bad option (an unknown key is named with the nearest valid one: `pathh`
+ * is a typo, not a default).
+ */
 export function resolveKvOptions(options: unknown = {}): ResolvedKvOptions {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new InvalidInputError("kvStore: options must be an object");
   }
+  checkOptionKeys("kvStore", options, OPTION_KEYS);
   const o = options as Record<string, unknown>;
   const path = o.path ?? null;
   if (path !== null && (typeof path !== "string" || path.length === 0 || path.includes("\0"))) {
@@ -60,17 +95,25 @@ export function resolveKvOptions(options: unknown = {}): ResolvedKvOptions {
     );
   }
   const prefix = o.prefix ?? "mcp-guard";
-  if (typeof prefix !== "string" || prefix.length === 0 || prefix.length > 64) {
+  if (
+    typeof prefix !== "string" || prefix.length === 0 || prefix.includes("\0") ||
+    !prefix.isWellFormed() || utf8Length(prefix) > MAX_KV_PREFIX_BYTES
+  ) {
     throw new InvalidInputError(
-      `kvStore: prefix must be a string of 1 to 64 characters, got ${describe(prefix)}`,
+      `kvStore: prefix must be 1 to ${MAX_KV_PREFIX_BYTES} UTF-8 bytes without NUL or unpaired surrogates (so every key fits Deno KV's 2,048-byte key limit), got ${
+        describe(prefix)
+      }`,
     );
   }
   const pollIntervalMs = checkCount("kvStore: pollIntervalMs", o.pollIntervalMs ?? 100, 1);
-  return { path, prefix, pollIntervalMs };
+  const idleTtlMs = checkCount("kvStore: idleTtlMs", o.idleTtlMs ?? 0, 0);
+  return { path, prefix, pollIntervalMs, idleTtlMs };
 }
 
 function describe(value: unknown): string {
-  return typeof value === "string" ? JSON.stringify(value) : String(value);
+  if (typeof value !== "string") return String(value);
+  const text = JSON.stringify(value);
+  return text.length > 80 ? `${text.slice(0, 77)}..." (${utf8Length(value)} bytes)` : text;
 }
 
 const BACKEND_URL = new URL("./kv_backend.ts", import.meta.url).href;
@@ -84,11 +127,15 @@ const BACKEND_URL = new URL("./kv_backend.ts", import.meta.url).href;
  *   (`maxEntries` LRU, `maxPerPrincipal`, pinned sessions) hold across them.
  * - With a file `path`, bindings survive a restart of the process.
  * - A cancel through another process reaches the process running the
- *   request within `pollIntervalMs`.
+ *   request within `pollIntervalMs`; so does every eviction or idle expiry
+ *   (`SessionOwnerRegistry.onRemoved`), whichever process caused it.
+ * - Every key fits Deno KV's limits for any input the registries accept:
+ *   one caller's odd input never fails another caller's call.
  *
  * Deno 2.9 still needs `--unstable-kv` (or `"unstable": ["kv"]` in
- * `deno.json`), plus `--allow-read --allow-write` for a file. Throws
- * `InvalidInputError` naming a bad option.
+ * `deno.json`), plus `--allow-read --allow-write` for a file: without them
+ * the registry's calls reject with `RegistryMisconfiguredError` naming the
+ * flag. Throws `InvalidInputError` naming a bad or unknown option.
  *
  * @example
  * ```ts

@@ -20,8 +20,8 @@
  * @module
  */
 
-import { isValidFingerprint, sanitizeSessionId } from "./validate.ts";
-import { checkCount } from "./validate.ts";
+import { InvalidInputError } from "./errors.ts";
+import { checkCount, isValidFingerprint, sanitizeSessionId } from "./validate.ts";
 
 /**
  * Outcome of `SessionOwnerRegistry.bind`: `"bound"` (new binding or the
@@ -87,9 +87,21 @@ export interface OwnerBounds {
   maxEntries?: number;
   /** Bound on bindings of one principal. Default 100. */
   maxPerPrincipal?: number;
-  /** Fingerprints exempt from the per-principal cap (e.g. a shared master key). */
+  /**
+   * Principal fingerprints (what `fingerprint()` returns, with the guard's
+   * `secret`), never raw identities, exempt from the per-principal cap (e.g.
+   * a shared master key). To exempt raw identities as `principal()` returns
+   * them, use the guard's own `sharedPrincipals` option instead.
+   */
   sharedPrincipals?: readonly string[];
 }
+
+/** The keys of {@linkcode OwnerBounds}, for rejecting unknown ones. */
+export const OWNER_BOUND_KEYS: readonly string[] = [
+  "maxEntries",
+  "maxPerPrincipal",
+  "sharedPrincipals",
+];
 
 /** Validated, defaulted form of {@linkcode OwnerBounds}. */
 export interface ResolvedOwnerOptions {
@@ -98,13 +110,39 @@ export interface ResolvedOwnerOptions {
   sharedPrincipals: string[];
 }
 
+/** Table settings beyond the bounds: idle expiry and the clock it reads. */
+export interface OwnerTableOptions extends OwnerBounds {
+  /**
+   * An unpinned binding unused for this long (ms) expires: it is gone for
+   * every operation, and `sweep()` reports it. `0`: never. Default `0`.
+   */
+  idleTtlMs?: number;
+  /** The clock, in ms (tests pass a fake one). Default `performance.now`. */
+  now?: () => number;
+}
+
+/** Why a binding left the table. */
+export type RemoveCause = "forgotten" | "evicted" | "expired";
+
 /** Validates and defaults owner-table options; throws `InvalidInputError` naming the bad value. */
 export function resolveOwnerOptions(options: OwnerBounds = {}): ResolvedOwnerOptions {
   const maxEntries = checkCount("maxEntries", options.maxEntries ?? 10_000, 1);
   const maxPerPrincipal = checkCount("maxPerPrincipal", options.maxPerPrincipal ?? 100, 1);
   const shared = options.sharedPrincipals ?? [];
-  if (!Array.isArray(shared) || !shared.every(isValidFingerprint)) {
-    checkCount("sharedPrincipals (must be an array of non-blank strings)", NaN, 0);
+  if (!Array.isArray(shared)) {
+    throw new InvalidInputError(
+      `sharedPrincipals must be an array of principal fingerprints, got ${
+        typeof shared === "string" ? JSON.stringify(shared) : typeof shared
+      }`,
+    );
+  }
+  const bad = shared.findIndex((fp) => !isValidFingerprint(fp));
+  if (bad >= 0) {
+    throw new InvalidInputError(
+      `sharedPrincipals[${bad}] must be a non-blank fingerprint string (await fingerprint(identity, { secret })), got ${
+        typeof shared[bad] === "string" ? JSON.stringify(shared[bad]) : typeof shared[bad]
+      }`,
+    );
   }
   return { maxEntries, maxPerPrincipal, sharedPrincipals: [...shared] };
 }
@@ -114,6 +152,8 @@ interface Binding {
   sid: string;
   owner: Principal;
   pins: number;
+  /** When it was last used (the table's clock). */
+  used: number;
   prev: Binding | null;
   next: Binding | null;
   pPrev: Binding | null;
@@ -150,22 +190,34 @@ export class OwnerTable {
   #lastFp: string | null = null;
   readonly #stats = { evictions: 0, refusals: 0, claims: 0, invalid: 0, full: 0 };
 
-  readonly #onRemove: ((sessionId: string) => void) | undefined;
+  readonly #onRemove: ((sessionId: string, cause: RemoveCause) => void) | undefined;
+  readonly #ttl: number;
+  readonly #now: () => number;
 
   /**
-   * `onRemove` hears of every binding that goes (forgotten or evicted); the
-   * worker uses it to tell its facade which owners it may no longer assume.
+   * `onRemove` hears of every binding that goes (forgotten, evicted or
+   * expired); the worker uses it to tell its facade which owners it may no
+   * longer assume, and which sessions to close.
    */
-  constructor(options: OwnerBounds = {}, onRemove?: (sessionId: string) => void) {
+  constructor(
+    options: OwnerTableOptions = {},
+    onRemove?: (sessionId: string, cause: RemoveCause) => void,
+  ) {
     this.#onRemove = onRemove;
     const resolved = resolveOwnerOptions(options);
     this.#maxEntries = resolved.maxEntries;
     this.#maxPerPrincipal = resolved.maxPerPrincipal;
     this.#shared = new Set(resolved.sharedPrincipals);
+    this.#ttl = checkCount("idleTtlMs", options.idleTtlMs ?? 0, 0);
+    this.#now = options.now ?? (() => performance.now());
   }
 
-  /** Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input) or `"full"`. */
-  bind(sessionId: unknown, fp: unknown): BindResult {
+  /**
+   * Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input)
+   * or `"full"`. `shared` exempts this call from the per-principal cap, as
+   * `sharedPrincipals` does.
+   */
+  bind(sessionId: unknown, fp: unknown, shared = false): BindResult {
     const binding = this.#find(sessionId);
     if (binding === null || !this.#validFp(fp)) {
       this.#stats.invalid++;
@@ -179,7 +231,39 @@ export class OwnerTable {
       this.#touch(binding);
       return "bound";
     }
-    return this.#insert(sessionId as string, fp as string) ? "bound" : "full";
+    return this.#insert(sessionId as string, fp as string, shared) ? "bound" : "full";
+  }
+
+  /**
+   * Counts a use of `fp`'s own session (LRU recency and idle expiry), as any
+   * allowed request does: `true` when `fp` owns it, else `false` and
+   * nothing changes (never a claim).
+   */
+  touch(sessionId: unknown, fp: unknown): boolean {
+    const binding = this.#find(sessionId);
+    if (!binding || binding.owner.fp !== fp) return false;
+    this.#touch(binding);
+    return true;
+  }
+
+  /**
+   * Drops every unpinned binding idle for longer than `idleTtlMs` (each is
+   * reported to `onRemove` as `"expired"`); returns how many. Operations
+   * never see an expired binding even before a sweep.
+   */
+  sweep(): number {
+    if (this.#ttl === 0) return 0;
+    const cutoff = this.#now() - this.#ttl;
+    let dropped = 0;
+    for (let b = this.#head; b !== null && b.used < cutoff;) {
+      const next = b.next;
+      if (b.pins === 0) {
+        this.#remove(b, "expired");
+        dropped++;
+      }
+      b = next;
+    }
+    return dropped;
   }
 
   /** Authorizes a listening-stream attach, claiming an unbound id for `fp`. */
@@ -219,7 +303,7 @@ export class OwnerTable {
       this.#stats.refusals++;
       return false;
     }
-    this.#remove(binding);
+    this.#remove(binding, "forgotten");
     return true;
   }
 
@@ -264,7 +348,13 @@ export class OwnerTable {
   #find(sessionId: unknown): Binding | undefined | null {
     if (typeof sessionId !== "string") return null;
     const binding = this.#sessions.get(sessionId);
-    if (binding !== undefined) return binding;
+    if (binding !== undefined) {
+      if (this.#ttl === 0 || binding.pins > 0 || this.#now() - binding.used <= this.#ttl) {
+        return binding;
+      }
+      this.#remove(binding, "expired");
+      return undefined;
+    }
     return sanitizeSessionId(sessionId) === null ? null : undefined;
   }
 
@@ -282,6 +372,7 @@ export class OwnerTable {
 
   /** Moves a binding to the most-recently-used end of both its lists. */
   #touch(b: Binding): void {
+    if (this.#ttl > 0) b.used = this.#now();
     if (this.#tail !== b) {
       this.#unlinkGlobal(b);
       this.#appendGlobal(b);
@@ -293,20 +384,23 @@ export class OwnerTable {
     }
   }
 
-  #remove(b: Binding): void {
+  #remove(b: Binding, cause: RemoveCause): void {
     this.#sessions.delete(b.sid);
     if (b.pins > 0) this.#pinned--;
     this.#unlinkGlobal(b);
     const p = b.owner;
     this.#unlinkPrincipal(p, b);
     if (--p.size === 0) this.#principals.delete(p.fp);
-    this.#onRemove?.(b.sid);
+    this.#onRemove?.(b.sid, cause);
   }
 
   /** Inserts a new binding after making room; `null` (and no change) when full. */
-  #insert(sid: string, fp: string): Binding | null {
+  #insert(sid: string, fp: string, shared = false): Binding | null {
+    if (this.#ttl > 0 && this.#sessions.size >= this.#maxEntries) this.sweep();
     let p = this.#principals.get(fp);
-    if (p !== undefined && p.size >= this.#maxPerPrincipal && !this.#shared.has(fp)) {
+    if (
+      p !== undefined && p.size >= this.#maxPerPrincipal && !shared && !this.#shared.has(fp)
+    ) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
       if (!this.#evictFrom(p.head, true)) {
         this.#stats.full++;
@@ -329,6 +423,7 @@ export class OwnerTable {
       sid,
       owner: p,
       pins: 0,
+      used: this.#ttl > 0 ? this.#now() : 0,
       prev: null,
       next: null,
       pPrev: null,
@@ -346,7 +441,7 @@ export class OwnerTable {
     if (this.#pinned >= this.#sessions.size) return false;
     for (let b = start; b !== null; b = ownList ? b.pNext : b.next) {
       if (b.pins === 0) {
-        this.#remove(b);
+        this.#remove(b, "evicted");
         this.#stats.evictions++;
         return true;
       }

@@ -29,6 +29,7 @@ export const Op = {
   Unpin: 6,
   OwnerSize: 7,
   OwnerStats: 8,
+  Touch: 9,
   Register: 20,
   Deregister: 21,
   Cancel: 22,
@@ -42,13 +43,14 @@ export type OpCode = typeof Op[keyof typeof Op];
 
 /**
  * Number of arguments each opcode takes:
- * Bind(sessionId, fp), Attach(sessionId, fp, pin), Forget(sessionId, fp | undefined),
+ * Bind(sessionId, fp, shared), Attach(sessionId, fp, pin), Forget(sessionId, fp | undefined),
+ * Touch(sessionId, fp),
  * OwnerOf/Pin/Unpin(sessionId), Register(sessionId, requestId, entryId),
  * Deregister(entryId), Cancel(sessionId, requestId, reason), CancelAll(sessionId, reason)
  * (a reason is a string or `undefined`; stores that cancel across processes forward it).
  */
 export const ARITY: Readonly<Record<number, number>> = {
-  [Op.Bind]: 2,
+  [Op.Bind]: 3,
   [Op.Attach]: 3,
   [Op.Forget]: 2,
   [Op.OwnerOf]: 1,
@@ -56,6 +58,7 @@ export const ARITY: Readonly<Record<number, number>> = {
   [Op.Unpin]: 1,
   [Op.OwnerSize]: 0,
   [Op.OwnerStats]: 0,
+  [Op.Touch]: 2,
   [Op.Register]: 3,
   [Op.Deregister]: 1,
   [Op.Cancel]: 3,
@@ -73,7 +76,7 @@ export type RegistryKind = "owner" | "cancel";
  * exports `createBackend` (see `src/backend.ts`).
  */
 export type StoreSpec =
-  | { kind: "memory" }
+  | { kind: "memory"; idleTtlMs?: number }
   | { kind: "module"; url: string; options: unknown };
 
 /** First message: what to host. */
@@ -115,6 +118,12 @@ export interface ReplyMessage {
    * the owners it remembers.
    */
   removed?: string[];
+  /**
+   * Operations of this batch that failed on their own, as `[index, error]`
+   * pairs; every other operation's result stands. One operation's failure
+   * never fails another operation of the same batch.
+   */
+  failed?: [number, WireError][];
 }
 
 /** A message (or the whole batch) could not be applied; nothing of it was. */
@@ -151,5 +160,29 @@ export interface AbortEvent {
   reason?: string;
 }
 
+/** Why a binding went away without its owner asking. */
+export type RemovalCause = "evicted" | "expired";
+
+/**
+ * Pushed by an owner store: these bindings went away without their owner
+ * asking, evicted to make room or expired idle (`idleTtlMs`), so the
+ * sessions behind them should be closed wherever they live. A shared store
+ * (Redis, Deno KV) tells every process, since the session may live in any.
+ */
+export interface RemovedEvent {
+  kind: "removed";
+  cause: RemovalCause;
+  sessionIds: string[];
+}
+
+/** Events a store pushes to its facade. */
+export type WorkerEvent = AbortEvent | RemovedEvent;
+
 /** Any message a worker sends. */
-export type FromWorker = ReadyMessage | ReplyMessage | FailMessage | ClosedMessage | AbortEvent;
+export type FromWorker =
+  | ReadyMessage
+  | ReplyMessage
+  | FailMessage
+  | ClosedMessage
+  | AbortEvent
+  | RemovedEvent;

@@ -7,6 +7,7 @@
  */
 
 import { InvalidInputError } from "./errors.ts";
+import { checkOptionKeys } from "./options_check.ts";
 import { checkCount } from "./validate.ts";
 
 /**
@@ -34,9 +35,14 @@ export interface RedisStoreOptions {
    */
   prefix?: string;
   /**
-   * Owner bindings not used for this long (no `bind`, `authorizeAttach` or
-   * `unpin`) are dropped; pinned bindings (a live listening stream) never
-   * expire. `0` or unset: bindings never expire (only the LRU bounds apply).
+   * Owner bindings not used for this long (no `bind`, `authorizeAttach`,
+   * `touch` or `unpin`) are dropped; pinned bindings (a live listening
+   * stream) never expire. Every owner registry on the store sweeps them
+   * about every second (or every quarter of this TTL, when shorter), and
+   * each expired binding is announced once to every process sharing the
+   * store (`SessionOwnerRegistry.onRemoved`, cause `"expired"`), wherever the
+   * session lives. `0` or unset: bindings never expire (only the LRU bounds
+   * apply).
    */
   idleTtlMs?: number;
   /**
@@ -63,14 +69,25 @@ export interface ResolvedRedisOptions {
 
 const PREFIX = /^[\x21-\x7e]{1,128}$/;
 
+/** Every key {@linkcode RedisStoreOptions} has; any other key is a typo. */
+const OPTION_KEYS: readonly (keyof RedisStoreOptions)[] = [
+  "url",
+  "prefix",
+  "idleTtlMs",
+  "requestTtlMs",
+  "connectTimeoutMs",
+];
+
 /**
  * Validates and defaults Redis store options; throws `InvalidInputError`
- * naming the bad option.
+ * naming the bad option (an unknown key is named with the nearest valid one:
+ * `urll` is a typo, not a default).
  */
 export function resolveRedisOptions(options: unknown = {}): ResolvedRedisOptions {
   if (typeof options !== "object" || options === null || Array.isArray(options)) {
     throw new InvalidInputError("redisStore: options must be an object");
   }
+  checkOptionKeys("redisStore", options, OPTION_KEYS);
   const o = options as Record<string, unknown>;
   const url = o.url ?? "redis://127.0.0.1:6379";
   let parsed: URL | null = null;

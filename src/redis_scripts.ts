@@ -6,6 +6,12 @@
  * processes. The `#!lua` shebang (Redis 7+) makes Redis refuse the script up
  * front under memory pressure instead of failing halfway through.
  *
+ * One operation's failure never fails another: the caller validates input
+ * before it is sent (invalid input becomes a fail-closed opcode), the script
+ * checks every opcode before it applies any, and each operation runs under
+ * `pcall`, so an error raised by one (a key of the wrong type, say) is
+ * reported for that operation alone while the others stand.
+ *
  * Owner keys (P = the prefix):
  * - `P o:own`    hash    session id -> "<pins>:<owner fingerprint>"
  * - `P o:lru`    zset    UNPINNED session ids by last-use score (global LRU;
@@ -13,12 +19,16 @@
  * - `P o:p:<fp>` zset    every session id of one principal by last-use score
  * - `P o:meta`   hash    seq (last score), pinned, evictions, refusals,
  *                        claims, invalid, full
+ * - channel `P o:ev`: bindings evicted or idle-expired, for every process:
+ *   `{"cause":"evicted"|"expired","sessionIds":[...],"from":"<instanceId>"}`
  *
  * Cancellation keys:
  * - `P c:slot`     hash  "<sessionId>\n<n|s><requestId>" -> entry id
  * - `P c:ent`      hash  entry id -> "<0|1 cancelled><slot key>"
  * - `P c:s:<sid>`  zset  the session's entry ids in registration order
  * - `P c:age`      zset  entry ids by registration time (ms)
+ * - `P c:i:<inst>` set   the entry ids registered by one registry instance
+ *                        (dropped together when it closes)
  * - `P c:meta`     hash  seq, registered, ignored, displaced, cancelled
  * - channel `P c:ch:<instanceId>`: abort events for the process running
  *   those entries: `<JSON [sessionId, requestId, reason]>\n<JSON [entry ids]>`
@@ -33,26 +43,47 @@
 /** Most operations one script call carries; longer batches run as several calls, in order. */
 export const CHUNK_OPS = 1_000;
 
-/** Owner opcodes inside the script (the wire opcodes plus `OWNER_INVALID`). */
-export const OWNER_INVALID = 9;
+/** Owner opcode inside the script for a call refused on the caller's side (invalid input). */
+export const OWNER_INVALID = 19;
+
+/** Owner opcode inside the script: drop up to `limit` idle-expired bindings (the periodic sweep). */
+export const OWNER_SWEEP = 10;
 
 /** Cancellation opcode for a registration refused on the caller's side (invalid input). */
 export const CANCEL_INVALID = 29;
 
+/** Cancellation opcode: drop every entry this instance registered (on `close`). */
+export const CANCEL_CLOSE = 26;
+
+/** Most idle-expired bindings the owner script drops on its own before it applies a chunk. */
+export const SWEEP_PER_CALL = 128;
+
+/** Suffix (after the prefix) of the channel that announces evicted and expired bindings. */
+export const REMOVED_CHANNEL = "o:ev";
+
 /**
- * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), then per op
- * its code and arguments:
- * 1 bind(sid, fp, shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
+ * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
+ * then per op its code and arguments:
+ * 1 bind(sid, fp, flags: 1 shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
  * 3 forget(sid, fp or "") · 4 ownerOf(sid) · 5 pin(sid) · 6 unpin(sid) ·
- * 7 size · 8 stats · 9 invalid (counts one invalid call).
- * Returns one result per op: bind 1 bound / 0 refused / 2 full; booleans
- * 1/0; ownerOf the fingerprint or 0; size; stats as an array.
+ * 7 size · 8 stats · 9 touch(sid, fp) · 10 sweep(limit) ·
+ * 19 invalid (counts one invalid call).
+ *
+ * Returns `{ results, failures, evicted, expired }`: one result per op (bind
+ * 1 bound / 0 refused / 2 full; booleans 1/0; ownerOf the fingerprint or 0;
+ * size; stats as an array; sweep the number dropped); `failures` a flat list
+ * of `index (1-based), message` for the ops that raised an error (each op runs
+ * under `pcall`, so one op's error never undoes or stops the others); the
+ * session ids this call evicted and expired. Those are also published on
+ * `P o:ev` as JSON `{ cause, sessionIds, from: instanceId }`, so every process
+ * sharing the store can close the sessions behind them.
  */
 export const OWNER_SCRIPT = `#!lua
 local P = ARGV[1]
 local maxEntries = tonumber(ARGV[2])
 local maxPer = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
+local self = ARGV[5]
 local OWN, LRU, META = P .. 'o:own', P .. 'o:lru', P .. 'o:meta'
 
 local t = redis.call('TIME')
@@ -66,6 +97,7 @@ local dirty = false
 local size = redis.call('HLEN', OWN)
 local cutoff = -1
 if ttl > 0 then cutoff = (now - ttl) * 1000 end
+local gone = { evicted = {}, expired = {} }
 
 local function fmt(n) return string.format('%.0f', n) end
 local function pkey(fp) return P .. 'o:p:' .. fp end
@@ -79,15 +111,18 @@ local function nextScore()
 end
 local function parse(v)
   local c = string.find(v, ':', 1, true)
+  if c == nil then error('mcp-guard: malformed binding ' .. v) end
   return tonumber(string.sub(v, 1, c - 1)), string.sub(v, c + 1)
 end
 
-local function remove(sid, owner, pins)
+-- Drops a binding; cause 'evicted' or 'expired' is announced, nil (forget) is not.
+local function remove(sid, owner, pins, cause)
   redis.call('HDEL', OWN, sid)
   if pins == 0 then redis.call('ZREM', LRU, sid) else pinned = pinned - 1 end
   redis.call('ZREM', pkey(owner), sid)
   size = size - 1
   dirty = true
+  if cause ~= nil then table.insert(gone[cause], sid) end
 end
 
 -- The binding of sid as (pins, owner), or nil; drops it first when idle-expired.
@@ -98,7 +133,7 @@ local function load(sid)
   if cutoff >= 0 and pins == 0 then
     local sc = tonumber(redis.call('ZSCORE', LRU, sid))
     if sc ~= nil and sc < cutoff then
-      remove(sid, owner, 0)
+      remove(sid, owner, 0, 'expired')
       return nil
     end
   end
@@ -136,7 +171,7 @@ local function evictOwn(key)
       else
         local pins, owner = parse(v)
         if pins == 0 then
-          remove(sid, owner, 0)
+          remove(sid, owner, 0, 'evicted')
           bump(EVICT)
           return true
         end
@@ -154,7 +189,7 @@ local function evictGlobal()
     local v = redis.call('HGET', OWN, head[1])
     if v then
       local _, owner = parse(v)
-      remove(head[1], owner, 0)
+      remove(head[1], owner, 0, 'evicted')
       bump(EVICT)
       return true
     end
@@ -177,29 +212,34 @@ local function insert(sid, fp, shared)
   return true
 end
 
-if cutoff >= 0 then
-  local old = redis.call('ZRANGEBYSCORE', LRU, '-inf', '(' .. fmt(cutoff), 'LIMIT', 0, 128)
+-- Drops up to limit unpinned bindings idle since before the cutoff, oldest first.
+local function sweep(limit)
+  if cutoff < 0 then return 0 end
+  local old = redis.call('ZRANGEBYSCORE', LRU, '-inf', '(' .. fmt(cutoff), 'LIMIT', 0, limit)
+  local dropped = 0
   for _, sid in ipairs(old) do
     local v = redis.call('HGET', OWN, sid)
-    if v then
-      local pins, owner = parse(v)
-      remove(sid, owner, pins)
+    local pins, owner = 1, nil
+    if v then pins, owner = parse(v) end
+    if owner ~= nil and pins == 0 then
+      remove(sid, owner, 0, 'expired')
+      dropped = dropped + 1
     else
-      redis.call('ZREM', LRU, sid)
+      redis.call('ZREM', LRU, sid) -- stale: gone, or pinned (pinned bindings leave the LRU)
     end
   end
+  return dropped
 end
 
-local out = {}
-local i = 5
-local n = #ARGV
-while i <= n do
-  local op = ARGV[i]
+local ARITY = { ['1'] = 3, ['2'] = 3, ['3'] = 2, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+  ['7'] = 0, ['8'] = 0, ['9'] = 2, ['10'] = 1, ['19'] = 0 }
+
+-- Applies one op whose arguments start at ARGV[a]; returns its result.
+local function apply(op, a)
   local r = 0
   if op == '1' or op == '2' then
-    local sid, fp, flags = ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+    local sid, fp, flags = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
     local shared, pin = flags % 2 == 1, flags >= 2
-    i = i + 4
     local pins, owner = load(sid)
     if owner ~= nil and owner ~= fp then
       bump(REFUSE)
@@ -215,32 +255,28 @@ while i <= n do
     end
     if op == '2' and r == 1 and pin then setPins(sid, fp, pins, pins + 1) end
   elseif op == '3' then
-    local sid, fp = ARGV[i + 1], ARGV[i + 2]
-    i = i + 3
+    local sid, fp = ARGV[a], ARGV[a + 1]
     local pins, owner = load(sid)
     if owner == nil then
       r = 1
     elseif fp ~= '' and owner ~= fp then
       bump(REFUSE)
     else
-      remove(sid, owner, pins)
+      remove(sid, owner, pins, nil)
       r = 1
     end
   elseif op == '4' then
-    local pins, owner = load(ARGV[i + 1])
-    i = i + 2
+    local pins, owner = load(ARGV[a])
     if owner ~= nil then r = owner end
   elseif op == '5' then
-    local sid = ARGV[i + 1]
-    i = i + 2
+    local sid = ARGV[a]
     local pins, owner = load(sid)
     if owner ~= nil then
       setPins(sid, owner, pins, pins + 1)
       r = 1
     end
   elseif op == '6' then
-    local sid = ARGV[i + 1]
-    i = i + 2
+    local sid = ARGV[a]
     local pins, owner = load(sid)
     if owner ~= nil and pins > 0 then
       setPins(sid, owner, pins, pins - 1)
@@ -248,36 +284,83 @@ while i <= n do
       r = 1
     end
   elseif op == '7' then
-    i = i + 1
     r = size
   elseif op == '8' then
-    i = i + 1
     r = { size, pinned, st[1], st[2], st[3], st[4], st[5] }
   elseif op == '9' then
-    i = i + 1
-    bump(INVALID)
+    -- A use of the caller's own binding: refreshed like an attach, never a claim or refusal.
+    local sid, fp = ARGV[a], ARGV[a + 1]
+    local pins, owner = load(sid)
+    if owner ~= nil and owner == fp then
+      touch(sid, owner, pins)
+      r = 1
+    end
+  elseif op == '10' then
+    r = sweep(tonumber(ARGV[a]))
   else
-    return redis.error_reply('ERR mcp-guard: unknown owner op ' .. tostring(op))
+    bump(INVALID)
   end
-  out[#out + 1] = r
+  return r
+end
+
+local function message(e)
+  if type(e) == 'table' then return tostring(e.err or e.message or 'error') end
+  return tostring(e)
+end
+
+-- Every op is checked before any is applied: an unknown one is a bug, not input.
+local i = 6
+local n = #ARGV
+while i <= n do
+  local arity = ARITY[ARGV[i]]
+  if arity == nil then
+    return redis.error_reply('ERR mcp-guard: unknown owner op ' .. tostring(ARGV[i]))
+  end
+  i = i + 1 + arity
+end
+
+pcall(sweep, ${SWEEP_PER_CALL})
+
+local out, failed = {}, {}
+i = 6
+while i <= n do
+  local op = ARGV[i]
+  local ok, r = pcall(apply, op, i + 1)
+  if ok then
+    out[#out + 1] = r
+  else
+    out[#out + 1] = 0
+    failed[#failed + 1] = #out
+    failed[#failed + 1] = message(r)
+  end
+  i = i + 1 + ARITY[op]
 end
 
 if dirty then
   redis.call('HSET', META, 'seq', fmt(seq), 'pinned', pinned, 'evictions', st[1],
     'refusals', st[2], 'claims', st[3], 'invalid', st[4], 'full', st[5])
 end
-return out
+for _, cause in ipairs({ 'evicted', 'expired' }) do
+  if #gone[cause] > 0 then
+    redis.call('PUBLISH', P .. '${REMOVED_CHANNEL}',
+      cjson.encode({ cause = cause, sessionIds = gone[cause], from = self }))
+  end
+end
+return { out, failed, gone.evicted, gone.expired }
 `;
 
 /**
  * ARGV: prefix, maxEntries, instanceId, requestTtlMs (0 = none), then per op:
  * 20 register(sid, slotKey, entryId) · 21 deregister(entryId) ·
  * 22 cancel(slotKey, meta) · 23 cancelAll(sid, meta) · 24 size · 25 stats ·
+ * 26 close (drops every entry instanceId registered) ·
  * 29 invalid registration (counts one ignored).
  * `meta` is the JSON `[sessionId, requestId | null, reason | null]` published
  * with the entry ids to every other process that runs a cancelled entry.
- * Returns one result per op: booleans 1/0; cancel the entry id or 0;
- * cancelAll the entry ids; size; stats as an array.
+ * Returns `{ results, failures }`: one result per op (booleans 1/0; cancel
+ * the entry id or 0; cancelAll the entry ids; size; stats as an array; close
+ * the number of entries dropped), and a flat list of `index (1-based),
+ * message` for the ops that raised an error.
  */
 export const CANCEL_SCRIPT = `#!lua
 local P = ARGV[1]
@@ -298,6 +381,9 @@ local size = redis.call('HLEN', ENT)
 local function fmt(n) return string.format('%.0f', n) end
 local function skey(sid) return P .. 'c:s:' .. sid end
 local function sidOf(key) return string.sub(key, 1, string.find(key, '\\n', 1, true) - 1) end
+-- Entry ids are "<instanceId>.<n>".
+local function instOf(eid) return string.match(eid, '^(.*)%.[^.]*$') end
+local function ikey(inst) return P .. 'c:i:' .. inst end
 
 -- Drops an entry; 1 when it still owned its slot (and so freed it).
 local function drop(eid, v)
@@ -305,6 +391,8 @@ local function drop(eid, v)
   redis.call('HDEL', ENT, eid)
   redis.call('ZREM', skey(sidOf(key)), eid)
   redis.call('ZREM', AGE, eid)
+  local inst = instOf(eid)
+  if inst ~= nil then redis.call('SREM', ikey(inst), eid) end
   size = size - 1
   if redis.call('HGET', SLOT, key) == eid then
     redis.call('HDEL', SLOT, key)
@@ -313,11 +401,11 @@ local function drop(eid, v)
   return 0
 end
 
--- Entry ids are "<instanceId>.<n>": tell every other instance to abort its own.
+-- Tells every other instance to abort its own entries among ids.
 local function notify(ids, meta)
   local groups, order = {}, {}
   for _, eid in ipairs(ids) do
-    local inst = string.match(eid, '^(.*)%.[^.]*$')
+    local inst = instOf(eid)
     if inst ~= nil and inst ~= self then
       if groups[inst] == nil then
         groups[inst] = {}
@@ -331,7 +419,7 @@ local function notify(ids, meta)
   end
 end
 
-if ttl > 0 then
+local function expire()
   local old = redis.call('ZRANGEBYSCORE', AGE, '-inf', '(' .. fmt(now - ttl), 'LIMIT', 0, 128)
   for _, eid in ipairs(old) do
     local v = redis.call('HGET', ENT, eid)
@@ -339,36 +427,35 @@ if ttl > 0 then
   end
 end
 
-local out = {}
-local i = 5
-local n = #ARGV
-while i <= n do
-  local op = ARGV[i]
+local ARITY = { ['20'] = 3, ['21'] = 1, ['22'] = 2, ['23'] = 2, ['24'] = 0, ['25'] = 0,
+  ['26'] = 0, ['29'] = 0 }
+
+-- Applies one op whose arguments start at ARGV[a]; returns its result.
+local function apply(op, a)
   local r = 0
   if op == '20' then
-    local sid, key, eid = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-    i = i + 4
+    local sid, key, eid = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+    dirty = true
     if size >= maxEntries or redis.call('HEXISTS', ENT, eid) == 1 then
       ignored = ignored + 1
     else
+      -- The session's own key first: if it cannot be written, nothing else was.
+      redis.call('ZADD', skey(sid), seq + 1, eid)
+      seq = seq + 1
       if redis.call('HSET', SLOT, key, eid) == 0 then displaced = displaced + 1 end
       redis.call('HSET', ENT, eid, '0' .. key)
-      seq = seq + 1
-      redis.call('ZADD', skey(sid), seq, eid)
       redis.call('ZADD', AGE, now, eid)
+      local inst = instOf(eid)
+      if inst ~= nil then redis.call('SADD', ikey(inst), eid) end
       size = size + 1
       registered = registered + 1
       r = 1
     end
-    dirty = true
   elseif op == '21' then
-    local eid = ARGV[i + 1]
-    i = i + 2
-    local v = redis.call('HGET', ENT, eid)
-    if v then r = drop(eid, v) end
+    local v = redis.call('HGET', ENT, ARGV[a])
+    if v then r = drop(ARGV[a], v) end
   elseif op == '22' then
-    local key, meta = ARGV[i + 1], ARGV[i + 2]
-    i = i + 3
+    local key, meta = ARGV[a], ARGV[a + 1]
     local eid = redis.call('HGET', SLOT, key)
     if eid then
       local v = redis.call('HGET', ENT, eid)
@@ -381,8 +468,7 @@ while i <= n do
       end
     end
   elseif op == '23' then
-    local sid, meta = ARGV[i + 1], ARGV[i + 2]
-    i = i + 3
+    local sid, meta = ARGV[a], ARGV[a + 1]
     local ids = redis.call('ZRANGE', skey(sid), 0, -1)
     local hit = {}
     for _, eid in ipairs(ids) do
@@ -399,24 +485,64 @@ while i <= n do
     end
     r = hit
   elseif op == '24' then
-    i = i + 1
     r = size
   elseif op == '25' then
-    i = i + 1
     r = { size, registered, ignored, displaced, cancelled }
-  elseif op == '29' then
-    i = i + 1
+  elseif op == '26' then
+    -- This instance closes: nobody is left to abort its entries, so a cancel must not find them.
+    local mine = ikey(self)
+    local ids = redis.call('SMEMBERS', mine)
+    for _, eid in ipairs(ids) do
+      local v = redis.call('HGET', ENT, eid)
+      if v then
+        drop(eid, v)
+        r = r + 1
+      end
+    end
+    redis.call('DEL', mine)
+  else
     ignored = ignored + 1
     dirty = true
-  else
-    return redis.error_reply('ERR mcp-guard: unknown cancel op ' .. tostring(op))
   end
-  out[#out + 1] = r
+  return r
+end
+
+local function message(e)
+  if type(e) == 'table' then return tostring(e.err or e.message or 'error') end
+  return tostring(e)
+end
+
+-- Every op is checked before any is applied: an unknown one is a bug, not input.
+local i = 5
+local n = #ARGV
+while i <= n do
+  local arity = ARITY[ARGV[i]]
+  if arity == nil then
+    return redis.error_reply('ERR mcp-guard: unknown cancel op ' .. tostring(ARGV[i]))
+  end
+  i = i + 1 + arity
+end
+
+if ttl > 0 then pcall(expire) end
+
+local out, failed = {}, {}
+i = 5
+while i <= n do
+  local op = ARGV[i]
+  local ok, r = pcall(apply, op, i + 1)
+  if ok then
+    out[#out + 1] = r
+  else
+    out[#out + 1] = 0
+    failed[#failed + 1] = #out
+    failed[#failed + 1] = message(r)
+  end
+  i = i + 1 + ARITY[op]
 end
 
 if dirty then
   redis.call('HSET', META, 'seq', seq, 'registered', registered, 'ignored', ignored,
     'displaced', displaced, 'cancelled', cancelled)
 end
-return out
+return { out, failed }
 `;

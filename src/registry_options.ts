@@ -7,7 +7,7 @@
 
 import { ActorClient, type ActorClientOptions } from "./actor_client.ts";
 import { InvalidInputError } from "./errors.ts";
-import type { AbortEvent, InitMessage } from "./protocol.ts";
+import type { InitMessage, WorkerEvent } from "./protocol.ts";
 import type { RegistryStore } from "./store.ts";
 import { checkCount } from "./validate.ts";
 
@@ -47,6 +47,14 @@ export interface RegistryOptions {
   maxBatch?: number;
 }
 
+/** The keys of {@linkcode RegistryOptions}, for rejecting unknown ones. */
+export const REGISTRY_OPTION_KEYS: readonly string[] = [
+  "store",
+  "callTimeoutMs",
+  "batching",
+  "maxBatch",
+];
+
 /** Each facade's worker client, for tests that simulate a crash (not exported from mod.ts). */
 export const clients: WeakMap<object, ActorClient> = new WeakMap();
 
@@ -58,7 +66,7 @@ export function makeClient(
   hooks: {
     instanceId: string;
     onSpawn?: (restart: boolean) => void;
-    onEvent?: (event: AbortEvent) => void;
+    onEvent?: (event: WorkerEvent) => void;
     onReply?: ActorClientOptions["onReply"];
     onFault?: () => void;
   },
@@ -69,6 +77,9 @@ export function makeClient(
     !(store.kind === "memory" || (store.kind === "module" && typeof store.url === "string"))
   ) {
     throw new InvalidInputError(`${name}: store must be a RegistryStore, got ${String(store)}`);
+  }
+  if (store.kind === "memory" && store.idleTtlMs !== undefined) {
+    checkCount(`${name}: memoryStore idleTtlMs`, store.idleTtlMs, 0);
   }
   const callTimeoutMs = checkCount("callTimeoutMs", options.callTimeoutMs ?? 5_000, 1);
   const maxBatch = options.maxBatch === Infinity

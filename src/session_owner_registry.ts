@@ -5,6 +5,7 @@
  */
 
 import type { ActorClient } from "./actor_client.ts";
+import { InvalidInputError } from "./errors.ts";
 import {
   type BindResult,
   type OwnerBounds,
@@ -12,8 +13,17 @@ import {
   resolveOwnerOptions,
 } from "./owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
+import { checkOptionKeys } from "./options_check.ts";
 import { Op } from "./protocol.ts";
-import { clients, makeClient, type RegistryOptions, str } from "./registry_options.ts";
+import {
+  clients,
+  makeClient,
+  REGISTRY_OPTION_KEYS,
+  type RegistryOptions,
+  str,
+} from "./registry_options.ts";
+import { OWNER_BOUND_KEYS } from "./owner_table.ts";
+import { checkCount } from "./validate.ts";
 
 export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
 
@@ -42,6 +52,64 @@ export interface SessionOwnerRegistryOptions extends OwnerBounds, RegistryOption
    * store only, since another process can change a shared store).
    */
   knownOwners?: boolean;
+  /**
+   * {@linkcode SessionOwnerRegistry.touch} sends at most one touch per
+   * session per this many ms; the others are absorbed on the caller's side.
+   * Must be at most half the store's `idleTtlMs`, so coalescing never lets
+   * an active session expire.
+   *
+   * @default {1000}
+   */
+  touchIntervalMs?: number;
+}
+
+/**
+ * Bindings that went away without their owner asking: evicted to make room,
+ * or expired idle. Heard through {@linkcode SessionOwnerRegistry.onRemoved};
+ * with a shared store, every process hears every removal.
+ *
+ * @example
+ * ```ts
+ * import { type RemovedSessions, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
+ * const heard: RemovedSessions[] = [];
+ * owners.onRemoved((event) => heard.push(event));
+ * await owners.bind("s-1", "fp-alice");
+ * await owners.bind("s-2", "fp-alice"); // evicts s-1, Alice's oldest
+ * await owners.size();
+ * console.log(heard); // [{ cause: "evicted", sessionIds: ["s-1"] }]
+ * ```
+ */
+export interface RemovedSessions {
+  /** `"evicted"` (LRU or per-principal cap) or `"expired"` (idle longer than `idleTtlMs`). */
+  cause: "evicted" | "expired";
+  /** The session ids whose binding went away. */
+  sessionIds: string[];
+}
+
+/**
+ * Options of {@linkcode SessionOwnerRegistry.bind}.
+ *
+ * @example
+ * ```ts
+ * import { type BindOptions, SessionOwnerRegistry } from "@mcp-guard/session";
+ *
+ * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
+ * const master: BindOptions = { shared: true };
+ * console.log(await owners.bind("s-1", "fp-master", master)); // "bound"
+ * console.log(await owners.bind("s-2", "fp-master", master)); // "bound"
+ * console.log(await owners.size()); // 2
+ * ```
+ */
+export interface BindOptions {
+  /**
+   * Exempt this binding from the per-principal cap, as `sharedPrincipals`
+   * does (the guard sets it for its own `sharedPrincipals`).
+   *
+   * @default {false}
+   */
+  shared?: boolean;
 }
 
 /**
@@ -92,10 +160,30 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
   /** Owners the worker confirmed and has not reported gone since (in-memory store only). */
   readonly #known: KnownOwners | null;
+  readonly #listeners = new Set<(event: RemovedSessions) => void>();
+  readonly #touchIntervalMs: number;
+  /** "<fingerprint>\n<session id>" -> when a touch was last sent (see `touch`). */
+  #touched = new Map<string, number>();
+  /** Touches absorbed within their interval: sent once at its end. */
+  #trailing = new Map<string, [sessionId: string, fingerprint: string]>();
+  #trailingTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: SessionOwnerRegistryOptions = {}) {
+    checkOptionKeys("SessionOwnerRegistry", options, [
+      ...REGISTRY_OPTION_KEYS,
+      ...OWNER_BOUND_KEYS,
+      "knownOwners",
+      "touchIntervalMs",
+    ]);
     const resolved = resolveOwnerOptions(options);
+    this.#touchIntervalMs = checkCount("touchIntervalMs", options.touchIntervalMs ?? 1_000, 0);
+    const ttl = idleTtlOf(options.store);
+    if (ttl > 0 && this.#touchIntervalMs * 2 > ttl) {
+      throw new InvalidInputError(
+        `SessionOwnerRegistry: touchIntervalMs (${this.#touchIntervalMs}) must be at most half the store's idleTtlMs (${ttl}), or an active session could expire`,
+      );
+    }
     const memory = (options.store?.kind ?? "memory") === "memory";
     const known = memory && options.knownOwners !== false ? new KnownOwners() : null;
     this.#known = known;
@@ -108,6 +196,18 @@ export class SessionOwnerRegistry implements AsyncDisposable {
         known.record(ops, args, results, removed);
       },
       onFault: known === null ? undefined : () => known.clear(),
+      onEvent: (event) => {
+        if (event.kind !== "removed") return;
+        for (const sid of event.sessionIds) known?.forget(sid);
+        const heard: RemovedSessions = { cause: event.cause, sessionIds: event.sessionIds };
+        for (const listener of this.#listeners) {
+          try {
+            listener(heard);
+          } catch {
+            // One listener's failure must not keep the others from hearing it.
+          }
+        }
+      },
     });
     clients.set(this, this.#client);
   }
@@ -161,8 +261,108 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * console.log(await owners.bind("", "fp-bob")); // "refused"
    * ```
    */
-  bind(sessionId: string, fingerprint: string): Promise<BindResult> {
-    return this.#client.call(Op.Bind, str(sessionId), str(fingerprint));
+  bind(sessionId: string, fingerprint: string, options?: BindOptions): Promise<BindResult> {
+    return this.#client.call(
+      Op.Bind,
+      str(sessionId),
+      str(fingerprint),
+      options?.shared === true,
+    );
+  }
+
+  /**
+   * Counts a use of `fingerprint`'s own session, as the guard does for every
+   * request it allows: the binding becomes the most recently used (last to
+   * be evicted) and its idle timer restarts. Another principal's or an
+   * unbound session is left alone (never claimed). Coalesced: at most one
+   * touch per session per `touchIntervalMs` reaches the store, riding in the
+   * same message as other calls; the others resolve at once, and one
+   * trailing touch at the end of the interval carries the latest use.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry({ maxEntries: 2 });
+   * await owners.bind("s-1", "fp-alice");
+   * await owners.bind("s-2", "fp-bob");
+   * await owners.touch("s-1", "fp-alice"); // s-1 is now the most recently used
+   * await owners.bind("s-3", "fp-carol"); // evicts s-2, not s-1
+   * console.log(await owners.ownerOf("s-1")); // "fp-alice"
+   * console.log(await owners.ownerOf("s-2")); // null
+   * ```
+   */
+  async touch(sessionId: string, fingerprint: string): Promise<void> {
+    if (typeof sessionId !== "string" || typeof fingerprint !== "string") return;
+    if (this.#touchIntervalMs > 0 && !this.#client.closed) {
+      // Keyed by caller too: another principal's touches (refused by the store) must not
+      // use up the owner's.
+      const key = `${fingerprint}\n${sessionId}`;
+      const now = performance.now();
+      const last = this.#touched.get(key);
+      if (last !== undefined && now - last < this.#touchIntervalMs) {
+        // Within the interval: one trailing touch at its end carries the latest use.
+        this.#trailing.set(key, [sessionId, fingerprint]);
+        this.#trailingTimer ??= unref(
+          setTimeout(this.#flushTrailing, this.#touchIntervalMs - (now - last)),
+        );
+        return;
+      }
+      if (this.#touched.size >= 10_000) this.#pruneTouched(now);
+      this.#touched.set(key, now);
+      this.#trailing.delete(key);
+    }
+    await this.#client.call(Op.Touch, sessionId, fingerprint);
+  }
+
+  #flushTrailing = (): void => {
+    this.#trailingTimer = undefined;
+    const due = this.#trailing;
+    this.#trailing = new Map();
+    const now = performance.now();
+    for (const [key, [sid, fp]] of due) {
+      this.#touched.set(key, now);
+      this.#client.call(Op.Touch, sid, fp).catch(() => {});
+    }
+  };
+
+  #pruneTouched(now: number): void {
+    for (const [sid, at] of this.#touched) {
+      if (now - at >= this.#touchIntervalMs) this.#touched.delete(sid);
+    }
+    if (this.#touched.size >= 10_000) this.#touched = new Map();
+  }
+
+  /**
+   * Calls `listener` whenever bindings go away without their owner asking:
+   * evicted to make room, or expired idle. The HTTP guard closes those
+   * sessions in its handler. With a shared store every process hears every
+   * removal (the session may live in any of them). Returns a function that
+   * stops listening.
+   *
+   * @example
+   * ```ts
+   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   *
+   * await using owners = new SessionOwnerRegistry({ maxEntries: 1 });
+   * const gone: string[] = [];
+   * const stop = owners.onRemoved(({ sessionIds }) => gone.push(...sessionIds));
+   * await owners.bind("s-1", "fp-alice");
+   * await owners.bind("s-2", "fp-bob"); // the global LRU evicts s-1
+   * await owners.size();
+   * stop();
+   * console.log(gone); // ["s-1"]
+   * ```
+   */
+  onRemoved(listener: (event: RemovedSessions) => void): () => void {
+    if (typeof listener !== "function") {
+      throw new InvalidInputError("onRemoved: listener must be a function");
+    }
+    const entry = (event: RemovedSessions) => listener(event);
+    this.#listeners.add(entry);
+    return () => {
+      this.#listeners.delete(entry);
+    };
   }
 
   /**
@@ -204,7 +404,9 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * ```
    */
   forget(sessionId: string, fingerprint?: string): Promise<boolean> {
-    if (typeof sessionId === "string") this.#known?.drop(sessionId);
+    if (typeof sessionId === "string") {
+      this.#known?.drop(sessionId);
+    }
     return this.#client.call(
       Op.Forget,
       str(sessionId),
@@ -313,6 +515,8 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * ```
    */
   close(): Promise<void> {
+    clearTimeout(this.#trailingTimer);
+    this.#trailing.clear();
     return this.#client.close();
   }
 
@@ -332,4 +536,19 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** The idle TTL a store descriptor sets, or 0. */
+function idleTtlOf(store: RegistryOptions["store"]): number {
+  if (store === undefined || store === null || typeof store !== "object") return 0;
+  const ttl = store.kind === "memory"
+    ? store.idleTtlMs
+    : (store.options as { idleTtlMs?: unknown } | null)?.idleTtlMs;
+  return typeof ttl === "number" && Number.isFinite(ttl) && ttl > 0 ? ttl : 0;
+}
+
+/** Lets a timer not keep the process alive. */
+function unref<T>(timer: T): T {
+  Deno.unrefTimer(timer as unknown as number);
+  return timer;
 }

@@ -8,9 +8,15 @@
 
 /// <reference lib="deno.worker" />
 
-import { type Backend, type CreateBackend, createMemoryBackend, validateBatch } from "./backend.ts";
-import { InvalidInputError, toWireError } from "./errors.ts";
-import type { AbortEvent, FromWorker, InitMessage } from "./protocol.ts";
+import {
+  type Backend,
+  type CreateBackend,
+  createMemoryBackend,
+  OpFailure,
+  validateBatch,
+} from "./backend.ts";
+import { InvalidInputError, toWireError, type WireError } from "./errors.ts";
+import type { FromWorker, InitMessage, WorkerEvent } from "./protocol.ts";
 
 let init: InitMessage | null = null;
 let backend: Backend | null = null;
@@ -29,11 +35,21 @@ function fail(id: number | null, err: unknown): void {
 function reply(id: number, results: unknown[]): void {
   try {
     const removed = backend?.takeRemoved?.();
-    send(
-      removed === undefined
-        ? { kind: "reply", id, results }
-        : { kind: "reply", id, results, removed },
-    );
+    let failed: [number, WireError][] | undefined;
+    for (let i = 0; i < results.length; i++) {
+      const result = results[i];
+      if (result instanceof OpFailure) {
+        (failed ??= []).push([i, toWireError(result.error)]);
+        results[i] = null;
+      }
+    }
+    send({
+      kind: "reply",
+      id,
+      results,
+      ...(removed === undefined ? {} : { removed }),
+      ...(failed === undefined ? {} : { failed }),
+    });
   } catch (err) {
     fail(id, err); // e.g. a store returned something structured clone rejects
   }
@@ -53,14 +69,14 @@ function isInit(message: Record<string, unknown>): boolean {
 }
 
 async function startBackend(message: InitMessage): Promise<Backend> {
-  if (message.store.kind === "memory") return createMemoryBackend(message);
+  if (message.store.kind === "memory") return createMemoryBackend(message, send);
   const mod = await import(message.store.url) as { createBackend?: CreateBackend };
   if (typeof mod.createBackend !== "function") {
     throw new InvalidInputError(`store module ${message.store.url} exports no createBackend`);
   }
   return await mod.createBackend({
     init: message,
-    emit: (event: AbortEvent) => send(event),
+    emit: (event: WorkerEvent) => send(event),
   });
 }
 

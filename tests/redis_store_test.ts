@@ -92,8 +92,9 @@ Deno.test("Redis store: one server, several registries", async (t) => {
 
   await t.step("idle TTL drops unused bindings, never pinned ones", async () => {
     const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: 300 });
-    await using a = new SessionOwnerRegistry({ store });
-    await using b = new SessionOwnerRegistry({ store });
+    // touchIntervalMs must be at most half the idle TTL.
+    await using a = new SessionOwnerRegistry({ store, touchIntervalMs: 0 });
+    await using b = new SessionOwnerRegistry({ store, touchIntervalMs: 0 });
     assert.equal(await a.bind("idle", "fp-a"), "bound");
     assert.equal(await a.bind("swept", "fp-a"), "bound");
     assert.equal(await a.authorizeAttach("live", "fp-a", { pin: true }), true);
@@ -106,7 +107,7 @@ Deno.test("Redis store: one server, several registries", async (t) => {
     assert.equal(await b.bind("idle", "fp-b"), "bound");
     assert.equal(await b.ownerOf("live"), "fp-a");
     assert.equal(await b.ownerOf("used"), "fp-a");
-    // "swept" was dropped by the batch-start sweep although nobody looked it up.
+    // "swept" was dropped by a sweep although nobody looked it up.
     assert.equal(await a.size(), 3);
     assert.equal(await a.unpin("live"), true);
     assert.equal(await a.ownerOf("live"), "fp-a"); // unpin refreshed it

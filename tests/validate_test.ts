@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { fingerprint, InvalidInputError, sanitizeSessionId } from "../mod.ts";
+import { isValidFingerprint, isValidRequestId, utf8Length } from "../src/validate.ts";
 
 Deno.test("sanitizeSessionId accepts exactly 1-256 visible ASCII characters", async (t) => {
   await t.step("valid ids come back unchanged", () => {
@@ -86,5 +87,42 @@ Deno.test("fingerprint", async (t) => {
       fingerprint("alice", { secret: 7 as unknown as string }),
       InvalidInputError,
     );
+  });
+});
+
+Deno.test("limits are UTF-8 bytes, so every store can hold what is accepted", async (t) => {
+  await t.step("utf8Length agrees with TextEncoder, unpaired surrogates included", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 200 }), (s) => {
+        assert.equal(utf8Length(s), new TextEncoder().encode(s).byteLength);
+      }),
+    );
+    for (const s of ["", "a", "é", "€", "😀", "\uD800", "\uDC00", "\uD800x", "a\uD83D\uDE00b"]) {
+      assert.equal(utf8Length(s), new TextEncoder().encode(s).byteLength, JSON.stringify(s));
+    }
+  });
+
+  await t.step("request ids: at most 1,024 bytes, well-formed", () => {
+    for (
+      const ok of ["", "x".repeat(1024), "€".repeat(341) + "x", "😀".repeat(256), "\0".repeat(1024)]
+    ) {
+      assert.ok(isValidRequestId(ok), `${ok.length} units`);
+    }
+    // 1,024 "€" are 1,024 UTF-16 units but 3,072 bytes.
+    for (const bad of ["€".repeat(1024), "€".repeat(342), "😀".repeat(257), "x".repeat(1025)]) {
+      assert.ok(!isValidRequestId(bad), `${bad.length} units`);
+    }
+    // Every store writes U+FFFD for an unpaired surrogate: "\uD800" and "\uD801" would collide.
+    for (const bad of ["\uD800", "a\uDC00", "\uD83D"]) assert.ok(!isValidRequestId(bad));
+    assert.ok(isValidRequestId(7) && !isValidRequestId(NaN) && !isValidRequestId(null));
+  });
+
+  await t.step("fingerprints: at most 1,024 bytes, well-formed, no control characters", () => {
+    for (const ok of ["f".repeat(1024), "€".repeat(341) + "x", "😀".repeat(256)]) {
+      assert.ok(isValidFingerprint(ok), `${ok.length} units`);
+    }
+    for (const bad of ["€".repeat(342), "😀".repeat(257), "f".repeat(1025), "\uD800", "a\nb", ""]) {
+      assert.ok(!isValidFingerprint(bad), `${bad.length} units`);
+    }
   });
 });

@@ -1,0 +1,414 @@
+/**
+ * The owner store of the Deno KV backend: session bindings, their bounds
+ * (global LRU, per-principal cap, pins), idle expiry, and the event log
+ * that tells every process sharing the database which bindings were
+ * evicted or expired.
+ *
+ * Keys (P = the prefix):
+ * - `[P, "o", "meta"]`               last score, event sequence, size, pinned, counters
+ * - `[P, "o", "s", sid]`             `{ owner, pins, score }`
+ * - `[P, "o", "lru", score, sid]`    owner; UNPINNED bindings by last use (global LRU)
+ * - `[P, "o", "pu", fp, score, sid]` a principal's unpinned bindings by last use
+ * - `[P, "o", "pc", fp]`             how many bindings the principal holds
+ * - `[P, "o", "ev", n]`              removal event n: `{ o: origin, c: cause, s: sids }`,
+ *   written in the commit that removed them, dropped by KV after a minute
+ *
+ * Scores are `max(last score + 1, now_ms * 1000)`: strictly increasing
+ * (exact LRU order, like the in-memory table) and comparable to time (idle
+ * expiry: an unpinned binding whose score is older than `idleTtlMs` is gone
+ * for every operation). Data written before scores followed the clock has
+ * small scores: it sorts as older than anything new, and with `idleTtlMs`
+ * it expires at once.
+ *
+ * KV `watch` does not see other processes' writes to a local file, so each
+ * process polls the event log every `pollIntervalMs`, from the last event
+ * it has seen (a starting process begins at the current end). A process
+ * hears its own removals at once, when their commit wins, and skips them in
+ * the log.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.unstable" />
+
+import type { BackendContext } from "./backend.ts";
+import type { OwnerStats, ResolvedOwnerOptions } from "./owner_table.ts";
+import { Op, type RemovalCause } from "./protocol.ts";
+import { type Key, type Store, transact, type Tx, type TxHooks } from "./kv_tx.ts";
+import { isValidFingerprint, sanitizeSessionId } from "./validate.ts";
+
+/** The owner counters (as `stats()` reports them, but `restarts`), the last score, the last event. */
+export type OwnerMeta = Omit<OwnerStats, "restarts"> & { seq: number; ev: number };
+
+interface Rec {
+  owner: string;
+  pins: number;
+  score: number;
+}
+
+/** One entry of the event log. */
+interface EventRec {
+  /** The backend that wrote it (it told its own facade already). */
+  o: string;
+  c: RemovalCause;
+  s: string[];
+}
+
+const EMPTY_OWNER: OwnerMeta = {
+  seq: 0,
+  ev: 0,
+  size: 0,
+  pinned: 0,
+  evictions: 0,
+  refusals: 0,
+  claims: 0,
+  invalid: 0,
+  full: 0,
+};
+
+/** Events a process has not read within this long are dropped (it is gone, or far behind). */
+const EVENT_TTL_MS = 60_000;
+/** One event record carries session ids of at most this many bytes (a KV value is at most 64 KiB). */
+const EVENT_BYTES = 32 * 1024;
+/** Most events one poll delivers (the rest come with the next). */
+const POLL_LIMIT = 1_000;
+/** Most bindings one sweep transaction drops. */
+const SWEEP_CHUNK = 100;
+/** Most sweep transactions in one tick of the sweep timer. */
+const SWEEP_ROUNDS = 20;
+
+/** What {@linkcode ownerStore} needs. */
+export interface OwnerStoreConfig {
+  /** The open database. */
+  kv: Deno.Kv;
+  /** First part of every key (`kvStore`'s `prefix`). */
+  prefix: string;
+  /** The registry's bounds. */
+  options: ResolvedOwnerOptions;
+  /** Unpinned bindings unused for this long (ms) expire; `0`: never. */
+  idleTtlMs: number;
+  /** Unique to this backend: marks the events it wrote (and already emitted). */
+  origin: string;
+  /** Tells this process's facade which bindings were evicted or expired. */
+  emit: BackendContext["emit"];
+}
+
+/** The owner store, plus the timers' work. */
+export interface OwnerStore extends Store<OwnerMeta> {
+  /** Starts reading the event log at its current end. */
+  start(): Promise<void>;
+  /** Delivers the removal events other processes wrote since the last poll. */
+  poll(): Promise<void>;
+  /** Drops idle-expired unpinned bindings, in bounded transactions, and announces them. */
+  sweep(): Promise<void>;
+}
+
+/** The owner store on `kv` under `prefix`. */
+export function ownerStore(config: OwnerStoreConfig): OwnerStore {
+  const { kv, prefix: P, options, idleTtlMs: ttl, origin, emit } = config;
+  const shared = new Set(options.sharedPrincipals);
+  const META: Key = [P, "o", "meta"];
+  const S = (sid: string): Key => [P, "o", "s", sid];
+  const LRU: Key = [P, "o", "lru"];
+  const PU = (fp: string): Key => [P, "o", "pu", fp];
+  const PC = (fp: string): Key => [P, "o", "pc", fp];
+  const EV: Key = [P, "o", "ev"];
+  type T = Tx<OwnerMeta>;
+  /** The last event of the log this process has seen. */
+  let seen = 0;
+
+  /** Scores below this are idle-expired (`-1`: nothing expires). */
+  function cutoff(t: T): number {
+    return ttl > 0 ? (t.now - ttl) * 1000 : -1;
+  }
+
+  function nextScore(t: T): number {
+    const score = Math.max(t.meta.seq + 1, t.now * 1000);
+    t.meta.seq = score;
+    return score;
+  }
+
+  function unindex(t: T, sid: string, rec: Rec): void {
+    t.delete([...LRU, rec.score, sid]);
+    t.delete([...PU(rec.owner), rec.score, sid]);
+  }
+
+  function touch(t: T, sid: string, rec: Rec): void {
+    const score = nextScore(t);
+    if (rec.pins === 0) {
+      unindex(t, sid, rec);
+      t.set([...LRU, score, sid], rec.owner);
+      t.set([...PU(rec.owner), score, sid], true);
+    }
+    rec.score = score;
+    t.set(S(sid), rec);
+  }
+
+  async function remove(
+    t: T,
+    sid: string,
+    rec: Rec,
+    cause: RemovalCause | "forgotten",
+  ): Promise<void> {
+    t.delete(S(sid));
+    if (rec.pins === 0) unindex(t, sid, rec);
+    else t.meta.pinned--;
+    const count = (await t.get<number>(PC(rec.owner)) ?? 1) - 1;
+    if (count > 0) t.set(PC(rec.owner), count);
+    else t.delete(PC(rec.owner));
+    t.meta.size--;
+    if (cause !== "forgotten") t.removed[cause].push(sid);
+  }
+
+  /** The binding of `sid`, or `null`; an idle-expired one is removed (and announced) first. */
+  async function load(t: T, sid: string): Promise<Rec | null> {
+    const rec = await t.get<Rec>(S(sid));
+    if (rec === null || rec.pins > 0 || rec.score >= cutoff(t)) return rec;
+    await remove(t, sid, rec, "expired");
+    return null;
+  }
+
+  function setPins(t: T, sid: string, rec: Rec, pins: number): void {
+    if (rec.pins === 0 && pins > 0) {
+      unindex(t, sid, rec);
+      t.meta.pinned++;
+    } else if (rec.pins > 0 && pins === 0) {
+      t.meta.pinned--;
+    }
+    rec.pins = pins;
+    t.set(S(sid), rec);
+  }
+
+  /**
+   * Removes the first binding of an unpinned index (`sidAt`: where the key
+   * holds the sid; its score is just before): evicted, or expired if it was
+   * idle too long anyway (then it is no eviction).
+   */
+  async function evictFirst(t: T, prefix: Key, sidAt: number): Promise<boolean> {
+    for (;;) {
+      const key = await t.first(prefix);
+      if (key === null) return false;
+      const sid = key[sidAt] as string;
+      const score = key[sidAt - 1] as number;
+      const rec = await t.get<Rec>(S(sid));
+      if (rec === null || rec.pins > 0 || rec.score !== score) {
+        t.delete(key); // a stale index key: drop it and look again
+        continue;
+      }
+      if (score < cutoff(t)) {
+        await remove(t, sid, rec, "expired");
+      } else {
+        await remove(t, sid, rec, "evicted");
+        t.meta.evictions++;
+      }
+      return true;
+    }
+  }
+
+  async function insert(t: T, sid: string, fp: string, sharedCall: boolean): Promise<Rec | null> {
+    const count = await t.get<number>(PC(fp)) ?? 0;
+    if (count >= options.maxPerPrincipal && !sharedCall && !shared.has(fp)) {
+      // At its own cap: the principal pays with its own oldest unpinned binding.
+      if (!await evictFirst(t, PU(fp), 5)) {
+        t.meta.full++;
+        t.touchMeta();
+        return null;
+      }
+    } else if (t.meta.size >= options.maxEntries) {
+      if (!await evictFirst(t, LRU, 4)) {
+        t.meta.full++;
+        t.touchMeta();
+        return null;
+      }
+    }
+    const score = nextScore(t);
+    const rec: Rec = { owner: fp, pins: 0, score };
+    t.set(S(sid), rec);
+    t.set([...LRU, score, sid], fp);
+    t.set([...PU(fp), score, sid], true);
+    t.set(PC(fp), (await t.get<number>(PC(fp)) ?? 0) + 1);
+    t.meta.size++;
+    return rec;
+  }
+
+  function invalid(t: T): void {
+    t.meta.invalid++;
+    t.touchMeta();
+  }
+
+  /** Bind (attach = false) or authorizeAttach; answers "bound" / "refused" / "full". */
+  async function claim(
+    t: T,
+    sid: string,
+    fp: string,
+    attach: boolean,
+    pin: boolean,
+    sharedCall: boolean,
+  ) {
+    let rec = await load(t, sid);
+    if (rec !== null && rec.owner !== fp) {
+      t.meta.refusals++;
+      t.touchMeta();
+      return "refused";
+    }
+    if (rec !== null) touch(t, sid, rec);
+    else {
+      rec = await insert(t, sid, fp, sharedCall);
+      if (rec === null) return "full";
+      if (attach) t.meta.claims++;
+    }
+    if (pin) setPins(t, sid, rec, rec.pins + 1);
+    return "bound";
+  }
+
+  function keysOf(op: number, a: unknown, b: unknown): Key[] {
+    if (op > Op.Touch || op === Op.OwnerSize || op === Op.OwnerStats) return [];
+    if (sanitizeSessionId(a) === null) return [];
+    const sid = a as string;
+    if ((op === Op.Bind || op === Op.Attach) && isValidFingerprint(b)) return [S(sid), PC(b)];
+    return [S(sid)];
+  }
+
+  async function apply(t: T, op: number, a: unknown, b: unknown, c: unknown): Promise<unknown> {
+    switch (op) {
+      case Op.Bind:
+        if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
+          invalid(t);
+          return "refused";
+        }
+        return await claim(t, a as string, b, false, false, c === true);
+      case Op.Attach:
+        if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
+          invalid(t);
+          return false;
+        }
+        return await claim(t, a as string, b, true, c === true, false) === "bound";
+      case Op.Touch: {
+        if (sanitizeSessionId(a) === null) return false;
+        const rec = await load(t, a as string);
+        if (rec === null || rec.owner !== b) return false;
+        touch(t, a as string, rec);
+        return true;
+      }
+      case Op.Forget: {
+        if (sanitizeSessionId(a) === null || (b !== undefined && !isValidFingerprint(b))) {
+          invalid(t);
+          return false;
+        }
+        const sid = a as string;
+        const rec = await load(t, sid);
+        if (rec === null) return true;
+        if (b !== undefined && rec.owner !== b) {
+          t.meta.refusals++;
+          t.touchMeta();
+          return false;
+        }
+        await remove(t, sid, rec, "forgotten");
+        return true;
+      }
+      case Op.OwnerOf:
+        if (sanitizeSessionId(a) === null) return null;
+        return (await load(t, a as string))?.owner ?? null;
+      case Op.Pin:
+      case Op.Unpin: {
+        if (sanitizeSessionId(a) === null) return false;
+        const sid = a as string;
+        const rec = await load(t, sid);
+        if (rec === null) return false;
+        if (op === Op.Pin) setPins(t, sid, rec, rec.pins + 1);
+        else {
+          if (rec.pins === 0) return false;
+          setPins(t, sid, rec, rec.pins - 1);
+          touch(t, sid, rec);
+        }
+        return true;
+      }
+      case Op.OwnerSize:
+        return t.meta.size;
+      default: {
+        const { size, pinned, evictions, refusals, claims, invalid, full } = t.meta;
+        return { size, pinned, evictions, refusals, claims, invalid, full, restarts: 0 };
+      }
+    }
+  }
+
+  const hooks: TxHooks<OwnerMeta> = {
+    /** Logs the transaction's removals, in its own commit, for every other process. */
+    seal(t) {
+      for (const cause of ["evicted", "expired"] as const) {
+        let chunk: string[] = [];
+        let bytes = 0;
+        const flush = () => {
+          const event: EventRec = { o: origin, c: cause, s: chunk };
+          t.set([...EV, ++t.meta.ev], event, EVENT_TTL_MS);
+          chunk = [];
+          bytes = 0;
+        };
+        for (const sid of t.removed[cause]) {
+          if (bytes + sid.length + 3 > EVENT_BYTES) flush();
+          chunk.push(sid);
+          bytes += sid.length + 3;
+        }
+        if (chunk.length > 0) flush();
+      }
+    },
+    /** Tells this process's facade at once. */
+    committed(t) {
+      for (const cause of ["evicted", "expired"] as const) {
+        const sessionIds = t.removed[cause];
+        if (sessionIds.length > 0) emit({ kind: "removed", cause, sessionIds: [...sessionIds] });
+      }
+    },
+  };
+
+  async function start(): Promise<void> {
+    seen = (await kv.get<OwnerMeta>(META)).value?.ev ?? 0;
+  }
+
+  async function poll(): Promise<void> {
+    const page = kv.list<EventRec>({ prefix: EV, start: [...EV, seen + 1] }, {
+      limit: POLL_LIMIT,
+    });
+    for await (const { key, value } of page) {
+      const n = key[EV.length];
+      if (typeof n === "number" && n > seen) seen = n;
+      if (value === null || typeof value !== "object" || value.o === origin) continue;
+      if ((value.c !== "evicted" && value.c !== "expired") || !Array.isArray(value.s)) continue;
+      if (value.s.length > 0) emit({ kind: "removed", cause: value.c, sessionIds: value.s });
+    }
+  }
+
+  async function sweep(): Promise<void> {
+    if (ttl === 0) return;
+    for (let round = 0; round < SWEEP_ROUNDS; round++) {
+      const more = await transact(kv, META, EMPTY_OWNER, [], async (t) => {
+        const before = cutoff(t);
+        for (let dropped = 0; dropped < SWEEP_CHUNK && !t.full;) {
+          const key = await t.first(LRU);
+          if (key === null || (key[3] as number) >= before) return false;
+          const sid = key[4] as string;
+          const rec = await t.get<Rec>(S(sid));
+          if (rec === null || rec.pins > 0 || rec.score !== key[3]) {
+            t.delete(key); // a stale index key
+            continue;
+          }
+          await remove(t, sid, rec, "expired");
+          dropped++;
+        }
+        return true;
+      }, hooks);
+      if (!more) return;
+    }
+  }
+
+  return {
+    meta: META,
+    empty: EMPTY_OWNER,
+    apply,
+    keysOf,
+    hooks,
+    start,
+    poll,
+    sweep,
+  };
+}

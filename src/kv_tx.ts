@@ -1,0 +1,312 @@
+/**
+ * The transaction machinery of the Deno KV store: {@linkcode Tx}, one
+ * optimistic transaction (cached reads, buffered writes, one commit checked
+ * against the versionstamp of a `meta` record), and {@linkcode transact},
+ * which re-runs a transaction until its commit wins.
+ *
+ * Every write also rewrites `meta`, so a commit succeeds only if no other
+ * process changed anything in between; operations are thus serializable
+ * across every process sharing the database.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.unstable" />
+
+import { utf8Length } from "./validate.ts";
+
+/** A Deno KV key. */
+export type Key = Deno.KvKey;
+
+const DELETE = Symbol("delete");
+const MAX_ATTEMPTS = 100;
+/** How long an operation keeps retrying while other processes hold the file's lock. */
+const BUSY_BUDGET_MS = 2_000;
+
+/*
+ * Deno KV's limits per commit are 1,000 mutations, 81,920 bytes of keys and
+ * 819,200 bytes of keys and values. A transaction takes no further operation
+ * once it passes the thresholds below, which leaves room for the one
+ * operation that crossed them (an owner operation writes at most about ten
+ * keys of at most about 1.4 KiB each) and for its removal events.
+ */
+const FULL_WRITES = 600;
+const FULL_KEY_BYTES = 48 * 1024;
+const FULL_BYTES = 400 * 1024;
+
+/** A stable string form of a key (map key and, in bytes, an upper bound of its stored size). */
+export function kid(key: Key): string {
+  return JSON.stringify(key);
+}
+
+/** An upper bound of a value's stored size (small records; strings exactly). */
+function sizeOf(value: unknown): number {
+  if (typeof value === "string") return utf8Length(value);
+  if (typeof value !== "object" || value === null) return 16;
+  return utf8Length(JSON.stringify(value));
+}
+
+/** Raised when a transaction lost too many races: the store is overloaded, not the input bad. */
+export class ContentionError extends Error {
+  /** Builds the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ContentionError";
+  }
+}
+
+/** One optimistic transaction: cached reads, buffered writes, one checked commit. */
+export class Tx<M extends object> {
+  /** The `meta` record as read at the start; rewritten on commit. */
+  readonly meta: M;
+  /** The wall clock (ms) when the transaction started; one value for all its operations. */
+  readonly now: number = Date.now();
+  /** Whether the commit has anything to write. */
+  dirty = false;
+  /** Owner bindings this transaction removed without their owner asking, by cause. */
+  readonly removed: { evicted: string[]; expired: string[] } = { evicted: [], expired: [] };
+  readonly #kv: Deno.Kv;
+  readonly #metaKey: Key;
+  readonly #stamp: string | null;
+  readonly #cache = new Map<string, unknown>();
+  readonly #writes = new Map<
+    string,
+    { key: Key; value: unknown; expireIn?: number }
+  >();
+  /** Pages of stored index keys read so far, per prefix (see `first`). */
+  readonly #scans = new Map<
+    string,
+    { keys: Key[]; pos: number; cursor: string | undefined; done: boolean }
+  >();
+  /** Bytes of the keys written so far (an upper bound: KV caps them per commit). */
+  #keyBytes = 0;
+  /** Bytes of the keys and values written so far (an upper bound). */
+  #bytes = 0;
+
+  private constructor(kv: Deno.Kv, metaKey: Key, meta: M, stamp: string | null) {
+    this.#kv = kv;
+    this.#metaKey = metaKey;
+    this.meta = meta;
+    this.#stamp = stamp;
+  }
+
+  /** Reads `meta` (and prefetches `keys`) in one round trip. */
+  static async begin<M extends object>(
+    kv: Deno.Kv,
+    metaKey: Key,
+    empty: M,
+    keys: Key[] = [],
+  ): Promise<Tx<M>> {
+    const entries = await kv.getMany([metaKey, ...keys]);
+    const meta = { ...empty, ...(entries[0].value as M | null ?? {}) };
+    const tx = new Tx(kv, metaKey, meta, entries[0].versionstamp);
+    for (let i = 1; i < entries.length; i++) tx.#cache.set(kid(keys[i - 1]), entries[i].value);
+    return tx;
+  }
+
+  /** The value of `key` as this transaction sees it (its own writes first). */
+  async get<T>(key: Key): Promise<T | null> {
+    const id = kid(key);
+    const w = this.#writes.get(id);
+    if (w !== undefined) return w.value === DELETE ? null : w.value as T;
+    if (this.#cache.has(id)) return this.#cache.get(id) as T | null;
+    const entry = await this.#kv.get<T>(key);
+    this.#cache.set(id, entry.value);
+    return entry.value;
+  }
+
+  /** Loads `keys` not read yet, ten per round trip. */
+  async prefetch(keys: Key[]): Promise<void> {
+    const missing = new Map<string, Key>();
+    for (const key of keys) {
+      const id = kid(key);
+      if (!this.#cache.has(id) && !this.#writes.has(id)) missing.set(id, key);
+    }
+    const all = [...missing.values()];
+    const groups: Promise<void>[] = [];
+    for (let i = 0; i < all.length; i += 10) {
+      const group = all.slice(i, i + 10);
+      groups.push(
+        this.#kv.getMany(group).then((entries) => {
+          for (let k = 0; k < group.length; k++) this.#cache.set(kid(group[k]), entries[k].value);
+        }),
+      );
+    }
+    await Promise.all(groups);
+  }
+
+  /** Buffers a write (`expireIn`: ms until Deno KV may drop it). */
+  set(key: Key, value: unknown, expireIn?: number): void {
+    const id = kid(key);
+    this.#count(id);
+    this.#bytes += sizeOf(value);
+    this.#writes.set(id, { key, value, expireIn });
+    this.dirty = true;
+  }
+
+  /** Buffers a delete. */
+  delete(key: Key): void {
+    const id = kid(key);
+    this.#count(id);
+    this.#writes.set(id, { key, value: DELETE });
+    this.dirty = true;
+  }
+
+  #count(id: string): void {
+    if (this.#writes.has(id)) return;
+    const bytes = utf8Length(id);
+    this.#keyBytes += bytes;
+    this.#bytes += bytes;
+  }
+
+  /** True when this commit should take no further operation (KV's per-commit limits). */
+  get full(): boolean {
+    return this.#writes.size >= FULL_WRITES || this.#keyBytes >= FULL_KEY_BYTES ||
+      this.#bytes >= FULL_BYTES;
+  }
+
+  /** Marks the transaction as changing `meta` only (e.g. a counter). */
+  touchMeta(): void {
+    this.dirty = true;
+  }
+
+  /**
+   * The key of the first entry under `prefix`, as this transaction sees it:
+   * stored keys not deleted here, then keys added here. Index keys differ
+   * only in `(score: number, sid: string)` after the prefix, and a key added
+   * here carries a score above every stored one (scores only grow), so an
+   * added key comes first only once the stored ones are used up. Stored keys
+   * are read in pages and remembered, so evicting many in one transaction
+   * stays linear.
+   */
+  async first(prefix: Key): Promise<Key | null> {
+    const id = kid(prefix);
+    let scan = this.#scans.get(id);
+    if (scan === undefined) {
+      scan = { keys: [], pos: 0, cursor: undefined, done: false };
+      this.#scans.set(id, scan);
+    }
+    for (;;) {
+      while (scan.pos < scan.keys.length) {
+        const key = scan.keys[scan.pos];
+        if (this.#writes.get(kid(key))?.value !== DELETE) return key;
+        scan.pos++;
+      }
+      if (scan.done) break;
+      const page = this.#kv.list({ prefix }, { limit: 64, cursor: scan.cursor });
+      let n = 0;
+      for await (const entry of page) {
+        scan.keys.push(entry.key);
+        n++;
+      }
+      scan.cursor = page.cursor;
+      if (n < 64 || scan.cursor === "") scan.done = true;
+    }
+    let best: Key | null = null;
+    for (const { key, value } of this.#writes.values()) {
+      if (value === DELETE || key.length <= prefix.length) continue;
+      if (!prefix.every((part, i) => key[i] === part)) continue;
+      if (best === null || compareTail(key, best, prefix.length) < 0) best = key;
+    }
+    return best;
+  }
+
+  /** Keys under `prefix` (at most `limit`), skipping ones deleted here. */
+  async list<T>(prefix: Key, limit: number): Promise<Deno.KvEntry<T>[]> {
+    const out: Deno.KvEntry<T>[] = [];
+    for await (const entry of this.#kv.list<T>({ prefix }, { batchSize: 100 })) {
+      if (this.#writes.get(kid(entry.key))?.value === DELETE) continue;
+      out.push(entry);
+      if (out.length >= limit) break;
+    }
+    return out;
+  }
+
+  /** Commits every buffered write and `meta`, if `meta` is unchanged since `begin`. */
+  async commit(): Promise<boolean> {
+    const op = this.#kv.atomic().check({ key: this.#metaKey, versionstamp: this.#stamp });
+    for (const { key, value, expireIn } of this.#writes.values()) {
+      if (value === DELETE) op.delete(key);
+      else op.set(key, value, expireIn === undefined ? undefined : { expireIn });
+    }
+    op.set(this.#metaKey, this.meta);
+    return (await op.commit()).ok;
+  }
+}
+
+/** Orders two keys by their parts from `from` on (numbers by value, strings by code unit). */
+function compareTail(a: Key, b: Key, from: number): number {
+  for (let i = from; i < Math.min(a.length, b.length); i++) {
+    const x = a[i] as string | number, y = b[i] as string | number;
+    if (x === y) continue;
+    if (typeof x === typeof y) return x < y ? -1 : 1;
+    return typeof x === "number" ? -1 : 1;
+  }
+  return a.length - b.length;
+}
+
+/** SQLite's answer while another process holds the database's write lock. */
+export function isBusy(err: unknown): boolean {
+  return err instanceof Error && /database is (locked|busy)/i.test(err.message);
+}
+
+/** What a store does around each commit of a transaction. */
+export interface TxHooks<M extends object> {
+  /** Called once the body ran, before a commit with writes: last writes (e.g. events). */
+  seal?(t: Tx<M>): void;
+  /** Called after a commit won. */
+  committed?(t: Tx<M>): void;
+}
+
+/**
+ * Runs `body` in a fresh transaction until its commit wins (or it wrote
+ * nothing). A lost race (a failed check) or a lock held by another process
+ * sharing the file means: back off briefly, re-read, re-apply. Any other
+ * error is thrown at once, and nothing of the transaction was written.
+ */
+export async function transact<M extends object, R>(
+  kv: Deno.Kv,
+  metaKey: Key,
+  empty: M,
+  keys: Key[],
+  body: (tx: Tx<M>) => Promise<R>,
+  hooks: TxHooks<M> = {},
+): Promise<R> {
+  const deadline = Date.now() + BUSY_BUDGET_MS;
+  for (let attempt = 0;; attempt++) {
+    try {
+      const tx = await Tx.begin(kv, metaKey, empty, keys);
+      const result = await body(tx);
+      if (!tx.dirty) return result;
+      hooks.seal?.(tx);
+      if (await tx.commit()) {
+        hooks.committed?.(tx);
+        return result;
+      }
+    } catch (err) {
+      if (!isBusy(err) || Date.now() > deadline) throw err;
+    }
+    if (attempt >= MAX_ATTEMPTS && Date.now() > deadline) {
+      throw new ContentionError(`Deno KV store: gave up after ${attempt + 1} conflicting commits`);
+    }
+    if (attempt > 0) {
+      await new Promise((r) => setTimeout(r, Math.random() * Math.min(2 ** attempt, 20)));
+    }
+  }
+}
+
+/** What the batch runner needs from the owner or the cancellation store. */
+export interface Store<M extends object> {
+  /** Key of the `meta` record every commit checks and rewrites. */
+  meta: Key;
+  /** `meta` of an empty store. */
+  empty: M;
+  /** Applies one operation inside `t`. */
+  apply(t: Tx<M>, op: number, a: unknown, b: unknown, c: unknown): Promise<unknown>;
+  /** The keys `op` reads first, for one batched prefetch (only keys of valid input). */
+  keysOf(op: number, a: unknown, b: unknown, c: unknown): Key[];
+  /** Runs around each commit. */
+  hooks?: TxHooks<M>;
+  /** cancelAll, which runs in transactions of its own. */
+  cancelAll?(sessionId: unknown, reason: unknown): Promise<string[]>;
+}
