@@ -32,6 +32,7 @@ const handler = guarded
     cancellations,
     principal: bearerPrincipal(),
     ownerCacheMs,
+    forwardBody: Deno.args.includes("--copy-body") ? "copy" : "parsed",
   })
   : app.handler;
 

@@ -18,7 +18,7 @@
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import { z } from "zod";
-import type { SdkExtraRef } from "../mod.ts";
+import type { GuardContext, SdkExtraRef } from "../mod.ts";
 
 /** Something a tool did, for logs and tests. */
 export interface ToolEvent {
@@ -78,7 +78,12 @@ export interface McpAppOptions {
 /** What {@linkcode createMcpApp} returns. */
 export interface McpApp {
   /** The MCP endpoint: route every request of `/mcp` here. */
-  handler: (request: Request) => Promise<Response>;
+  /**
+   * The MCP endpoint. Behind the guard it takes the guard's context and
+   * hands the body the guard already parsed to the SDK (`parsedBody`), so
+   * the body is read once (use the guard's `forwardBody: "parsed"`).
+   */
+  handler: (request: Request, context?: GuardContext) => Promise<Response>;
   /** Live sessions, by id. */
   sessions: ReadonlyMap<string, WebStandardStreamableHTTPServerTransport>;
   /** Closes every session (ends their streams and timers). */
@@ -181,12 +186,16 @@ export function createMcpApp(options: McpAppOptions = {}): McpApp {
     return server;
   }
 
-  async function handler(request: Request): Promise<Response> {
+  async function handler(request: Request, context?: GuardContext): Promise<Response> {
+    // The body the guard read and parsed (POST), so the SDK does not read it again.
+    const parsed = context?.parsedBody === undefined
+      ? undefined
+      : { parsedBody: context.parsedBody };
     const sessionId = request.headers.get("mcp-session-id");
     if (sessionId !== null) {
       const transport = sessions.get(sessionId);
       if (transport === undefined) return jsonError(404, -32001, "Session not found");
-      return await transport.handleRequest(request);
+      return await transport.handleRequest(request, parsed);
     }
     if (request.method !== "POST") {
       return jsonError(400, -32000, "Bad Request: Mcp-Session-Id header is required");
@@ -205,7 +214,7 @@ export function createMcpApp(options: McpAppOptions = {}): McpApp {
     };
     const server = createServer();
     await server.connect(transport);
-    const response = await transport.handleRequest(request);
+    const response = await transport.handleRequest(request, parsed);
     if (transport.sessionId === undefined) await server.close();
     return response;
   }

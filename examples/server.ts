@@ -121,6 +121,7 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
     cancellations,
     principal: bearerPrincipal(),
     mode: options.mode,
+    forwardBody: "parsed", // the app hands the parsed body to the SDK: the body is read once
     onDecision: (decision) => {
       const line = describeDecision(decision);
       if (line !== null) log(line);
