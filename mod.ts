@@ -70,7 +70,7 @@ export {
   RequestCancelledError,
   UnauthenticatedError,
 } from "./src/errors.ts";
-export { guardSessions } from "./src/guard.ts";
+export { guardSessions } from "./src/http/guard.ts";
 export type {
   GuardCancellations,
   GuardContext,
@@ -85,4 +85,4 @@ export type {
   RequestRef,
   SdkContextRef,
   SdkExtraRef,
-} from "./src/guard.ts";
+} from "./src/http/types.ts";

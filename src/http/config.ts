@@ -1,0 +1,158 @@
+/**
+ * Validates and defaults {@linkcode GuardOptions}: every mistake is an
+ * `InvalidInputError` naming the option (and, for a typo, the nearest valid
+ * key) when the guard is created, never a surprise on the first request.
+ *
+ * @module
+ */
+
+import { InvalidInputError } from "../errors.ts";
+import { fingerprint } from "../fingerprint.ts";
+import { checkOptionKeys } from "../options_check.ts";
+import { checkCount } from "../validate.ts";
+import type {
+  GuardCancellations,
+  GuardDecision,
+  GuardOptions,
+  GuardOwners,
+  GuardTaskOwners,
+  RequestHandler,
+} from "./types.ts";
+
+/** Every key of {@linkcode GuardOptions}. */
+const GUARD_OPTION_KEYS: readonly string[] = [
+  "owners",
+  "cancellations",
+  "principal",
+  "sharedPrincipals",
+  "secret",
+  "mode",
+  "maxBodyBytes",
+  "fingerprintCacheSize",
+  "ownerCacheMs",
+  "forwardBody",
+  "notOwnerStatus",
+  "tasks",
+  "onDecision",
+  "onSessionClosed",
+  "onError",
+];
+
+/** The guard's settings, checked and defaulted. */
+export interface GuardConfig {
+  handler: RequestHandler;
+  owners: GuardOwners;
+  cancellations: GuardCancellations;
+  principal: GuardOptions["principal"];
+  secret: string | Uint8Array | undefined;
+  strict: boolean;
+  maxBodyBytes: number;
+  fingerprintCacheSize: number;
+  ownerCacheMs: number;
+  /** `notOwnerStatus: 404`: another principal's session is answered as an unknown one. */
+  hideOthers: boolean;
+  forwardParsed: boolean;
+  tasks: GuardTaskOwners | undefined;
+  /** Fingerprints of `sharedPrincipals` (hashed with `secret`). */
+  shared: Promise<Set<string>>;
+  onDecision: ((decision: GuardDecision) => void) | undefined;
+  onSessionClosed: GuardOptions["onSessionClosed"];
+  onError: GuardOptions["onError"];
+}
+
+function fail(message: string): never {
+  throw new InvalidInputError(`guardSessions: ${message}`);
+}
+
+function shown(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : typeof value;
+}
+
+function oneOf<T>(name: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (!allowed.includes(value as T)) {
+    fail(
+      `${name} must be ${allowed.map((a) => JSON.stringify(a)).join(" or ")}, got ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return value as T;
+}
+
+/** Checks `guardSessions`' arguments; throws `InvalidInputError` naming the bad one. */
+export function resolveGuardConfig(handler: RequestHandler, options: GuardOptions): GuardConfig {
+  if (typeof handler !== "function") fail("handler must be a function");
+  if (options === null || typeof options !== "object") fail("options are required");
+  checkOptionKeys("guardSessions", options, GUARD_OPTION_KEYS);
+  const { owners, cancellations, tasks } = options;
+  for (const name of ["bind", "authorizeAttach", "ownerOf", "forget", "unpin"] as const) {
+    if (typeof owners?.[name] !== "function") {
+      fail(`options.owners must be a SessionOwnerRegistry (missing ${name})`);
+    }
+  }
+  for (const name of ["track", "deregister", "cancel", "cancelAll"] as const) {
+    if (typeof cancellations?.[name] !== "function") {
+      fail(`options.cancellations must be a CancellationRegistry (missing ${name})`);
+    }
+  }
+  if (typeof options.principal !== "function") fail("options.principal must be a function");
+  for (const name of ["onDecision", "onError", "onSessionClosed"] as const) {
+    if (options[name] !== undefined && typeof options[name] !== "function") {
+      fail(`options.${name} must be a function`);
+    }
+  }
+  if (
+    tasks !== undefined &&
+    (typeof tasks?.bind !== "function" || typeof tasks.ownerOf !== "function")
+  ) {
+    fail("options.tasks must be a SessionOwnerRegistry (with bind and ownerOf)");
+  }
+  const secret = options.secret;
+  if (
+    secret !== undefined &&
+    !((typeof secret === "string" || secret instanceof Uint8Array) && secret.length > 0)
+  ) {
+    fail("secret must be a non-empty string or bytes");
+  }
+  const shared = options.sharedPrincipals ?? [];
+  if (!Array.isArray(shared)) {
+    fail(
+      `sharedPrincipals must be an array of identities (as principal() returns them), got ${
+        shown(shared)
+      }`,
+    );
+  }
+  shared.forEach((identity: unknown, i: number) => {
+    if (typeof identity !== "string" || identity.trim().length === 0) {
+      fail(`sharedPrincipals[${i}] must be a non-blank string, got ${shown(identity)}`);
+    }
+  });
+  const sharedFps = Promise.all(shared.map((identity) => fingerprint(identity, { secret })))
+    .then((fps) => new Set(fps));
+  sharedFps.catch(() => {});
+  const mode = oneOf("mode", options.mode, ["strict", "attach-only"] as const, "strict");
+  return {
+    handler,
+    owners,
+    cancellations,
+    principal: options.principal,
+    secret,
+    strict: mode === "strict",
+    maxBodyBytes: checkCount("maxBodyBytes", options.maxBodyBytes ?? 4 * 1024 * 1024, 1),
+    fingerprintCacheSize: checkCount(
+      "fingerprintCacheSize",
+      options.fingerprintCacheSize ?? 1024,
+      0,
+    ),
+    ownerCacheMs: checkCount("ownerCacheMs", options.ownerCacheMs ?? 0, 0),
+    hideOthers: oneOf("notOwnerStatus", options.notOwnerStatus, [403, 404] as const, 403) === 404,
+    forwardParsed:
+      oneOf("forwardBody", options.forwardBody, ["copy", "parsed"] as const, "copy") === "parsed",
+    tasks,
+    shared: sharedFps,
+    onDecision: options.onDecision,
+    onSessionClosed: options.onSessionClosed,
+    onError: options.onError,
+  };
+}

@@ -1,0 +1,388 @@
+/**
+ * {@linkcode guardSessions}: a web-standard `(Request) => Promise<Response>`
+ * wrapper that makes a Streamable HTTP MCP server refuse session hijacking and
+ * cross-session cancellation.
+ *
+ * It drops in front of any handler that speaks MCP Streamable HTTP (the
+ * official SDK's `WebStandardStreamableHTTPServerTransport`, a Hono route, a
+ * hand-written router): it reads only headers and the JSON-RPC body, keeps its
+ * state in a `SessionOwnerRegistry` and a `CancellationRegistry`, and answers
+ * refusals itself with a JSON-RPC error body (see `./refusals.ts`).
+ *
+ * @module
+ */
+
+import { onBodyEnd } from "../body_end.ts";
+import { cancelKey } from "../cancel_table.ts";
+import { InvalidInputError, RegistryMisconfiguredError, UnauthenticatedError } from "../errors.ts";
+import { SessionOrder } from "../session_order.ts";
+import { isValidRequestId, sanitizeSessionId } from "../validate.ts";
+import { type GuardConfig, resolveGuardConfig } from "./config.ts";
+import { closeSession } from "./handler_calls.ts";
+import { Identifier } from "./identify.ts";
+import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
+import { OwnerCache } from "./owner_cache.ts";
+import { type Post, postRequest } from "./post.ts";
+import { type RefusalReason, refusalResponse } from "./refusals.ts";
+import { registry, RegistryFailure } from "./registry_failure.ts";
+import { TaskGate } from "./task_gate.ts";
+import type {
+  GuardContext,
+  GuardedHandler,
+  GuardOptions,
+  GuardReason,
+  RequestHandler,
+  RequestRef,
+  SdkContextRef,
+  SdkExtraRef,
+} from "./types.ts";
+
+/** Where a refusal happened, for the decision it reports. */
+export interface At {
+  method: string;
+  rpcMethod?: string | null;
+  sid?: string | null;
+  id?: string | number | null;
+}
+
+/** A session-scoped guard around one handler: the state and the GET/DELETE rules. */
+export class SessionGuard {
+  readonly config: GuardConfig;
+  readonly identifier: Identifier;
+  readonly owners: OwnerCache;
+  readonly local: LocalSessions;
+  readonly tasks: TaskGate | undefined;
+  /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
+  readonly inflight = new Map<string, AbortSignal>();
+  /** GETs and DELETEs that later requests of their session must not overtake. */
+  readonly #order = new SessionOrder();
+  readonly #post: Post;
+
+  constructor(handler: RequestHandler, options: GuardOptions) {
+    const config = resolveGuardConfig(handler, options);
+    this.config = config;
+    this.identifier = new Identifier(config.principal, config.secret, config.fingerprintCacheSize);
+    this.owners = new OwnerCache(config.ownerCacheMs);
+    this.local = new LocalSessions((sid, session, cause) =>
+      this.#closeRemoved(sid, session, cause)
+    );
+    this.tasks = config.tasks === undefined
+      ? undefined
+      : new TaskGate(config.tasks, config.strict, config.hideOthers, this.report);
+    this.#post = postRequest(this);
+    config.owners.onRemoved?.(({ cause, sessionIds }) => {
+      for (const sid of sessionIds) this.local.removed(sid, cause);
+    });
+    // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
+    // bindings of the very first sessions are known too.
+    config.owners.knownOwner?.("");
+  }
+
+  handle = (request: Request): Promise<Response> => {
+    // Ordering is decided on arrival, before anything is awaited: a GET or DELETE holds its
+    // session's later requests back until the handler has answered it; a POST waits for the
+    // GETs and DELETEs that arrived before it.
+    const method = request.method;
+    const rawSid = request.headers.get("mcp-session-id");
+    if (rawSid === null) return this.#handle(request, method, null, undefined);
+    if (method === "POST") return this.#handle(request, method, rawSid, this.#order.ahead(rawSid));
+    if (method !== "GET" && method !== "DELETE") {
+      return this.#handle(request, method, rawSid, undefined);
+    }
+    const release = this.#order.hold(rawSid);
+    const answered = this.#handle(request, method, rawSid, undefined);
+    answered.then(release, release);
+    return answered;
+  };
+
+  async #handle(
+    request: Request,
+    method: string,
+    rawSid: string | null,
+    ahead: Promise<void> | undefined,
+  ): Promise<Response> {
+    if (method !== "POST" && method !== "GET" && method !== "DELETE") {
+      return this.refuse("method-not-allowed", { method }, method);
+    }
+    let sid: string | null = null;
+    if (rawSid !== null) {
+      sid = sanitizeSessionId(rawSid);
+      if (sid === null) return this.refuse("invalid-session-id", { method });
+    } else if (method !== "POST") {
+      return this.refuse("missing-session-id", { method }, method);
+    }
+    let ctx: GuardContext;
+    try {
+      ctx = await this.identifier.identify(request);
+    } catch (err) {
+      if (err instanceof UnauthenticatedError) {
+        return this.refuse("unauthenticated", { method, sid }, "", {
+          headers: { "www-authenticate": err.challenge },
+        });
+      }
+      this.report(err, "principal");
+      return this.refuse("principal-error", { method, sid });
+    }
+    if (ctx.fingerprint === null && this.config.strict) {
+      return this.refuse("anonymous", { method, sid });
+    }
+    try {
+      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
+      if (method === "GET") return await this.#get(request, sid!, ctx);
+      return await this.#delete(request, sid!, ctx);
+    } catch (err) {
+      if (!(err instanceof RegistryFailure)) throw err;
+      this.report(err.cause, "registry");
+      const misconfigured = err.cause instanceof RegistryMisconfiguredError;
+      return this.refuse(misconfigured ? "registry-misconfigured" : "registry-unavailable", {
+        method,
+        sid,
+      });
+    }
+  }
+
+  signalFor = (ref: RequestRef): AbortSignal => {
+    const req = (ref as SdkContextRef | undefined)?.mcpReq;
+    const extra = ref as Partial<SdkExtraRef> | undefined;
+    const requestId = req !== undefined ? req?.id : extra?.requestId;
+    if (!isValidRequestId(requestId)) {
+      throw new InvalidInputError(
+        "signalFor: pass the tool's `extra` (SDK 1.32) or `ctx` (SDK v2), got " +
+          (ref === null || typeof ref !== "object"
+            ? String(ref)
+            : "an object without a request id"),
+      );
+    }
+    const signal = req !== undefined ? req.signal : extra!.signal;
+    const sdk = signal instanceof AbortSignal ? signal : undefined;
+    const sid = ref.sessionId;
+    const own = typeof sid === "string" ? this.inflight.get(cancelKey(sid, requestId)) : undefined;
+    if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
+    return own ?? sdk ?? new AbortController().signal;
+  };
+
+  async #get(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
+    const fp = ctx.fingerprint;
+    const { owners } = this.config;
+    let pinned = false;
+    if (this.config.strict) {
+      // The owner's own stream, by the registry's memory: one round trip (the pin), not two;
+      // a listening GET that reaches the handler late misses the server's requests.
+      if (owners.knownOwner?.(sid) !== fp) {
+        const refusal = await this.checkOwner({ method: "GET", sid }, fp!, this.ownerOf(sid));
+        if (refusal !== null) return refusal;
+      }
+      pinned = await registry(owners.authorizeAttach(sid, fp!, { pin: true }));
+      if (!pinned) return this.notOwner({ method: "GET", sid });
+    } else if (fp === null) {
+      // Attach-only, anonymous: may listen only on a session nobody owns, and never claims it.
+      if (await registry(owners.ownerOf(sid)) !== null) {
+        return this.notOwner({ method: "GET", sid });
+      }
+    } else {
+      pinned = await registry(owners.authorizeAttach(sid, fp, { pin: true }));
+      if (!pinned) {
+        if (await registry(owners.ownerOf(sid)) === null) {
+          return this.refuse("bind-full", { method: "GET", sid });
+        }
+        return this.notOwner({ method: "GET", sid });
+      }
+    }
+    this.decide("allow", "allowed", null, { method: "GET", sid });
+    if (!pinned) return await this.config.handler(request, ctx);
+    const unpin = () => {
+      owners.unpin(sid).catch((err) => this.report(err, "unpin"));
+    };
+    let response: Response;
+    try {
+      response = await this.config.handler(request, ctx);
+    } catch (err) {
+      unpin();
+      throw err;
+    }
+    if (!response.ok || response.body === null) {
+      unpin();
+      return response;
+    }
+    return onBodyEnd(response, unpin);
+  }
+
+  async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
+    const fp = ctx.fingerprint;
+    const owner = await registry(this.config.owners.ownerOf(sid));
+    if (this.config.strict) {
+      if (owner === null) return this.refuse("unknown-session", { method: "DELETE", sid });
+      if (owner !== fp) return this.notOwner({ method: "DELETE", sid });
+    } else if (owner !== null && owner !== fp) {
+      return this.notOwner({ method: "DELETE", sid });
+    }
+    this.decide("allow", "allowed", null, { method: "DELETE", sid });
+    this.owners.ended(sid);
+    const response = await this.config.handler(request, ctx);
+    if (response.ok || response.status === 404) {
+      // The session is over (or the handler no longer knows it): stop its requests, drop it.
+      this.local.drop(sid);
+      const [cancelled, forgotten] = await Promise.allSettled([
+        this.config.cancellations.cancelAll(sid),
+        owner === null ? Promise.resolve(true) : this.config.owners.forget(sid, owner),
+      ]);
+      if (cancelled.status === "rejected") this.report(cancelled.reason, "cancelAll");
+      if (forgotten.status === "rejected") this.report(forgotten.reason, "forget");
+    }
+    return response;
+  }
+
+  /** `owners.ownerOf`, with a failure turned into a 503 (and never unhandled). */
+  ownerOf(sid: string): Promise<string | null> {
+    const promise = registry(this.config.owners.ownerOf(sid));
+    promise.catch(() => {}); // a request refused before it looks must not crash the process
+    return promise;
+  }
+
+  /** Strict check: `null` when `fp` owns the session, else the refusal to answer with. */
+  async checkOwner(
+    at: At & { sid: string },
+    fp: string,
+    lookup: Promise<string | null>,
+    epoch = this.owners.epoch,
+  ): Promise<Response | null> {
+    const owner = await lookup;
+    if (owner === fp) {
+      // Not cached if a session ended while the lookup was under way: its answer may
+      // predate that end.
+      this.owners.remember(at.sid, fp, epoch);
+      return null;
+    }
+    this.owners.drop(at.sid);
+    if (owner === null) return this.refuse("unknown-session", at);
+    return this.notOwner(at);
+  }
+
+  /**
+   * Closes, in the handler, a session of this process whose binding was
+   * evicted or expired (sessions of other processes are their guards' to
+   * close), cancels its requests, and tells `onSessionClosed`.
+   */
+  #closeRemoved(sid: string, session: LocalSession, cause: RemovalCause): void {
+    this.owners.ended(sid);
+    const ctx: GuardContext = {
+      principal: session.principal,
+      fingerprint: session.fingerprint,
+      parsedBody: undefined,
+      era: "legacy",
+    };
+    (async () => {
+      const [closed, cancelled] = await Promise.allSettled([
+        closeSession(this.config.handler, session.url, sid, ctx),
+        this.config.cancellations.cancelAll(sid),
+      ]);
+      if (cancelled.status === "rejected") this.report(cancelled.reason, "cancelAll");
+      if (closed.status === "rejected") throw closed.reason;
+      try {
+        this.config.onSessionClosed?.(sid, cause);
+      } catch (err) {
+        this.report(err, "onSessionClosed");
+      }
+    })().catch((err) => this.report(err, "close-removed-session"));
+  }
+
+  /** Another principal's session: 403, or answered exactly as an unknown one (`notOwnerStatus: 404`). */
+  notOwner(at: At): Response {
+    return this.refuse("not-owner", at, "", {
+      as: this.config.hideOthers ? "unknown-session" : undefined,
+    });
+  }
+
+  /** Answers a refusal from the table, and reports the decision. */
+  refuse(
+    reason: RefusalReason,
+    at: At,
+    detail = "",
+    options: { as?: RefusalReason; headers?: Record<string, string> } = {},
+  ): Response {
+    const { status, response } = refusalResponse(reason, at.id ?? null, detail, options);
+    this.decide("refuse", reason, status, at);
+    return response;
+  }
+
+  /** Reports one decision to `onDecision` (a throwing hook goes to `onError`). */
+  decide(
+    outcome: "allow" | "refuse",
+    reason: GuardReason,
+    status: number | null,
+    at: At,
+  ): void {
+    const hook = this.config.onDecision;
+    if (hook === undefined) return;
+    try {
+      hook({
+        outcome,
+        reason,
+        status,
+        method: at.method,
+        rpcMethod: at.rpcMethod ?? null,
+        sessionId: at.sid ?? null,
+      });
+    } catch (err) {
+      this.report(err, "onDecision");
+    }
+  }
+
+  /** Tells `onError` (a throwing hook is ignored: it must not break request handling). */
+  report = (error: unknown, context: string): void => {
+    const hook = this.config.onError;
+    if (hook === undefined) return;
+    try {
+      hook(error, context);
+    } catch {
+      // A throwing error hook must not break request handling.
+    }
+  };
+}
+
+/**
+ * Wraps a Streamable HTTP MCP handler so that sessions belong to the principal
+ * that initialized them, and cancellations reach only requests of their own
+ * session. Returns a handler with the same signature, for `Deno.serve`, Hono,
+ * or the SDK's own per-session routing.
+ *
+ * Rules (strict mode): a session id the handler issues is bound to the caller
+ * (refused or full: the session is closed and the caller gets 409/503, never
+ * the id); GET, POST and DELETE with another principal's session id get 403;
+ * unknown ids 404; anonymous callers 401; malformed ids 400 before any
+ * lookup; a live GET stream pins its session until it ends; DELETE by the
+ * owner cancels the session's requests and forgets it; a
+ * `notifications/cancelled` aborts only a request of the same session; a
+ * failed registry call answers 503, never allow. Requests are tracked so
+ * `signalFor(extra)` gives tool handlers an `AbortSignal`.
+ *
+ * @example Guard an MCP handler on Deno.serve
+ * ```ts
+ * import {
+ *   CancellationRegistry,
+ *   guardSessions,
+ *   SessionOwnerRegistry,
+ * } from "@mcp-guard/session";
+ *
+ * const owners = new SessionOwnerRegistry();
+ * const cancellations = new CancellationRegistry();
+ * const mcpHandler = (_request: Request) => new Response(null, { status: 202 });
+ *
+ * const guard = guardSessions(mcpHandler, {
+ *   owners,
+ *   cancellations,
+ *   principal: (request) => request.headers.get("authorization"),
+ * });
+ *
+ * const anonymous = await guard(new Request("http://localhost/mcp", { method: "GET" }));
+ * console.log(anonymous.status); // 400: a GET needs Mcp-Session-Id
+ * await owners.close();
+ * await cancellations.close();
+ * ```
+ */
+export function guardSessions(handler: RequestHandler, options: GuardOptions): GuardedHandler {
+  const guard = new SessionGuard(handler, options);
+  const guarded = guard.handle as GuardedHandler;
+  guarded.signalFor = guard.signalFor;
+  return guarded;
+}

@@ -1,0 +1,70 @@
+/**
+ * Who is calling: the guard's `principal()` answer, checked, and its
+ * fingerprint (HMAC'd with the guard's secret), with a small cache so a
+ * returning caller is not hashed again.
+ *
+ * @module
+ */
+
+import { InvalidInputError } from "../errors.ts";
+import { fingerprint } from "../fingerprint.ts";
+import type { GuardContext, GuardOptions } from "./types.ts";
+
+/** Turns a request into the context the handler will get. */
+export class Identifier {
+  readonly #principal: GuardOptions["principal"];
+  readonly #secret: string | Uint8Array | undefined;
+  readonly #cacheSize: number;
+  readonly #fingerprints = new Map<string, string>();
+
+  /** `cacheSize` 0: principals are never kept in memory. */
+  constructor(
+    principal: GuardOptions["principal"],
+    secret: string | Uint8Array | undefined,
+    cacheSize: number,
+  ) {
+    this.#principal = principal;
+    this.#secret = secret;
+    this.#cacheSize = cacheSize;
+  }
+
+  /** Whether identities may stay in memory (the fingerprint cache is on). */
+  get keepsPrincipals(): boolean {
+    return this.#cacheSize > 0;
+  }
+
+  /**
+   * The caller's identity and fingerprint. Throws what `principal()` threw,
+   * or `InvalidInputError` when it answered something other than a string
+   * or `null`.
+   */
+  async identify(request: Request): Promise<GuardContext> {
+    const principal = await this.#principal(request);
+    const ctx: GuardContext = {
+      principal: null,
+      fingerprint: null,
+      parsedBody: undefined,
+      era: "legacy",
+    };
+    if (principal === null || principal === undefined) return ctx;
+    if (typeof principal !== "string") {
+      throw new InvalidInputError(
+        `principal() must return a string or null, got ${typeof principal}`,
+      );
+    }
+    if (principal.trim().length === 0) return ctx;
+    ctx.principal = principal;
+    if (this.#cacheSize === 0) {
+      ctx.fingerprint = await fingerprint(principal, { secret: this.#secret });
+      return ctx;
+    }
+    let fp = this.#fingerprints.get(principal);
+    if (fp === undefined) {
+      fp = await fingerprint(principal, { secret: this.#secret });
+      if (this.#fingerprints.size >= this.#cacheSize) this.#fingerprints.clear();
+      this.#fingerprints.set(principal, fp);
+    }
+    ctx.fingerprint = fp;
+    return ctx;
+  }
+}

@@ -1,0 +1,329 @@
+/**
+ * The guard's POST path: read and classify the body once, check the owner
+ * (strict mode), apply task rules, scope cancellations to the session, track
+ * requests so they can be cancelled, and bind the session id an
+ * `initialize` answer issues to its caller.
+ *
+ * @module
+ */
+
+import { onBodyEnd } from "../body_end.ts";
+import { cancelKey } from "../cancel_table.ts";
+import type { Tracked } from "../cancellation_registry.ts";
+import { RequestCancelledError } from "../errors.ts";
+import {
+  classify,
+  isJsonMediaType,
+  parseJson,
+  readBody,
+  rpcError,
+  type RpcMessage,
+} from "../jsonrpc.ts";
+import { isModernRequest } from "../tasks.ts";
+import { sanitizeSessionId } from "../validate.ts";
+import type { At, SessionGuard } from "./guard.ts";
+import { closeSession, notifyCancelled } from "./handler_calls.ts";
+import { registry, RegistryFailure } from "./registry_failure.ts";
+import type { ResponseWrap } from "./task_gate.ts";
+import type { GuardContext, GuardReason } from "./types.ts";
+
+/** The POST handler of one guard. */
+export type Post = (
+  request: Request,
+  sid: string | null,
+  ctx: GuardContext,
+  ahead: Promise<void> | undefined,
+) => Promise<Response>;
+
+type Request_ = Extract<RpcMessage, { kind: "request" }>;
+
+/** Builds the POST path over a guard's state. */
+export function postRequest(guard: SessionGuard): Post {
+  const { config } = guard;
+  const { handler, owners, cancellations } = config;
+
+  /** A body problem found by `src/jsonrpc.ts`: it carries its own answer. */
+  function problem(
+    at: At,
+    p: {
+      status: number;
+      code: number;
+      reason: string;
+      message: string;
+      id: string | number | null;
+    },
+  ): Response {
+    guard.decide("refuse", p.reason as GuardReason, p.status, at);
+    return rpcError(p.status, p.code, p.message, p.id);
+  }
+
+  /**
+   * The owner of `sid` for a POST: `fp` when the registry already knows it as
+   * the owner (`knownOwner`) or the owner cache holds it; else the registry's.
+   */
+  function lookupOwner(sid: string, fp: string): Promise<string | null> {
+    if (owners.knownOwner?.(sid) === fp) return Promise.resolve(fp);
+    if (guard.owners.has(sid, fp)) return Promise.resolve(fp);
+    return guard.ownerOf(sid);
+  }
+
+  /**
+   * A fresh request carrying the body already read. Not `new Request(request,
+   * ...)`: that reads `request.signal`, and a Deno.serve request whose signal
+   * was touched is aborted with a DOMException after every response.
+   */
+  function copy(request: Request, body: string): Request {
+    return new Request(request.url, { method: "POST", headers: request.headers, body });
+  }
+
+  async function invoke(inner: Request, ctx: GuardContext, wrap: ResponseWrap | null) {
+    const response = await handler(inner, ctx);
+    return wrap === null ? response : wrap(response);
+  }
+
+  /** Counts an allowed request as a use of its session (coalesced by the registry). */
+  function touch(sid: string, fp: string): void {
+    owners.touch?.(sid, fp).catch((err) => guard.report(err, "touch"));
+  }
+
+  /** Discards a response and asks the handler to terminate the session it issued. */
+  async function closeIssued(request: Request, sid: string, response: Response, ctx: GuardContext) {
+    await response.body?.cancel().catch(() => {});
+    await closeSession(handler, request.url, sid, ctx, request.headers)
+      .catch((err) => guard.report(err, "close-issued-session"));
+  }
+
+  /**
+   * Binds a session id the handler just issued to the caller. When it cannot
+   * be bound, the session is closed through the handler and the caller gets
+   * an error instead of the id.
+   */
+  async function bindIssued(
+    request: Request,
+    response: Response,
+    sid: string | null,
+    ctx: GuardContext,
+    rpcMethod: string | null,
+  ): Promise<Response> {
+    const fp = ctx.fingerprint;
+    if (sid !== null && response.status === 404) {
+      guard.owners.drop(sid);
+      guard.local.drop(sid);
+    }
+    const raw = response.headers.get("mcp-session-id");
+    if (raw === null || raw === sid) return response;
+    const at = { method: "POST", rpcMethod };
+    const issued = sanitizeSessionId(raw);
+    if (issued === null) {
+      await closeIssued(request, raw, response, ctx);
+      return guard.refuse("invalid-issued-session-id", at);
+    }
+    if (fp === null) return response; // attach-only, anonymous: nobody owns it
+    let result: string;
+    guard.local.binding(issued);
+    try {
+      const shared = (await config.shared).has(fp);
+      result = await owners.bind(issued, fp, shared ? { shared } : undefined);
+    } catch (err) {
+      guard.local.bound(issued, null);
+      await closeIssued(request, issued, response, ctx);
+      throw new RegistryFailure(err);
+    }
+    if (result === "bound") {
+      guard.owners.remember(issued, fp);
+      guard.decide("allow", "bound", null, { ...at, sid: issued });
+      // Evicted before its reply even arrived (a flood of binds by one principal): closed now.
+      guard.local.bound(issued, {
+        url: request.url,
+        principal: guard.identifier.keepsPrincipals ? ctx.principal : null,
+        fingerprint: fp,
+      });
+      return response;
+    }
+    guard.local.bound(issued, null);
+    await closeIssued(request, issued, response, ctx);
+    return guard.refuse(result === "full" ? "bind-full" : "bind-refused", { ...at, sid: issued });
+  }
+
+  /**
+   * Runs a request tracked for cancellation. The registration is queued with
+   * `track` (the caller is authorized by then, so it cannot displace anyone's
+   * entry) and travels to the registry while the handler runs.
+   *
+   * If the registry fails before the handler answered, the request is
+   * cancelled (its signal aborted, and a `notifications/cancelled` sent to
+   * the handler so an SDK server stops it too) and the caller gets 503. If it
+   * fails later, the request is stopped the same way and the failure is
+   * reported to `onError`: a request the registry cannot cancel does not run.
+   *
+   * The registry entry is dropped once the request is cancelled or its answer
+   * is over. The signal stays reachable through `signalFor` until the answer
+   * is over, so a tool that asks late still sees the cancellation.
+   */
+  async function runTracked(
+    request: Request,
+    inner: Request,
+    sid: string,
+    ctx: GuardContext,
+    message: Request_,
+    wrap: ResponseWrap | null,
+  ): Promise<Response> {
+    const controller = new AbortController();
+    const signal = controller.signal;
+    const key = cancelKey(sid, message.id);
+    guard.inflight.set(key, signal);
+    let tracked: Tracked;
+    try {
+      tracked = cancellations.track(sid, message.id, controller);
+    } catch (err) {
+      guard.inflight.delete(key);
+      throw new RegistryFailure(err);
+    }
+    const entryId = tracked.entryId;
+    let released = false;
+    let ended = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      cancellations.deregister(entryId).catch((err) => guard.report(err, "deregister"));
+    };
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      signal.removeEventListener("abort", release);
+      if (guard.inflight.get(key) === signal) guard.inflight.delete(key);
+      release();
+    };
+    const stopInner = () =>
+      notifyCancelled(handler, request, sid, ctx, message.id, "the session registry is unavailable")
+        .catch((err) => guard.report(err, "cancel-in-handler"));
+    // A cancelled entry can never be cancelled again: drop it from the registry at once.
+    signal.addEventListener("abort", release);
+    let failure: { cause: unknown } | null = null;
+    let answered = false;
+    tracked.registered.then((ok) => {
+      if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
+    }, (err) => {
+      // The registration may still have reached a shared store before the failure: the
+      // deregistration at the end stays (it only removes a slot this entry still owns).
+      failure = { cause: err };
+      if (!answered || ended) return;
+      // The answer is already streaming: stop the request rather than run it uncancellable.
+      guard.report(err, "register");
+      controller.abort(err);
+      stopInner();
+    });
+    let response: Response;
+    try {
+      response = await invoke(inner, ctx, wrap);
+      if (failure === null) {
+        response = await bindIssued(request, response, sid, ctx, message.method);
+      }
+    } catch (err) {
+      end();
+      throw err;
+    }
+    if (failure !== null) {
+      const cause = (failure as { cause: unknown }).cause;
+      controller.abort(cause);
+      await response.body?.cancel().catch(() => {});
+      await stopInner();
+      end();
+      throw new RegistryFailure(cause);
+    }
+    answered = true;
+    if (!isEventStream(response)) {
+      end();
+      return response;
+    }
+    return onBodyEnd(response, end);
+  }
+
+  /** A `notifications/cancelled`: aborts only a request of the same session. */
+  async function cancel(sid: string, params: { requestId?: unknown; reason?: unknown }) {
+    if (params?.requestId === undefined) return false;
+    const requestId = params.requestId as string | number;
+    const why = typeof params.reason === "string" ? params.reason.slice(0, 200) : undefined;
+    return await registry(cancellations.cancel(
+      sid,
+      requestId,
+      new RequestCancelledError(
+        sid,
+        requestId,
+        why === undefined ? undefined : `cancelled by the client: ${why}`,
+      ),
+    ));
+  }
+
+  return async (request, sid, ctx, ahead) => {
+    const fp = ctx.fingerprint;
+    const at: At = { method: "POST", sid };
+    // Strict mode: ask who owns the session while the body is read and parsed.
+    const epoch = guard.owners.epoch;
+    const owner = config.strict && sid !== null ? lookupOwner(sid, fp!) : null;
+    if (!isJsonMediaType(request.headers.get("content-type"))) {
+      return guard.refuse("unsupported-media-type", at);
+    }
+    let body: Awaited<ReturnType<typeof readBody>>;
+    try {
+      body = await readBody(request, config.maxBodyBytes);
+    } catch {
+      // The client went away mid-body: nothing to answer it with, nothing to log.
+      return guard.refuse("client-aborted", at);
+    }
+    if (body.kind === "problem") return problem(at, body);
+    const json = parseJson(body.text);
+    if (json.kind === "problem") return problem(at, json);
+    const message = classify(json.value);
+    if (message.kind === "problem") return problem(at, message);
+    const rpcMethod = message.kind === "response" ? null : message.method;
+    ctx.parsedBody = json.value;
+    if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
+    const inner = config.forwardParsed ? request : copy(request, body.text);
+    const id = message.kind === "notification" ? null : message.id;
+    const refuse = (
+      reason: Parameters<SessionGuard["refuse"]>[0],
+      rid: string | number,
+      detail?: string,
+      as?: Parameters<SessionGuard["refuse"]>[0],
+    ) => guard.refuse(reason, { method: "POST", rpcMethod, sid, id: rid }, detail, { as });
+    const gateOf = () => guard.tasks?.check(request, message, ctx, refuse) ?? null;
+
+    if (sid === null) {
+      // No session yet: `initialize`, or a stateless server's traffic.
+      const gate = await gateOf();
+      if (gate instanceof Response) return gate;
+      guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
+      return await bindIssued(request, await invoke(inner, ctx, gate), null, ctx, rpcMethod);
+    }
+    if (config.strict) {
+      const refusal = await guard.checkOwner({ ...at, rpcMethod, sid, id }, fp!, owner!, epoch);
+      if (refusal !== null) return refusal;
+    }
+    const gate = await gateOf();
+    if (gate instanceof Response) return gate;
+    // Never overtake a GET or DELETE of this session that arrived earlier.
+    if (ahead !== undefined) await ahead;
+    // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
+    // coalesces touches, so this is not a round trip per request.
+    if (fp !== null) touch(sid, fp);
+    if (message.kind === "notification" && message.method === "notifications/cancelled") {
+      const cancelled = await cancel(sid, message.params as { requestId?: unknown });
+      guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, {
+        ...at,
+        rpcMethod,
+      });
+      return await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
+    }
+    guard.decide("allow", "allowed", null, { ...at, rpcMethod });
+    if (message.kind === "request") {
+      return await runTracked(request, inner, sid, ctx, message, gate);
+    }
+    return await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
+  };
+}
+
+function isEventStream(response: Response): boolean {
+  const type = response.headers.get("content-type");
+  return type !== null && type.toLowerCase().startsWith("text/event-stream");
+}

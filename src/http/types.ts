@@ -1,0 +1,294 @@
+/**
+ * The HTTP guard's public types: its options, the context it hands the
+ * handler, the decisions it reports, and the request references
+ * `signalFor` takes.
+ *
+ * @module
+ */
+
+import type { CancellationRegistry } from "../cancellation_registry.ts";
+import type { SessionOwnerRegistry } from "../session_owner_registry.ts";
+
+/**
+ * How much the guard enforces.
+ *
+ * - `"strict"` (default): a session belongs to the principal that initialized
+ *   it. Every GET, POST and DELETE carrying its id must come from that
+ *   principal (others get 403); ids the registry does not know get 404 and are
+ *   never claimed; anonymous callers get 401.
+ * - `"attach-only"`: the original behaviour. Only the listening GET (claimed
+ *   trust-on-first-use and pinned) and DELETE are owner-checked; POSTs are
+ *   not, and anonymous callers pass through without owning anything.
+ */
+export type GuardMode = "strict" | "attach-only";
+
+/**
+ * A web-standard request handler, as `Deno.serve` and Hono take. The guard
+ * passes a second argument, {@linkcode GuardContext}, that a plain handler may
+ * ignore.
+ */
+export type RequestHandler = (
+  request: Request,
+  context: GuardContext,
+) => Response | Promise<Response>;
+
+/**
+ * What the guard tells the handler about a request it let through: who sent
+ * it and, for a POST, the body it already read and parsed.
+ *
+ * Hand `parsedBody` and the caller's identity to the SDK instead of reading
+ * the body again: SDK 1.32's `transport.handleRequest(request, { parsedBody,
+ * authInfo })` and SDK v2's `handler.fetch(request, { parsedBody, authInfo })`
+ * both take them (see `forwardBody: "parsed"`).
+ */
+export interface GuardContext {
+  /** The identity `principal()` returned, or `null` for an anonymous caller (attach-only mode). */
+  principal: string | null;
+  /** Its fingerprint (what the registries store), or `null`. */
+  fingerprint: string | null;
+  /** The JSON-RPC message of a POST, parsed; `undefined` for GET and DELETE. */
+  parsedBody: unknown;
+  /**
+   * `"modern"` for an MCP 2026-07-28 request (its `params._meta` carries
+   * `io.modelcontextprotocol/protocolVersion`; no protocol session), else
+   * `"legacy"` (2025-era traffic, with or without a session).
+   */
+  era: "legacy" | "modern";
+}
+
+/** The {@linkcode SessionOwnerRegistry} calls the guard makes (any implementation will do). */
+export type GuardOwners =
+  & Pick<SessionOwnerRegistry, "bind" | "authorizeAttach" | "ownerOf" | "forget" | "unpin">
+  & Partial<Pick<SessionOwnerRegistry, "knownOwner" | "touch" | "onRemoved">>;
+
+/**
+ * Who owns which task: the {@linkcode SessionOwnerRegistry} calls the guard
+ * makes for tasks (give it a registry of its own, so tasks never count
+ * against sessions' bounds).
+ */
+export type GuardTaskOwners = Pick<SessionOwnerRegistry, "bind" | "ownerOf">;
+
+/** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
+export type GuardCancellations = Pick<
+  CancellationRegistry,
+  "track" | "deregister" | "cancel" | "cancelAll"
+>;
+
+/** Why the guard let a request through or answered it itself. */
+export type GuardReason =
+  /** Allowed: the caller owns the session, or the request carries none. */
+  | "allowed"
+  /** Allowed: the handler issued a session id and it is now bound to the caller. */
+  | "bound"
+  /** Allowed: a `notifications/cancelled` aborted a request of the same session. */
+  | "cancelled"
+  /** Allowed: a `notifications/cancelled` matched no live request of the session. */
+  | "cancel-unmatched"
+  /** 405: not GET, POST or DELETE. */
+  | "method-not-allowed"
+  /** 400: `Mcp-Session-Id` is malformed (not 1-256 visible ASCII characters). */
+  | "invalid-session-id"
+  /** 400: GET or DELETE without `Mcp-Session-Id`. */
+  | "missing-session-id"
+  /** 401: strict mode and `principal()` answered `null`. */
+  | "anonymous"
+  /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */
+  | "unauthenticated"
+  /** 503: `principal()` threw anything else, or answered something other than a string or `null`. */
+  | "principal-error"
+  /** 400: the client went away (or broke off) while sending the body. */
+  | "client-aborted"
+  /** 403 (or 404 with `notOwnerStatus: 404`): the session belongs to another principal. */
+  | "not-owner"
+  /** 404: strict mode and the session id is bound to nobody. */
+  | "unknown-session"
+  /** 415: a POST whose `Content-Type` is not `application/json`. */
+  | "unsupported-media-type"
+  /** 413: the body is larger than `maxBodyBytes`. */
+  | "body-too-large"
+  /** 400: the body is not JSON. */
+  | "parse-error"
+  /** 400: a JSON-RPC batch (an array body). */
+  | "batch"
+  /** 400: not a JSON-RPC request, notification or response. */
+  | "invalid-request"
+  /** 400: malformed params (a cancellation's `requestId`). */
+  | "invalid-params"
+  /** 400: a task request whose `Mcp-Name` header does not match its `params.taskId`. */
+  | "header-mismatch"
+  /** 403 (or 404 with `notOwnerStatus: 404`): the task belongs to another principal. */
+  | "not-task-owner"
+  /** 404: strict mode and the task id is bound to nobody. */
+  | "unknown-task"
+  /** 409: the issued session id is owned by another principal; the session was closed. */
+  | "bind-refused"
+  /** 503: no room to bind the issued session id (every slot is pinned); the session was closed. */
+  | "bind-full"
+  /** 500: the handler issued a session id that is not valid; the session was closed. */
+  | "invalid-issued-session-id"
+  /** 503: a registry call failed (worker or store unavailable): fail closed. */
+  | "registry-unavailable"
+  /**
+   * 500: the registry cannot work as configured (a missing permission such
+   * as `--allow-read` or `--allow-net`): retrying will not help; the error,
+   * naming the flag, goes to `onError`.
+   */
+  | "registry-misconfigured";
+
+/** What the guard decided about one request, for logs and metrics. */
+export interface GuardDecision {
+  /** `"allow"`: passed to the handler; `"refuse"`: the guard answered itself. */
+  outcome: "allow" | "refuse";
+  /** Why. */
+  reason: GuardReason;
+  /** The HTTP status the guard answered with, or `null` when the handler answers. */
+  status: number | null;
+  /** The HTTP method. */
+  method: string;
+  /** The JSON-RPC method of a POST body, when it was read. */
+  rpcMethod: string | null;
+  /** The validated session id (the issued one for `"bound"`), or `null`. */
+  sessionId: string | null;
+}
+
+/** Options of {@linkcode guardSessions}. */
+export interface GuardOptions {
+  /** Who owns which session. */
+  owners: GuardOwners;
+  /** In-flight requests, cancellable only from their own session. */
+  cancellations: GuardCancellations;
+  /**
+   * The caller's identity (a user id, an API key, a verified token subject),
+   * or `null` for anonymous. Only its fingerprint is stored.
+   *
+   * Throw {@linkcode UnauthenticatedError} for a credential that is bad or
+   * expired: the caller gets 401 with its `challenge` as `WWW-Authenticate`.
+   * Anything else it throws means "cannot tell right now" (a key server is
+   * down): 503 with `Retry-After`, and the error goes to `onError`.
+   */
+  principal: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /**
+   * Identities, as `principal()` returns them, exempt from the per-principal
+   * session cap (a shared master key used by many clients). The guard
+   * fingerprints them with its `secret`; the registry never sees them raw.
+   *
+   * @default {[]}
+   */
+  sharedPrincipals?: readonly string[];
+  /** HMAC secret for fingerprints (same on every process of a cluster). */
+  secret?: string | Uint8Array;
+  /** `"strict"` (default) or `"attach-only"`. */
+  mode?: GuardMode;
+  /** Largest POST body read, in bytes (default 4 MiB, as the MCP SDK). */
+  maxBodyBytes?: number;
+  /**
+   * Principal-to-fingerprint pairs kept in memory to skip hashing (default
+   * 1,024; `0` disables). Set `0` if principals are raw secrets that must not
+   * stay in memory.
+   */
+  fingerprintCacheSize?: number;
+  /**
+   * How long (ms) a POST may rely on an owner the registry confirmed, instead
+   * of asking again (default `0`: ask on every request). A positive value
+   * saves a registry round trip per POST; the price is that, for that long,
+   * an operator's `forget`, an eviction or a registry outage does not yet stop
+   * the session's own owner (never anyone else). GET and DELETE always ask.
+   * With the in-memory store, the registry's `knownOwner` already spares
+   * that round trip without the wait; this is for shared stores.
+   */
+  ownerCacheMs?: number;
+  /**
+   * How a POST's body reaches the handler, which the guard has already read.
+   *
+   * - `"copy"`: the handler gets a new `Request` carrying the same body, so
+   *   any handler that reads `request.body` works.
+   * - `"parsed"`: the handler gets the original `Request` (its body already
+   *   read, its `signal` intact) and must take the message from
+   *   `context.parsedBody`, as `handleRequest(request, { parsedBody })` (SDK
+   *   1.32) and `handler.fetch(request, { parsedBody })` (SDK v2) do. The body
+   *   is read once.
+   *
+   * @default {"copy"}
+   */
+  forwardBody?: "copy" | "parsed";
+  /**
+   * The status a caller gets for another principal's session. `403` tells
+   * the caller the session exists; `404` answers exactly as for a session
+   * nobody owns (same status, JSON-RPC code and message), so another
+   * principal cannot learn which session ids are live. `onDecision` still
+   * reports the reason `"not-owner"`.
+   *
+   * @default {403}
+   */
+  notOwnerStatus?: 403 | 404;
+  /**
+   * Task ownership (MCP 2025-11-25 tasks utility and the 2026-07-28 tasks
+   * extension). When given, the guard binds the task id of every result
+   * that creates a task to the caller before the caller can read it,
+   * refuses `tasks/get`, `tasks/result`, `tasks/update` and `tasks/cancel`
+   * for another principal's task (and, in strict mode, for a task bound to
+   * nobody), checks `Mcp-Name` against `params.taskId`, and filters a
+   * `tasks/list` result to the caller's own tasks. Without it, task
+   * requests pass as any other request of their session.
+   */
+  tasks?: GuardTaskOwners;
+  /**
+   * Called with each decision (errors thrown by it are reported to
+   * `onError`): one per request, plus, for a request whose answer issued a
+   * session id, a second one once the id is bound (`"bound"`) or refused.
+   */
+  onDecision?: (decision: GuardDecision) => void;
+  /**
+   * Called for each session the guard closed in its handler because its
+   * binding was evicted (to make room) or expired (idle longer than the
+   * store's `idleTtlMs`), with the cause.
+   */
+  onSessionClosed?: (sessionId: string, cause: "evicted" | "expired") => void;
+  /**
+   * Called with failures the guard cannot answer with a status: a background
+   * `unpin`/`deregister` that failed, a session it could not close, a throwing
+   * `onDecision`, a registry error that became a 503.
+   */
+  onError?: (error: unknown, context: string) => void;
+}
+
+/**
+ * Identifies an in-flight request; the MCP SDK's request handler `extra`
+ * argument fits as is.
+ */
+export type RequestRef = SdkExtraRef | SdkContextRef;
+
+/** A request as SDK 1.32 hands it to a tool: its `extra` argument. */
+export interface SdkExtraRef {
+  /** The session the request arrived in (`extra.sessionId`). */
+  sessionId?: string;
+  /** The JSON-RPC id (`extra.requestId`). */
+  requestId: string | number;
+  /** A signal to combine with the guard's (`extra.signal`). */
+  signal?: AbortSignal;
+}
+
+/** A request as SDK v2 hands it to a tool: its `ctx` argument. */
+export interface SdkContextRef {
+  /** The session, if any (`ctx.sessionId`; none on 2026-07-28). */
+  sessionId?: string;
+  /** The request (`ctx.mcpReq`): its JSON-RPC id and the SDK's signal. */
+  mcpReq: { id: string | number; signal?: AbortSignal };
+}
+
+/** The handler {@linkcode guardSessions} returns. */
+export interface GuardedHandler {
+  /** Handles one request: refuses it, or passes it to the wrapped handler. */
+  (request: Request): Promise<Response>;
+  /**
+   * The `AbortSignal` of an in-flight request: aborted when a
+   * `notifications/cancelled` from the same session (or the session's
+   * termination, or `cancellations.cancel`/`cancelAll`) cancels it, combined
+   * with the SDK's own signal when given (it aborts when a 2026-07-28 client
+   * disconnects). A request the guard does not track gets the SDK's signal,
+   * or a signal that never aborts. Pass the tool's `extra` (SDK 1.32) or
+   * `ctx` (SDK v2) as is; anything else (`undefined`, a tool's arguments) is
+   * an `InvalidInputError`, never a signal that silently never fires.
+   */
+  signalFor(ref: RequestRef): AbortSignal;
+}
