@@ -15,9 +15,11 @@
  * @module
  */
 
+// @ts-types="@modelcontextprotocol/sdk/server/mcp"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+// @ts-types="@modelcontextprotocol/sdk/server/webStandardStreamableHttp"
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
-import { z } from "zod";
+import { z } from "zod4";
 import type { GuardContext, SdkExtraRef } from "../mod.ts";
 
 /** Something a tool did, for logs and tests. */
@@ -132,7 +134,7 @@ export function createMcpApp(options: McpAppOptions = {}): McpApp {
         steps: z.number().int().min(1).max(100).optional(),
         stepMs: z.number().int().min(1).max(60_000).optional(),
       },
-    }, async ({ steps, stepMs }: { steps?: number; stepMs?: number }, extra: ToolExtra) => {
+    }, async ({ steps, stepMs }, extra) => {
       const total = steps ?? options.countSteps ?? 5;
       const delay = stepMs ?? options.countStepMs ?? 1_000;
       const signal = signalFor(extra);

@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+// @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { fingerprint, type GuardOwners, InvalidInputError, SessionOwnerRegistry } from "../mod.ts";
 import {

@@ -6,13 +6,16 @@
  */
 
 import assert from "node:assert/strict";
+// @ts-types="@modelcontextprotocol/sdk/server/mcp"
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+// @ts-types="@modelcontextprotocol/sdk/server/webStandardStreamableHttp"
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+// @ts-types="@modelcontextprotocol/sdk/experimental/tasks/index"
 import {
   InMemoryTaskMessageQueue,
   InMemoryTaskStore,
 } from "@modelcontextprotocol/sdk/experimental/tasks/index.js";
-import { z } from "zod";
+import { z } from "zod4";
 import {
   CancellationRegistry,
   type GuardDecision,
@@ -23,16 +26,6 @@ import { bearerPrincipal } from "../examples/server.ts";
 import { bearer } from "./support/mcp_server.ts";
 
 /** What the SDK hands a task tool's callbacks (the parts used here). */
-interface TaskExtra {
-  taskId: string;
-  taskRequestedTtl?: number;
-  taskStore: {
-    createTask(options: { ttl: number }): Promise<{ taskId: string }>;
-    storeTaskResult(taskId: string, status: "completed", result: unknown): Promise<void>;
-    getTask(taskId: string): Promise<unknown>;
-    getTaskResult(taskId: string): Promise<unknown>;
-  };
-}
 
 function startTaskServer(guarded: boolean, json: boolean) {
   const taskStore = new InMemoryTaskStore();
@@ -46,17 +39,17 @@ function startTaskServer(guarded: boolean, json: boolean) {
       inputSchema: { text: z.string() },
       execution: { taskSupport: "required" },
     }, {
-      async createTask({ text }: { text: string }, { taskStore, taskRequestedTtl }: TaskExtra) {
+      async createTask({ text }, { taskStore, taskRequestedTtl }) {
         const task = await taskStore.createTask({ ttl: taskRequestedTtl ?? 60_000 });
         await taskStore.storeTaskResult(task.taskId, "completed", {
           content: [{ type: "text", text }],
         });
         return { task };
       },
-      getTask: (_args: unknown, { taskId, taskStore }: TaskExtra) =>
-        taskStore.getTask(taskId) as never,
-      getTaskResult: (_args: unknown, { taskId, taskStore }: TaskExtra) =>
-        taskStore.getTaskResult(taskId) as never,
+      getTask: (_args, { taskId, taskStore }) =>
+        taskStore.getTask(taskId!) as never,
+      getTaskResult: (_args, { taskId, taskStore }) =>
+        taskStore.getTaskResult(taskId!) as never,
     });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
