@@ -62,6 +62,29 @@ export const SWEEP_PER_CALL = 128;
 export const REMOVED_CHANNEL = "o:ev";
 
 /**
+ * Lua shared by both scripts: `message(e)` (an error's text) and a check
+ * that every op of ARGV, from index `first`, is known, before any is applied.
+ */
+function checkOps(first: number, kind: string): string {
+  return `local function message(e)
+  if type(e) == 'table' then return tostring(e.err or e.message or 'error') end
+  return tostring(e)
+end
+
+-- Every op is checked before any is applied: an unknown one is a bug, not input.
+local i = ${first}
+local n = #ARGV
+while i <= n do
+  local arity = ARITY[ARGV[i]]
+  if arity == nil then
+    return redis.error_reply('ERR mcp-guard: unknown ${kind} op ' .. tostring(ARGV[i]))
+  end
+  i = i + 1 + arity
+end
+`;
+}
+
+/**
  * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
  * then per op its code and arguments:
  * 1 bind(sid, fp, flags: 1 shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
@@ -303,22 +326,7 @@ local function apply(op, a)
   return r
 end
 
-local function message(e)
-  if type(e) == 'table' then return tostring(e.err or e.message or 'error') end
-  return tostring(e)
-end
-
--- Every op is checked before any is applied: an unknown one is a bug, not input.
-local i = 6
-local n = #ARGV
-while i <= n do
-  local arity = ARITY[ARGV[i]]
-  if arity == nil then
-    return redis.error_reply('ERR mcp-guard: unknown owner op ' .. tostring(ARGV[i]))
-  end
-  i = i + 1 + arity
-end
-
+${checkOps(6, "owner")}
 pcall(sweep, ${SWEEP_PER_CALL})
 
 local out, failed = {}, {}
@@ -507,22 +515,7 @@ local function apply(op, a)
   return r
 end
 
-local function message(e)
-  if type(e) == 'table' then return tostring(e.err or e.message or 'error') end
-  return tostring(e)
-end
-
--- Every op is checked before any is applied: an unknown one is a bug, not input.
-local i = 5
-local n = #ARGV
-while i <= n do
-  local arity = ARITY[ARGV[i]]
-  if arity == nil then
-    return redis.error_reply('ERR mcp-guard: unknown cancel op ' .. tostring(ARGV[i]))
-  end
-  i = i + 1 + arity
-end
-
+${checkOps(5, "cancel")}
 if ttl > 0 then pcall(expire) end
 
 local out, failed = {}, {}

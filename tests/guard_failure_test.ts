@@ -18,22 +18,13 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { clients } from "../src/registry_options.ts";
-import { bearer, connect, startServer, waitFor } from "./support/mcp_server.ts";
+import { bearer, connect, initializeRequest, startServer, waitFor } from "./support/mcp_server.ts";
 
 const JSON_HEADERS = {
   "content-type": "application/json",
   accept: "application/json, text/event-stream",
 };
-const INITIALIZE = JSON.stringify({
-  jsonrpc: "2.0",
-  id: 0,
-  method: "initialize",
-  params: {
-    protocolVersion: "2025-11-25",
-    capabilities: {},
-    clientInfo: { name: "raw", version: "0" },
-  },
-});
+const INITIALIZE = JSON.stringify(initializeRequest());
 
 function post(url: URL, token: string | null, body: string, sessionId?: string): Promise<Response> {
   return fetch(url, {

@@ -18,7 +18,13 @@ import {
 import { OwnerTable } from "../src/owner_table.ts";
 import { clients } from "../src/registry_options.ts";
 import { redisStore } from "../redis.ts";
-import { bearer, startServer, type TestServer, waitFor } from "./support/mcp_server.ts";
+import {
+  bearer,
+  initializeRequest,
+  startServer,
+  type TestServer,
+  waitFor,
+} from "./support/mcp_server.ts";
 import { startRedis } from "./support/redis_server.ts";
 
 const JSON_HEADERS = {
@@ -27,16 +33,7 @@ const JSON_HEADERS = {
 };
 
 function initializeBody(id = 0): string {
-  return JSON.stringify({
-    jsonrpc: "2.0",
-    id,
-    method: "initialize",
-    params: {
-      protocolVersion: "2025-11-25",
-      capabilities: {},
-      clientInfo: { name: "raw", version: "0" },
-    },
-  });
+  return JSON.stringify(initializeRequest(id));
 }
 
 function post(url: URL, token: string | null, body: string, sessionId?: string): Promise<Response> {

@@ -26,6 +26,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CancellationRegistry, type GuardDecision, SessionOwnerRegistry } from "../mod.ts";
 import { mcpGuard, type McpGuardMiddleware, type McpGuardVariables } from "../hono.ts";
+import { initializeRequest } from "./support/mcp_server.ts";
 
 const SECRET = "hono-e2e-secret-0123456789abcdef";
 
@@ -358,16 +359,7 @@ for (const variant of VARIANTS) {
 
 Deno.test("hono: no JWT or a bad one is answered 401 by hono/jwt, before the guard", async () => {
   await using server = startHono();
-  const initialize = {
-    jsonrpc: "2.0",
-    id: 0,
-    method: "initialize",
-    params: {
-      protocolVersion: "2025-11-25",
-      capabilities: {},
-      clientInfo: { name: "raw", version: "0" },
-    },
-  };
+  const initialize = initializeRequest();
   const bad = [
     null,
     await token("alice", "another-secret-0123456789abcdef!"),

@@ -146,6 +146,25 @@ export interface ConnectOptions {
   onLog?: (data: unknown) => void;
 }
 
+/** A raw `initialize` request (protocol 2025-11-25) with JSON-RPC id `id`. */
+export function initializeRequest(id: string | number = 0): {
+  jsonrpc: "2.0";
+  id: string | number;
+  method: "initialize";
+  params: Record<string, unknown>;
+} {
+  return {
+    jsonrpc: "2.0",
+    id,
+    method: "initialize",
+    params: {
+      protocolVersion: "2025-11-25",
+      capabilities: {},
+      clientInfo: { name: "raw", version: "0" },
+    },
+  };
+}
+
 /** The headers a client with `token` sends. */
 export function bearer(token: string | null): Record<string, string> {
   return token === null ? {} : { authorization: `Bearer ${token}` };
