@@ -46,10 +46,8 @@ function startTaskServer(guarded: boolean, json: boolean) {
         });
         return { task };
       },
-      getTask: (_args, { taskId, taskStore }) =>
-        taskStore.getTask(taskId!) as never,
-      getTaskResult: (_args, { taskId, taskStore }) =>
-        taskStore.getTaskResult(taskId!) as never,
+      getTask: (_args, { taskId, taskStore }) => taskStore.getTask(taskId!) as never,
+      getTaskResult: (_args, { taskId, taskStore }) => taskStore.getTaskResult(taskId!) as never,
     });
     const transport = new WebStandardStreamableHTTPServerTransport({
       sessionIdGenerator: undefined,
