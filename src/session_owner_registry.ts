@@ -13,6 +13,7 @@ import {
   resolveOwnerOptions,
 } from "./owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
+import { TouchCoalescer } from "./touches.ts";
 import { checkOptionKeys } from "./options_check.ts";
 import { Op } from "./protocol.ts";
 import {
@@ -161,12 +162,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   /** Owners the worker confirmed and has not reported gone since (in-memory store only). */
   readonly #known: KnownOwners | null;
   readonly #listeners = new Set<(event: RemovedSessions) => void>();
-  readonly #touchIntervalMs: number;
-  /** "<fingerprint>\n<session id>" -> when a touch was last sent (see `touch`). */
-  #touched = new Map<string, number>();
-  /** Touches absorbed within their interval: sent once at its end. */
-  #trailing = new Map<string, [sessionId: string, fingerprint: string]>();
-  #trailingTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #touches: TouchCoalescer;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: SessionOwnerRegistryOptions = {}) {
@@ -177,13 +173,17 @@ export class SessionOwnerRegistry implements AsyncDisposable {
       "touchIntervalMs",
     ]);
     const resolved = resolveOwnerOptions(options);
-    this.#touchIntervalMs = checkCount("touchIntervalMs", options.touchIntervalMs ?? 1_000, 0);
+    const touchIntervalMs = checkCount("touchIntervalMs", options.touchIntervalMs ?? 1_000, 0);
     const ttl = idleTtlOf(options.store);
-    if (ttl > 0 && this.#touchIntervalMs * 2 > ttl) {
+    if (ttl > 0 && touchIntervalMs * 2 > ttl) {
       throw new InvalidInputError(
-        `SessionOwnerRegistry: touchIntervalMs (${this.#touchIntervalMs}) must be at most half the store's idleTtlMs (${ttl}), or an active session could expire`,
+        `SessionOwnerRegistry: touchIntervalMs (${touchIntervalMs}) must be at most half the store's idleTtlMs (${ttl}), or an active session could expire`,
       );
     }
+    this.#touches = new TouchCoalescer(
+      touchIntervalMs,
+      (sid, fp) => this.#client.call(Op.Touch, sid, fp),
+    );
     const memory = (options.store?.kind ?? "memory") === "memory";
     const known = memory && options.knownOwners !== false ? new KnownOwners() : null;
     this.#known = known;
@@ -294,43 +294,8 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    */
   async touch(sessionId: string, fingerprint: string): Promise<void> {
     if (typeof sessionId !== "string" || typeof fingerprint !== "string") return;
-    if (this.#touchIntervalMs > 0 && !this.#client.closed) {
-      // Keyed by caller too: another principal's touches (refused by the store) must not
-      // use up the owner's.
-      const key = `${fingerprint}\n${sessionId}`;
-      const now = performance.now();
-      const last = this.#touched.get(key);
-      if (last !== undefined && now - last < this.#touchIntervalMs) {
-        // Within the interval: one trailing touch at its end carries the latest use.
-        this.#trailing.set(key, [sessionId, fingerprint]);
-        this.#trailingTimer ??= unref(
-          setTimeout(this.#flushTrailing, this.#touchIntervalMs - (now - last)),
-        );
-        return;
-      }
-      if (this.#touched.size >= 10_000) this.#pruneTouched(now);
-      this.#touched.set(key, now);
-      this.#trailing.delete(key);
-    }
-    await this.#client.call(Op.Touch, sessionId, fingerprint);
-  }
-
-  #flushTrailing = (): void => {
-    this.#trailingTimer = undefined;
-    const due = this.#trailing;
-    this.#trailing = new Map();
-    const now = performance.now();
-    for (const [key, [sid, fp]] of due) {
-      this.#touched.set(key, now);
-      this.#client.call(Op.Touch, sid, fp).catch(() => {});
-    }
-  };
-
-  #pruneTouched(now: number): void {
-    for (const [sid, at] of this.#touched) {
-      if (now - at >= this.#touchIntervalMs) this.#touched.delete(sid);
-    }
-    if (this.#touched.size >= 10_000) this.#touched = new Map();
+    if (this.#client.closed) await this.#client.call(Op.Touch, sessionId, fingerprint);
+    await this.#touches.touch(sessionId, fingerprint);
   }
 
   /**
@@ -515,8 +480,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * ```
    */
   close(): Promise<void> {
-    clearTimeout(this.#trailingTimer);
-    this.#trailing.clear();
+    this.#touches.clear();
     return this.#client.close();
   }
 
@@ -545,10 +509,4 @@ function idleTtlOf(store: RegistryOptions["store"]): number {
     ? store.idleTtlMs
     : (store.options as { idleTtlMs?: unknown } | null)?.idleTtlMs;
   return typeof ttl === "number" && Number.isFinite(ttl) && ttl > 0 ? ttl : 0;
-}
-
-/** Lets a timer not keep the process alive. */
-function unref<T>(timer: T): T {
-  Deno.unrefTimer(timer as unknown as number);
-  return timer;
 }
