@@ -24,6 +24,8 @@
 
 import type { RegistryStore } from "./src/store.ts";
 import { type RedisStoreOptions, resolveRedisOptions } from "./src/redis_options.ts";
+// Edge to the Redis backend, for `deno cache` / `deno compile` (never called).
+import "./src/redis_graph.ts";
 
 export type { RedisStoreOptions } from "./src/redis_options.ts";
 

@@ -2,9 +2,13 @@
  * The caller's side of the worker actor: queues calls, sends each tick's calls
  * as one batch, matches replies by id, and handles the worker's death.
  *
- * - Calls made in one tick travel together as one `batch` message (in chunks
- *   of at most `maxBatch` calls) and are applied in call order, so a facade
- *   behaves exactly like one object guarded by a mutex.
+ * - Calls made in one tick travel together as one batch (in chunks of at
+ *   most `maxBatch` calls) and are applied in call order, so a facade
+ *   behaves exactly like one object guarded by a mutex. A batch is encoded
+ *   in the compact format of `actor/wire.ts`; with the in-memory store it
+ *   goes through the shared-memory ring of `actor/shared_channel.ts` (a
+ *   batch larger than a slot takes several, still in order), otherwise (or
+ *   without `SharedArrayBuffer`) as a message.
  * - If the worker crashes, is terminated, or stops answering for
  *   `callTimeoutMs`, every pending call rejects with
  *   `RegistryUnavailableError` and the next call starts a fresh worker.
@@ -20,9 +24,26 @@ import {
   RegistryClosedError,
   RegistryMisconfiguredError,
   RegistryUnavailableError,
+  toWireError,
   type WireError,
 } from "./errors.ts";
-import { ARITY, type FromWorker, type InitMessage, type WorkerEvent } from "./protocol.ts";
+import {
+  ARITY,
+  type FromWorker,
+  type InitMessage,
+  type ReplyMessage,
+  type WorkerEvent,
+} from "./protocol.ts";
+import { MainChannel, sharedMemoryAvailable, SLOT_OPS } from "./actor/shared_channel.ts";
+import {
+  BatchEncoder,
+  frameOver,
+  HEADER_WORDS,
+  MAX_INLINE_UNITS,
+  newFrame,
+  Status,
+} from "./actor/wire.ts";
+import { type DecodedReply, decodeReply } from "./actor/wire_reply.ts";
 
 /** Settings of an {@linkcode ActorClient}. */
 export interface ActorClientOptions {
@@ -54,21 +75,49 @@ export interface ActorClientOptions {
   onFault?: () => void;
 }
 
+/** One piece of a batch in flight (a whole batch, or the part of it one slot carried). */
 interface Pending {
-  resolve: ((value: unknown) => void)[];
-  reject: ((reason: unknown) => void)[];
+  resolve: Settler[];
+  reject: Settler[];
   sentAt: number;
   ops: number[];
   args: unknown[];
 }
 
+/** A batch not yet fully sent: `op`/`arg` are where its unsent part starts. */
+interface Outgoing {
+  ops: number[];
+  args: unknown[];
+  resolve: Settler[];
+  reject: Settler[];
+  op: number;
+  arg: number;
+}
+
 type Settler = (value: unknown) => void;
+const noop: Settler = () => {};
+
+// One executor for every call's promise: no closure allocated per call.
+let capturedResolve: Settler = noop;
+let capturedReject: Settler = noop;
+const capture = (resolve: Settler, reject: Settler): void => {
+  capturedResolve = resolve;
+  capturedReject = reject;
+};
 
 /**
  * Extra time a batch may wait while a fresh worker boots (loads its modules,
  * connects its store) before the worker counts as hung.
  */
 const BOOT_GRACE_MS = 10_000;
+
+/** A piece of at most this many ops, alone in flight, is waited for by spinning... */
+const LONE_OPS = 4;
+/**
+ * ...at most this long (µs): enough for a spinning worker (about 1 µs) or one
+ * woken from `Atomics.wait` (tens of µs); past it, the worker rings a bell.
+ */
+const LONE_SPIN_US = 50;
 
 /**
  * How long a lazy call (see {@linkcode ActorClient.callLazy}) may wait for
@@ -82,11 +131,15 @@ const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
 export class ActorClient {
   readonly #opts: ActorClientOptions;
   #worker: Worker | null = null;
+  /** The shared-memory ring of the live worker (in-memory store), else `null`: messages. */
+  #channel: MainChannel | null = null;
+  readonly #encoder = new BatchEncoder();
   #ready = false;
   #everStarted = false;
   #restarts = 0;
   #closed = false;
   #closing: Promise<void> | null = null;
+  #batches = 0;
   #nextId = 1;
   #ops: number[] = [];
   #args: unknown[] = [];
@@ -95,6 +148,11 @@ export class ActorClient {
   #scheduled = false;
   #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pending = new Map<number, Pending>();
+  /** Batches waiting for a free slot of the ring, in order. */
+  #outbox: Outgoing[] = [];
+  #outboxDrained: (() => void) | null = null;
+  /** Replies too large for their slot, arrived as messages, by piece id. */
+  readonly #overflow = new Map<number, ReplyMessage>();
   #closeWaiter: (() => void) | null = null;
   /** Set when the worker cannot start as configured: every later call fails the same way. */
   #fatal: RegistryMisconfiguredError | null = null;
@@ -109,9 +167,9 @@ export class ActorClient {
     return this.#restarts;
   }
 
-  /** Batch messages sent so far (each carries every call of one tick). */
+  /** Batches sent so far (each carries every call of one tick, or `maxBatch` of them). */
   get batches(): number {
-    return this.#nextId - 1;
+    return this.#batches;
   }
 
   /** The live worker, if any (for tests that simulate a crash). */
@@ -153,10 +211,9 @@ export class ActorClient {
     if (arity > 0) this.#args.push(a);
     if (arity > 1) this.#args.push(b);
     if (arity > 2) this.#args.push(c);
-    const promise = new Promise<T>((resolve, reject) => {
-      this.#resolve.push(resolve as Settler);
-      this.#reject.push(reject);
-    });
+    const promise = new Promise(capture) as Promise<T>;
+    this.#resolve.push(capturedResolve);
+    this.#reject.push(capturedReject);
     if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       if (!lazy) {
@@ -187,13 +244,20 @@ export class ActorClient {
     this.#flush();
     const worker = this.#worker;
     if (worker === null) return;
-    const done = new Promise<void>((resolve) => this.#closeWaiter = resolve);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#opts.callTimeoutMs);
     });
-    worker.postMessage({ kind: "close", id: 0 });
-    await Promise.race([done, timeout]);
+    if (this.#outbox.length > 0) {
+      // Every queued call goes out before the close (the worker answers them first).
+      await Promise.race([new Promise<void>((r) => this.#outboxDrained = r), timeout]);
+    }
+    const done = new Promise<void>((resolve) => this.#closeWaiter = resolve);
+    if (this.#worker === worker) {
+      worker.postMessage({ kind: "close", id: 0 });
+      this.#channel?.wake();
+      await Promise.race([done, timeout]);
+    }
     clearTimeout(timer);
     this.#die("registry closed", new RegistryClosedError(this.#opts.name));
   }
@@ -222,9 +286,22 @@ export class ActorClient {
     worker.onmessageerror = () => {
       if (this.#worker === worker) this.#die("worker sent an unreadable message");
     };
+    // Terminated from outside (a test simulating a crash): like a dead thread, it answers
+    // nothing more, so what is in flight times out (a shared slot could still be written
+    // by a worker not yet stopped).
+    const terminate = worker.terminate.bind(worker);
+    worker.terminate = () => {
+      if (this.#worker === worker) this.#channel = null;
+      terminate();
+    };
     this.#worker = worker;
     this.#ready = false;
-    worker.postMessage(this.#opts.init);
+    const init = this.#opts.init;
+    // Stores that need the worker's event loop between batches (Redis, KV) use messages.
+    this.#channel = init.store.kind === "memory" && sharedMemoryAvailable()
+      ? new MainChannel()
+      : null;
+    worker.postMessage(this.#channel === null ? init : { ...init, channel: this.#channel.buffer });
     const restart = this.#everStarted;
     if (restart) this.#restarts++;
     this.#everStarted = true;
@@ -235,28 +312,155 @@ export class ActorClient {
     this.#scheduled = false;
     this.#clearLazyTimer();
     if (this.#ops.length === 0) return;
-    const id = this.#nextId++;
-    const message = { kind: "batch", id, ops: this.#ops, args: this.#args };
-    this.#pending.set(id, {
-      resolve: this.#resolve,
-      reject: this.#reject,
-      sentAt: performance.now(),
+    this.#batches++;
+    const batch: Outgoing = {
       ops: this.#ops,
       args: this.#args,
-    });
+      resolve: this.#resolve,
+      reject: this.#reject,
+      op: 0,
+      arg: 0,
+    };
     this.#ops = [];
     this.#args = [];
     this.#resolve = [];
     this.#reject = [];
+    if (this.#channel === null) this.#sendMessage(batch);
+    else {
+      this.#outbox.push(batch);
+      this.#pump();
+    }
+  };
+
+  /** Message path: the whole batch as one `wbatch` with a transferred frame. */
+  #sendMessage(batch: Outgoing): void {
+    const id = this.#nextId++;
+    const { ops, args } = batch;
+    this.#pending.set(id, { ...batch, sentAt: performance.now() });
     try {
-      this.#worker!.postMessage(message);
+      let nums = 1, units = 1;
+      for (const x of args) {
+        if (typeof x === "number") nums++;
+        else if (typeof x === "string" && x.length <= MAX_INLINE_UNITS) units += x.length + 2;
+      }
+      const frame = newFrame(HEADER_WORDS + ops.length + args.length, nums, units);
+      this.#encoder.encode(frame, ops, args, 0, ops.length, 0);
+      const extras = this.#encoder.extras;
+      const buffer = frame.i32.buffer as ArrayBuffer;
+      const message = { kind: "wbatch", id, buffer, words: frame.i32.length, nums, extras };
+      this.#worker!.postMessage(message, [buffer]);
     } catch (err) {
       // An argument structured clone cannot copy (a function, a symbol): fail this batch only.
       this.#settleFailure(id, { name: "InvalidInputError", message: String(err) });
       return;
     }
     this.#armWatchdog();
-  };
+  }
+
+  /** Ring path: moves queued batches into free slots, then collects what is answered. */
+  #pump(): void {
+    const channel = this.#channel!;
+    for (let frame = channel.nextFrame(); frame !== null; frame = channel.nextFrame()) {
+      const batch = this.#outbox[0];
+      if (batch === undefined) break;
+      const { ops, args, op, arg } = batch;
+      const end = Math.min(ops.length, op + SLOT_OPS);
+      const n = this.#encoder.encode(frame, ops, args, op, end, arg);
+      let argEnd = arg;
+      for (let i = op; i < op + n; i++) argEnd += ARITY[ops[i]];
+      const whole = op === 0 && n === ops.length;
+      const piece: Pending = whole ? { ...batch, sentAt: performance.now() } : {
+        ops: ops.slice(op, op + n),
+        args: args.slice(arg, argEnd),
+        resolve: batch.resolve.slice(op, op + n),
+        reject: batch.reject.slice(op, op + n),
+        sentAt: performance.now(),
+      };
+      batch.op += n;
+      batch.arg = argEnd;
+      if (batch.op === ops.length) this.#outbox.shift();
+      const id = this.#nextId++;
+      this.#pending.set(id, piece);
+      const extras = this.#encoder.extras;
+      if (extras.length > 0) {
+        try {
+          this.#worker!.postMessage({ kind: "extras", id, values: extras });
+        } catch (err) {
+          this.#settleFailure(id, { name: "InvalidInputError", message: String(err) });
+          continue; // the slot was not published: the next piece reuses it
+        }
+      }
+      channel.publish(id);
+    }
+    if (this.#outbox.length === 0) {
+      this.#outboxDrained?.();
+      this.#outboxDrained = null;
+    }
+    if (this.#pending.size === 0) return;
+    this.#armWatchdog();
+    if (channel.inFlight === 1 && this.#pending.size === 1) {
+      const only = this.#pending.values().next().value!;
+      if (only.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
+    }
+    this.#harvest();
+  }
+
+  /** Collects answered slots in order, settles their calls, refills the ring. */
+  #harvest(): void {
+    const channel = this.#channel;
+    if (channel === null) return;
+    let freed = false;
+    for (;;) {
+      const slot = channel.replied();
+      if (slot === null) {
+        if (channel.inFlight === 0) break;
+        if (channel.ringWhenReplied()) continue;
+        break;
+      }
+      let reply: DecodedReply | ReplyMessage;
+      try {
+        reply = decodeReply(slot.frame);
+      } catch (err) {
+        reply = { status: Status.Failed, results: [], error: toWireError(err) };
+      }
+      if (reply.status === Status.Overflow) {
+        const message = this.#overflow.get(slot.id);
+        if (message === undefined) break; // its message is on the way
+        this.#overflow.delete(slot.id);
+        reply = message;
+      }
+      channel.release();
+      freed = true;
+      this.#answer(slot.id, reply);
+    }
+    if (freed && this.#outbox.length > 0) this.#pump();
+    else if (this.#pending.size === 0) this.#disarmWatchdog();
+  }
+
+  /** Settles one answered piece. */
+  #answer(id: number, reply: DecodedReply | ReplyMessage): void {
+    if ("error" in reply && reply.error !== undefined) {
+      this.#settleFailure(id, reply.error);
+      return;
+    }
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    this.#ready = true; // an answer can overtake the `ready` message (the ring is faster)
+    const { resolve, reject } = pending;
+    const { results, failed } = reply;
+    if (failed !== undefined) {
+      // Those calls alone failed: reject them, and resolve nobody with their result
+      // slots (placeholders `null`, which `onReply` reads as "not confirmed").
+      for (const [i, wire] of failed) {
+        const settle = reject[i];
+        resolve[i] = noop;
+        settle?.(fromWireError(wire));
+      }
+    }
+    this.#opts.onReply?.(pending.ops, pending.args, results, reply.removed);
+    for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
+  }
 
   #onMessage(message: FromWorker): void {
     switch (message?.kind) {
@@ -269,26 +473,28 @@ export class ActorClient {
         if (this.#pending.size > 0) this.#armWatchdog();
         return;
       }
-      case "reply": {
-        const pending = this.#pending.get(message.id);
-        if (pending === undefined) return;
-        this.#pending.delete(message.id);
-        const { resolve, reject } = pending;
-        const results = message.results;
-        const failed = message.failed;
-        if (failed !== undefined) {
-          // Those calls alone failed: reject them, and resolve nobody with their result
-          // slots (placeholders `null`, which `onReply` reads as "not confirmed").
-          for (const [i, wire] of failed) {
-            const settle = reject[i];
-            resolve[i] = () => {};
-            settle?.(fromWireError(wire));
-          }
+      case "bell":
+        this.#harvest();
+        return;
+      case "wreply": {
+        let reply: DecodedReply;
+        try {
+          const { buffer, words, nums } = message;
+          const units = (buffer.byteLength - ((words + 1) & ~1) * 4 - nums * 8) / 2;
+          reply = decodeReply(frameOver(buffer, 0, words, nums, units));
+        } catch (err) {
+          reply = { status: Status.Failed, results: [], error: toWireError(err) };
         }
-        this.#opts.onReply?.(pending.ops, pending.args, results, message.removed);
-        for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
+        this.#answer(message.id, reply);
         break;
       }
+      case "reply":
+        if (this.#channel === null) this.#answer(message.id, message);
+        else {
+          this.#overflow.set(message.id, message);
+          this.#harvest();
+        }
+        break;
       case "fail":
         if (message.id === null) return; // not ours to settle (a malformed message)
         this.#settleFailure(message.id, message.error);
@@ -298,6 +504,7 @@ export class ActorClient {
         this.#opts.onEvent?.(message);
         return;
       case "closed":
+        this.#harvest(); // replies the worker wrote before closing
         this.#closeWaiter?.();
         return;
     }
@@ -357,6 +564,8 @@ export class ActorClient {
     this.#clearLazyTimer();
     const worker = this.#worker;
     this.#worker = null;
+    this.#channel = null;
+    this.#overflow.clear();
     worker?.terminate();
     this.#opts.onFault?.();
     for (const pending of this.#pending.values()) {
@@ -364,6 +573,13 @@ export class ActorClient {
     }
     this.#pending.clear();
     // Calls queued but not yet sent belong to the dead worker's era as well.
+    const outbox = this.#outbox;
+    this.#outbox = [];
+    this.#outboxDrained?.();
+    this.#outboxDrained = null;
+    for (const batch of outbox) {
+      for (let i = batch.op; i < batch.reject.length; i++) batch.reject[i](error);
+    }
     const queued = this.#reject;
     this.#ops = [];
     this.#args = [];

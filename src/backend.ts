@@ -59,6 +59,12 @@ export interface Backend {
    * `undefined` when there were none.
    */
   takeRemoved?(): string[] | undefined;
+  /**
+   * How often (ms) the store's own timers must run, if it has any (the
+   * in-memory store's idle sweep): a worker that blocks between batches
+   * returns to its event loop at least this often.
+   */
+  timerMs?: number;
 }
 
 /** Signature a store module exports as `createBackend`. */
@@ -180,12 +186,15 @@ export function createMemoryBackend(
     }
   };
   let timer: ReturnType<typeof setInterval> | undefined;
-  if (idleTtlMs > 0) {
+  const timerMs = idleTtlMs > 0
+    ? Math.max(10, Math.min(SWEEP_MS, Math.floor(idleTtlMs / 4)))
+    : undefined;
+  if (timerMs !== undefined) {
     const t = setInterval(() => {
       table.sweep();
       report();
       removed = undefined; // the removed event tells the facade
-    }, Math.max(10, Math.min(SWEEP_MS, Math.floor(idleTtlMs / 4))));
+    }, timerMs);
     Deno.unrefTimer(t);
     timer = t;
   }
@@ -199,6 +208,7 @@ export function createMemoryBackend(
     close() {
       clearInterval(timer);
     },
+    timerMs,
     takeRemoved() {
       const out = removed;
       removed = undefined;

@@ -23,8 +23,6 @@
  * @module
  */
 
-/// <reference lib="deno.unstable" />
-
 import { type Backend, type BackendContext, OpFailure } from "./backend.ts";
 import { InvalidInputError, missingPermission, RegistryMisconfiguredError } from "./errors.ts";
 import type { ResolvedOwnerOptions } from "./owner_table.ts";

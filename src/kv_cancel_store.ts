@@ -16,8 +16,6 @@
  * @module
  */
 
-/// <reference lib="deno.unstable" />
-
 import type { BackendContext } from "./backend.ts";
 import { cancelKey } from "./cancel_table.ts";
 import { Op } from "./protocol.ts";

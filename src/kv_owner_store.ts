@@ -29,8 +29,6 @@
  * @module
  */
 
-/// <reference lib="deno.unstable" />
-
 import type { BackendContext } from "./backend.ts";
 import type { OwnerStats, ResolvedOwnerOptions } from "./owner_table.ts";
 import { Op, type RemovalCause } from "./protocol.ts";

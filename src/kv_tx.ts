@@ -11,8 +11,6 @@
  * @module
  */
 
-/// <reference lib="deno.unstable" />
-
 import { utf8Length } from "./validate.ts";
 
 /** A Deno KV key. */

@@ -9,9 +9,18 @@
  * process to abort requests it runs, e.g. a cancel sent through another
  * process).
  *
- * A batch is two flat arrays: `ops` (opcodes) and `args` (each op's
- * arguments, concatenated; the count per opcode is fixed by {@linkcode ARITY}).
- * Flat arrays keep structured cloning cheap on the hot path.
+ * The facade sends batches in the compact format of `actor/wire.ts` (typed
+ * arrays, a per-batch string table, typed results): with the in-memory store
+ * through the shared-memory ring of `actor/shared_channel.ts` (whose `init`
+ * carries `channel`; the worker then answers a `bell` when the facade asked
+ * to be woken, `extras` carry argument values the format does not, and a
+ * reply too large for its slot comes as a `reply` message), otherwise as
+ * `wbatch`/`wreply` messages carrying one transferred buffer each.
+ *
+ * The plain `batch` message (two flat arrays: `ops`, the opcodes, and `args`,
+ * each op's arguments concatenated, the count per opcode fixed by
+ * {@linkcode ARITY}) answered by a plain `reply` is kept for tools and tests
+ * that talk to a worker directly.
  *
  * @module
  */
@@ -88,6 +97,11 @@ export interface InitMessage {
   store: StoreSpec;
   /** Unique per facade instance; prefixes its entry ids and names its event channel. */
   instanceId: string;
+  /**
+   * In-memory store only: the shared-memory ring (`actor/shared_channel.ts`)
+   * batches travel through. Absent: batches come as messages.
+   */
+  channel?: SharedArrayBuffer;
 }
 
 /** A batch of operations, applied in order. */
@@ -98,6 +112,27 @@ export interface BatchMessage {
   args: unknown[];
 }
 
+/**
+ * A batch in the compact format: `buffer` holds one frame (`actor/wire.ts`)
+ * of `words` words, `nums` numbers and the rest string units.
+ */
+export interface WireBatchMessage {
+  kind: "wbatch";
+  id: number;
+  buffer: ArrayBuffer;
+  words: number;
+  nums: number;
+  /** Argument values the frame refers to but does not carry (structured-cloned). */
+  extras?: unknown[];
+}
+
+/** Shared-memory ring: the argument values slot `id` refers to but does not carry. */
+export interface ExtrasMessage {
+  kind: "extras";
+  id: number;
+  values: unknown[];
+}
+
 /** Graceful shutdown: the worker closes its store, answers `closed`, exits. */
 export interface CloseMessage {
   kind: "close";
@@ -105,7 +140,12 @@ export interface CloseMessage {
 }
 
 /** Any message a facade sends. */
-export type ToWorker = InitMessage | BatchMessage | CloseMessage;
+export type ToWorker =
+  | InitMessage
+  | BatchMessage
+  | WireBatchMessage
+  | ExtrasMessage
+  | CloseMessage;
 
 /** Results of a batch, one per op, in order. */
 export interface ReplyMessage {
@@ -124,6 +164,20 @@ export interface ReplyMessage {
    * never fails another operation of the same batch.
    */
   failed?: [number, WireError][];
+}
+
+/** Reply to a `wbatch`: one frame (`actor/wire.ts`) in `buffer`. */
+export interface WireReplyMessage {
+  kind: "wreply";
+  id: number;
+  buffer: ArrayBuffer;
+  words: number;
+  nums: number;
+}
+
+/** Shared-memory ring: a reply is waiting in a slot (sent only when the facade asked). */
+export interface BellMessage {
+  kind: "bell";
 }
 
 /** A message (or the whole batch) could not be applied; nothing of it was. */
@@ -182,6 +236,8 @@ export type WorkerEvent = AbortEvent | RemovedEvent;
 export type FromWorker =
   | ReadyMessage
   | ReplyMessage
+  | WireReplyMessage
+  | BellMessage
   | FailMessage
   | ClosedMessage
   | AbortEvent

@@ -10,6 +10,8 @@ import { InvalidInputError } from "./errors.ts";
 import type { InitMessage, WorkerEvent } from "./protocol.ts";
 import type { RegistryStore } from "./store.ts";
 import { checkCount } from "./validate.ts";
+// Edges to the worker and the KV backend, for `deno cache` / `deno compile` (never called).
+import "./worker_graph.ts";
 
 /**
  * Options shared by `SessionOwnerRegistry` and `CancellationRegistry`.

@@ -1,0 +1,204 @@
+/**
+ * The shared-memory channel between a facade and its worker (in-memory
+ * store): a `SharedArrayBuffer` holding a ring of {@linkcode SLOTS} slots.
+ *
+ * Layout (bytes): a 64-byte control block of 32-bit words, then the slots.
+ *
+ * - `REQ_SEQ` (word 0): bumped by the facade after publishing a slot (or to
+ *   wake the worker for a control message); the worker `Atomics.wait`s on it.
+ * - `SLEEPING` (word 1): 1 while the worker is in (or about to enter)
+ *   `Atomics.wait`, so the facade calls `Atomics.notify` only then.
+ * - `BELL` (word 2): 1 while the facade waits for a reply with nothing else
+ *   to do; the worker clears it and posts one small `bell` message.
+ *
+ * A slot is `[state, id]` (two words) followed by one {@linkcode Frame} of
+ * fixed capacity, used first for the request, then overwritten by its reply
+ * (the facade keeps the ops and arguments it needs). States: `FREE`,
+ * `REQUEST` (written by the facade), `REPLY` (written by the worker). Both
+ * sides walk the ring in order, so slots are applied and answered in the
+ * order they were published.
+ *
+ * @module
+ */
+
+import { type Frame, frameBytes, frameOver, MAX_INLINE_UNITS } from "./wire.ts";
+
+/** Slots in the ring: batches in flight at once. */
+export const SLOTS = 8;
+/** Most ops the facade puts in one slot (a larger batch takes several). */
+export const SLOT_OPS = 128;
+const WORDS = 4_096;
+const NUMS = 256;
+/** Room for three maximal inline strings, so any single op fits an empty slot. */
+const UNITS = Math.max(16_384, 3 * (MAX_INLINE_UNITS + 2));
+const CONTROL_BYTES = 64;
+const SLOT_HEAD_BYTES = 8;
+const SLOT_BYTES = SLOT_HEAD_BYTES + frameBytes(WORDS, NUMS, UNITS);
+
+const REQ_SEQ = 0;
+const SLEEPING = 1;
+const BELL = 2;
+
+/** Slot states. */
+export const Slot = { Free: 0, Request: 1, Reply: 2 } as const;
+
+/** True when this runtime can share memory with a worker. */
+export function sharedMemoryAvailable(): boolean {
+  return typeof SharedArrayBuffer === "function" && typeof Atomics?.wait === "function";
+}
+
+/** The views both sides build over the buffer. */
+class Ring {
+  readonly ctrl: Int32Array;
+  readonly heads: Int32Array[] = [];
+  readonly frames: Frame[] = [];
+  constructor(readonly buffer: SharedArrayBuffer) {
+    if (buffer.byteLength !== CONTROL_BYTES + SLOTS * SLOT_BYTES) {
+      throw new RangeError("shared channel buffer has the wrong size");
+    }
+    this.ctrl = new Int32Array(buffer, 0, CONTROL_BYTES / 4);
+    for (let s = 0; s < SLOTS; s++) {
+      const at = CONTROL_BYTES + s * SLOT_BYTES;
+      this.heads.push(new Int32Array(buffer, at, 2));
+      this.frames.push(frameOver(buffer, at + SLOT_HEAD_BYTES, WORDS, NUMS, UNITS));
+    }
+  }
+}
+
+/** The facade's end: publishes requests, collects replies in order. */
+export class MainChannel {
+  readonly #ring: Ring;
+  #head = 0;
+  #tail = 0;
+  #inFlight = 0;
+
+  /** Allocates the shared buffer. */
+  constructor() {
+    this.#ring = new Ring(new SharedArrayBuffer(CONTROL_BYTES + SLOTS * SLOT_BYTES));
+  }
+
+  /** The buffer to hand to the worker. */
+  get buffer(): SharedArrayBuffer {
+    return this.#ring.buffer;
+  }
+
+  /** Slots published and not yet collected. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** The frame of the next slot to publish, or `null` while every slot is in flight. */
+  nextFrame(): Frame | null {
+    return this.#inFlight < SLOTS ? this.#ring.frames[this.#tail] : null;
+  }
+
+  /** Hands the slot written through `nextFrame()` to the worker, as piece `id`. */
+  publish(id: number): void {
+    const heads = this.#ring.heads;
+    const head = heads[this.#tail];
+    head[1] = id;
+    Atomics.store(head, 0, Slot.Request);
+    this.#tail = (this.#tail + 1) % SLOTS;
+    this.#inFlight++;
+    this.wake();
+  }
+
+  /** Wakes a sleeping worker (after a publish, or for a control message). */
+  wake(): void {
+    const ctrl = this.#ring.ctrl;
+    Atomics.add(ctrl, REQ_SEQ, 1);
+    if (Atomics.load(ctrl, SLEEPING) === 1) Atomics.notify(ctrl, REQ_SEQ, 1);
+  }
+
+  /** The oldest slot in flight when the worker answered it, else `null`. */
+  replied(): { id: number; frame: Frame } | null {
+    if (this.#inFlight === 0) return null;
+    const head = this.#ring.heads[this.#head];
+    if (Atomics.load(head, 0) !== Slot.Reply) return null;
+    return { id: head[1], frame: this.#ring.frames[this.#head] };
+  }
+
+  /** Frees the oldest slot (after its reply was read). */
+  release(): void {
+    Atomics.store(this.#ring.heads[this.#head], 0, Slot.Free);
+    this.#head = (this.#head + 1) % SLOTS;
+    this.#inFlight--;
+  }
+
+  /** Spins up to `micros` for the oldest slot's reply; true when it arrived. */
+  spin(micros: number): boolean {
+    if (this.#inFlight === 0) return false;
+    const head = this.#ring.heads[this.#head];
+    const until = performance.now() + micros / 1000;
+    for (let k = 1;; k++) {
+      if (Atomics.load(head, 0) === Slot.Reply) return true;
+      if ((k & 15) === 0 && performance.now() > until) return false;
+    }
+  }
+
+  /**
+   * Asks the worker to post a `bell` message after its next reply. Returns
+   * true when a reply is already there (no bell needed).
+   */
+  ringWhenReplied(): boolean {
+    Atomics.store(this.#ring.ctrl, BELL, 1);
+    return this.replied() !== null;
+  }
+}
+
+/** What {@linkcode WorkerChannel.idle} saw. */
+export type IdleOutcome = "caught" | "work" | "woken" | "timeout";
+
+/** The worker's end: takes requests in order, publishes replies. */
+export class WorkerChannel {
+  readonly #ring: Ring;
+  #head = 0;
+
+  /** Views over the facade's buffer. */
+  constructor(buffer: SharedArrayBuffer) {
+    this.#ring = new Ring(buffer);
+  }
+
+  /** The oldest published request, or `null`. */
+  next(): { id: number; frame: Frame } | null {
+    const head = this.#ring.heads[this.#head];
+    if (Atomics.load(head, 0) !== Slot.Request) return null;
+    return { id: head[1], frame: this.#ring.frames[this.#head] };
+  }
+
+  /** Publishes the reply written over the oldest request; true when a bell is wanted. */
+  answer(): boolean {
+    Atomics.store(this.#ring.heads[this.#head], 0, Slot.Reply);
+    this.#head = (this.#head + 1) % SLOTS;
+    const ctrl = this.#ring.ctrl;
+    return Atomics.load(ctrl, BELL) === 1 && Atomics.exchange(ctrl, BELL, 0) === 1;
+  }
+
+  /**
+   * Waits for the next request: spins up to `spinMicros`, then blocks in
+   * `Atomics.wait` up to `waitMs`. `"caught"`: a request came while
+   * spinning; `"work"`: one came while blocked; `"woken"`:
+   * the facade woke the worker without one (a control message is coming);
+   * `"timeout"`: nothing happened.
+   */
+  idle(spinMicros: number, waitMs: number): IdleOutcome {
+    const { heads, ctrl } = this.#ring;
+    const head = heads[this.#head];
+    const until = performance.now() + spinMicros / 1000;
+    const seq = Atomics.load(ctrl, REQ_SEQ);
+    for (let k = 1;; k++) {
+      if (Atomics.load(head, 0) === Slot.Request) return "caught";
+      if ((k & 31) === 0) {
+        if (Atomics.load(ctrl, REQ_SEQ) !== seq) {
+          return Atomics.load(head, 0) === Slot.Request ? "caught" : "woken";
+        }
+        if (performance.now() > until) break;
+      }
+    }
+    Atomics.store(ctrl, SLEEPING, 1);
+    const slept = Atomics.wait(ctrl, REQ_SEQ, seq, waitMs);
+    Atomics.store(ctrl, SLEEPING, 0);
+    if (Atomics.load(head, 0) === Slot.Request) return "work";
+    return slept === "timed-out" ? "timeout" : "woken";
+  }
+}
