@@ -45,7 +45,7 @@ declare const self: {
 /** Shortest spin for the next batch (µs). */
 export const SPIN_MIN_US = 20;
 /** Longest spin for the next batch (µs). */
-export const SPIN_MAX_US = 1_000;
+export const SPIN_MAX_US = 300;
 /** Longest block in `Atomics.wait`, and longest stretch of work, between event-loop turns. */
 export const YIELD_MS = 250;
 
