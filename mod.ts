@@ -34,7 +34,7 @@
  * @module
  */
 
-export { SessionOwnerRegistry } from "./src/session_owner_registry.ts";
+export { SessionOwnerRegistry } from "./src/registry/session_owner_registry.ts";
 export type {
   AttachOptions,
   BindOptions,
@@ -43,21 +43,21 @@ export type {
   OwnerStats,
   RemovedSessions,
   SessionOwnerRegistryOptions,
-} from "./src/session_owner_registry.ts";
-export { HandleRegistry } from "./src/handle_registry.ts";
-export type { HandleRegistryOptions, MintOptions } from "./src/handle_registry.ts";
-export { CancellationRegistry } from "./src/cancellation_registry.ts";
+} from "./src/registry/session_owner_registry.ts";
+export { HandleRegistry } from "./src/registry/handle_registry.ts";
+export type { HandleRegistryOptions, MintOptions } from "./src/registry/handle_registry.ts";
+export { CancellationRegistry } from "./src/registry/cancellation_registry.ts";
 export type {
   CancellationRegistryOptions,
   CancelStats,
   Registration,
   Tracked,
-} from "./src/cancellation_registry.ts";
-export type { RegistryOptions } from "./src/registry_options.ts";
-export { memoryStore, type MemoryStoreOptions, type RegistryStore } from "./src/store.ts";
-export { kvStore, type KvStoreOptions } from "./src/kv_store.ts";
-export { fingerprint, type FingerprintOptions } from "./src/fingerprint.ts";
-export { sanitizeSessionId } from "./src/validate.ts";
+} from "./src/registry/cancellation_registry.ts";
+export type { RegistryOptions } from "./src/registry/registry_options.ts";
+export { memoryStore, type MemoryStoreOptions, type RegistryStore } from "./src/store/store.ts";
+export { kvStore, type KvStoreOptions } from "./src/store/kv/kv_store.ts";
+export { fingerprint, type FingerprintOptions } from "./src/core/fingerprint.ts";
+export { sanitizeSessionId } from "./src/core/validate.ts";
 export {
   HandleError,
   HandleNotOwnedError,
@@ -69,7 +69,7 @@ export {
   RegistryUnavailableError,
   RequestCancelledError,
   UnauthenticatedError,
-} from "./src/errors.ts";
+} from "./src/core/errors.ts";
 export { guardSessions } from "./src/http/guard.ts";
 export type {
   GuardCancellations,

@@ -22,14 +22,14 @@
  * @module
  */
 
-import type { RegistryStore } from "./src/store.ts";
-import { type RedisStoreOptions, resolveRedisOptions } from "./src/redis_options.ts";
+import type { RegistryStore } from "./src/store/store.ts";
+import { type RedisStoreOptions, resolveRedisOptions } from "./src/store/redis/redis_options.ts";
 // Edge to the Redis backend, for `deno cache` / `deno compile` (never called).
-import "./src/redis_graph.ts";
+import "./src/store/redis/redis_graph.ts";
 
-export type { RedisStoreOptions } from "./src/redis_options.ts";
+export type { RedisStoreOptions } from "./src/store/redis/redis_options.ts";
 
-const BACKEND_URL = new URL("./src/redis_backend.ts", import.meta.url).href;
+const BACKEND_URL = new URL("./src/store/redis/redis_backend.ts", import.meta.url).href;
 
 /**
  * A store that keeps a registry's state in Redis. Pass it as `store` to

@@ -12,7 +12,7 @@
  * The registries' workers stay up until the bench process exits.
  */
 
-import { OwnerTable } from "../src/owner_table.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
 import { SessionOwnerRegistry } from "../mod.ts";
 
 const CALLERS = 1_000;

@@ -38,7 +38,7 @@
  */
 
 import { SessionOwnerRegistry } from "../mod.ts";
-import { Op } from "../src/protocol.ts";
+import { Op } from "../src/actor/protocol.ts";
 
 // ---------------------------------------------------------------- settings
 

@@ -22,8 +22,8 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { redisStore } from "../redis.ts";
-import { CancelTable } from "../src/cancel_table.ts";
-import { OwnerTable } from "../src/owner_table.ts";
+import { CancelTable } from "../src/core/cancel_table.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
 import { startRedis } from "./support/redis_server.ts";
 
 /** One argument, and whether every store must accept it as valid input. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CancelTable } from "../src/cancel_table.ts";
+import { CancelTable } from "../src/core/cancel_table.ts";
 
 Deno.test("CancelTable.register", async (t) => {
   await t.step("ignores a registration without a valid session id", () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { CancellationRegistry, SessionOwnerRegistry } from "../mod.ts";
-import { clients } from "../src/registry_options.ts";
+import { clients } from "../src/registry/registry_options.ts";
 import { issueOwnerCall, modelOwnerResults, type OwnerCall, ownerCallArb } from "./support/ops.ts";
 
 const CALLERS = 64;

@@ -6,7 +6,7 @@
  * worker loads (the worker module, the Redis and KV backends, `npm:redis`) must
  * come from that cache, though the worker starts from `new Worker(new URL(...))`
  * and loads backends with `import(url)`: neither is an edge `deno cache`
- * follows on its own (see `src/worker_graph.ts`, `src/redis_graph.ts`).
+ * follows on its own (see `src/actor/worker_graph.ts`, `src/store/redis/redis_graph.ts`).
  */
 
 import assert from "node:assert/strict";
@@ -136,8 +136,14 @@ Deno.test({
         ),
         "deno cache mod.ts",
       );
-      assert.ok(asked.has("/src/worker.ts") && asked.has("/src/kv_backend.ts"), "worker and KV");
-      assert.ok(!asked.has("/src/redis_backend.ts"), "mod.ts alone does not reach npm:redis");
+      assert.ok(
+        asked.has("/src/actor/worker.ts") && asked.has("/src/store/kv/kv_backend.ts"),
+        "worker and KV",
+      );
+      assert.ok(
+        !asked.has("/src/store/redis/redis_backend.ts"),
+        "mod.ts alone does not reach npm:redis",
+      );
 
       asked.clear();
       const cached = await deno(
@@ -146,7 +152,13 @@ Deno.test({
         denoDir,
       );
       expectOk(cached, "deno cache");
-      for (const path of ["/src/worker.ts", "/src/kv_backend.ts", "/src/redis_backend.ts"]) {
+      for (
+        const path of [
+          "/src/actor/worker.ts",
+          "/src/store/kv/kv_backend.ts",
+          "/src/store/redis/redis_backend.ts",
+        ]
+      ) {
         assert.ok(asked.has(path), `deno cache fetched ${path}`);
       }
 

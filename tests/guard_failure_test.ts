@@ -17,7 +17,7 @@ import {
   type RequestHandler,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { clients } from "../src/registry_options.ts";
+import { clients } from "../src/registry/registry_options.ts";
 import { bearer, connect, initializeRequest, startServer, waitFor } from "./support/mcp_server.ts";
 
 const JSON_HEADERS = {

@@ -15,8 +15,8 @@ import {
   SessionOwnerRegistry,
   UnauthenticatedError,
 } from "../mod.ts";
-import { OwnerTable } from "../src/owner_table.ts";
-import { clients } from "../src/registry_options.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
+import { clients } from "../src/registry/registry_options.ts";
 import { redisStore } from "../redis.ts";
 import {
   bearer,

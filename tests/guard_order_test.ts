@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { SessionOrder } from "../src/session_order.ts";
+import { SessionOrder } from "../src/http/session_order.ts";
 import { connect, sessionHeaders, startServer, type TestServer } from "./support/mcp_server.ts";
 
 const ROUNDS = 20;

@@ -2,8 +2,8 @@
 
 import assert from "node:assert/strict";
 import { CancellationRegistry, guardSessions, SessionOwnerRegistry } from "../mod.ts";
-import { onBodyEnd } from "../src/body_end.ts";
-import { classify, isJsonMediaType, readBody, rpcError } from "../src/jsonrpc.ts";
+import { onBodyEnd } from "../src/http/body_end.ts";
+import { classify, isJsonMediaType, readBody, rpcError } from "../src/http/jsonrpc.ts";
 
 Deno.test("classify: requests, notifications and responses", () => {
   assert.deepEqual(classify({ jsonrpc: "2.0", id: 1, method: "ping" }), {

@@ -16,11 +16,11 @@ import {
   type RemovedSessions,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { createBackend } from "../src/kv_backend.ts";
-import { OpFailure } from "../src/backend.ts";
-import { OwnerTable, resolveOwnerOptions } from "../src/owner_table.ts";
-import { type InitMessage, Op, type WorkerEvent } from "../src/protocol.ts";
-import { utf8Length } from "../src/validate.ts";
+import { createBackend } from "../src/store/kv/kv_backend.ts";
+import { OpFailure } from "../src/store/backend.ts";
+import { OwnerTable, resolveOwnerOptions } from "../src/core/owner_table.ts";
+import { type InitMessage, Op, type WorkerEvent } from "../src/actor/protocol.ts";
+import { utf8Length } from "../src/core/validate.ts";
 
 const MOD_URL = new URL("../mod.ts", import.meta.url).href;
 

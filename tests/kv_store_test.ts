@@ -15,7 +15,7 @@ import {
   RequestCancelledError,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { OwnerTable } from "../src/owner_table.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { Child, claimInTurns, runChild, waitUntil } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { OwnerTable } from "../src/owner_table.ts";
-import { InvalidInputError } from "../src/errors.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
+import { InvalidInputError } from "../src/core/errors.ts";
 
 Deno.test("OwnerTable.bind", async (t) => {
   await t.step("binds an unbound id and refreshes the owner's own binding", () => {

@@ -16,8 +16,8 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { redisStore } from "../redis.ts";
-import { Op } from "../src/protocol.ts";
-import { clients } from "../src/registry_options.ts";
+import { Op } from "../src/actor/protocol.ts";
+import { clients } from "../src/registry/registry_options.ts";
 import { startRedis } from "./support/redis_server.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { InvalidInputError, RegistryUnavailableError, SessionOwnerRegistry } from "../mod.ts";
 import { redisStore } from "../redis.ts";
-import { OwnerTable } from "../src/owner_table.ts";
+import { OwnerTable } from "../src/core/owner_table.ts";
 import { startRedis } from "./support/redis_server.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";

@@ -8,7 +8,7 @@ import {
   RequestCancelledError,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { clients } from "../src/registry_options.ts";
+import { clients } from "../src/registry/registry_options.ts";
 
 Deno.test("SessionOwnerRegistry through its worker", async (t) => {
   await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });

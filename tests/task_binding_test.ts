@@ -7,14 +7,14 @@ import {
   isValidTaskId,
   taskIdOfResult,
   taskRequest,
-} from "../src/tasks.ts";
+} from "../src/http/tasks.ts";
 import {
   MessageTooLargeError,
   ResponseWatchError,
   rewriteResult,
   watchResponse,
-} from "../src/response_watch.ts";
-import { parseEvent, type SseEvent, SseFramer } from "../src/sse_events.ts";
+} from "../src/http/response_watch.ts";
+import { parseEvent, type SseEvent, SseFramer } from "../src/http/sse_events.ts";
 
 // ---------------------------------------------------------------- helpers
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { fingerprint, InvalidInputError, sanitizeSessionId } from "../mod.ts";
-import { isValidFingerprint, isValidRequestId, utf8Length } from "../src/validate.ts";
+import { isValidFingerprint, isValidRequestId, utf8Length } from "../src/core/validate.ts";
 
 Deno.test("sanitizeSessionId accepts exactly 1-256 visible ASCII characters", async (t) => {
   await t.step("valid ids come back unchanged", () => {

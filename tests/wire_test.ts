@@ -10,7 +10,7 @@ import {
   Status,
 } from "../src/actor/wire.ts";
 import { decodeReply, ReplyEncoder } from "../src/actor/wire_reply.ts";
-import { ARITY, Op } from "../src/protocol.ts";
+import { ARITY, Op } from "../src/actor/protocol.ts";
 
 const big = () => newFrame(4_096, 64, 16_384);
 

@@ -33,8 +33,8 @@
  * @module
  */
 
-import { InvalidInputError } from "../errors.ts";
-import { ARITY } from "../protocol.ts";
+import { InvalidInputError } from "../core/errors.ts";
+import { ARITY } from "./protocol.ts";
 
 /** Words before a frame's body. */
 export const HEADER_WORDS = 8;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { InvalidInputError, type WireError } from "../errors.ts";
+import { InvalidInputError, type WireError } from "../core/errors.ts";
 import { type Frame, HEADER_WORDS, KNOWN, Reader, Status, Tag, Writer } from "./wire.ts";
 
 /** A per-op failure as encoded in a reply: a result object with this shape. */

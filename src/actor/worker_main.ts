@@ -22,9 +22,9 @@ import {
   createMemoryBackend,
   OpFailure,
   validateBatch,
-} from "../backend.ts";
-import { InvalidInputError, toWireError, type WireError } from "../errors.ts";
-import type { FromWorker, InitMessage, WorkerEvent } from "../protocol.ts";
+} from "../store/backend.ts";
+import { InvalidInputError, toWireError, type WireError } from "../core/errors.ts";
+import type { FromWorker, InitMessage, WorkerEvent } from "./protocol.ts";
 import { WorkerChannel } from "./shared_channel.ts";
 import { decodeBatch, type Frame, frameOver, newFrame } from "./wire.ts";
 import { ReplyEncoder } from "./wire_reply.ts";

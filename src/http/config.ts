@@ -6,10 +6,10 @@
  * @module
  */
 
-import { InvalidInputError } from "../errors.ts";
-import { fingerprint } from "../fingerprint.ts";
-import { checkOptionKeys } from "../options_check.ts";
-import { checkCount } from "../validate.ts";
+import { InvalidInputError } from "../core/errors.ts";
+import { fingerprint } from "../core/fingerprint.ts";
+import { checkOptionKeys } from "../core/options_check.ts";
+import { checkCount } from "../core/validate.ts";
 import type {
   GuardCancellations,
   GuardDecision,

@@ -12,11 +12,15 @@
  * @module
  */
 
-import { onBodyEnd } from "../body_end.ts";
-import { cancelKey } from "../cancel_table.ts";
-import { InvalidInputError, RegistryMisconfiguredError, UnauthenticatedError } from "../errors.ts";
-import { SessionOrder } from "../session_order.ts";
-import { isValidRequestId, sanitizeSessionId } from "../validate.ts";
+import { onBodyEnd } from "./body_end.ts";
+import { cancelKey } from "../core/cancel_table.ts";
+import {
+  InvalidInputError,
+  RegistryMisconfiguredError,
+  UnauthenticatedError,
+} from "../core/errors.ts";
+import { SessionOrder } from "./session_order.ts";
+import { isValidRequestId, sanitizeSessionId } from "../core/validate.ts";
 import { type GuardConfig, resolveGuardConfig } from "./config.ts";
 import { closeSession } from "./handler_calls.ts";
 import { Identifier } from "./identify.ts";

@@ -6,8 +6,8 @@
  * @module
  */
 
-import { InvalidInputError } from "../errors.ts";
-import { fingerprint } from "../fingerprint.ts";
+import { InvalidInputError } from "../core/errors.ts";
+import { fingerprint } from "../core/fingerprint.ts";
 import type { GuardContext, GuardOptions } from "./types.ts";
 
 /** Turns a request into the context the handler will get. */

@@ -7,10 +7,10 @@
  * @module
  */
 
-import { onBodyEnd } from "../body_end.ts";
-import { cancelKey } from "../cancel_table.ts";
-import type { Tracked } from "../cancellation_registry.ts";
-import { RequestCancelledError } from "../errors.ts";
+import { onBodyEnd } from "./body_end.ts";
+import { cancelKey } from "../core/cancel_table.ts";
+import type { Tracked } from "../registry/cancellation_registry.ts";
+import { RequestCancelledError } from "../core/errors.ts";
 import {
   classify,
   isJsonMediaType,
@@ -18,9 +18,9 @@ import {
   readBody,
   rpcError,
   type RpcMessage,
-} from "../jsonrpc.ts";
-import { isModernRequest } from "../tasks.ts";
-import { sanitizeSessionId } from "../validate.ts";
+} from "./jsonrpc.ts";
+import { isModernRequest } from "./tasks.ts";
+import { sanitizeSessionId } from "../core/validate.ts";
 import type { At, SessionGuard } from "./guard.ts";
 import { closeSession, notifyCancelled } from "./handler_calls.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";

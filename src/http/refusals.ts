@@ -10,7 +10,7 @@
  * @module
  */
 
-import { RpcCode, rpcError } from "../jsonrpc.ts";
+import { RpcCode, rpcError } from "./jsonrpc.ts";
 import type { GuardReason } from "./types.ts";
 
 /** How one refusal is answered. `message` may depend on a detail (a method, a parser's words). */

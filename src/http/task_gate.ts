@@ -6,9 +6,9 @@
  * @module
  */
 
-import type { RpcMessage } from "../jsonrpc.ts";
-import { rewriteResult, watchResponse } from "../response_watch.ts";
-import { checkMcpName, isValidTaskId, taskIdOfResult, taskRequest } from "../tasks.ts";
+import type { RpcMessage } from "./jsonrpc.ts";
+import { rewriteResult, watchResponse } from "./response_watch.ts";
+import { checkMcpName, isValidTaskId, taskIdOfResult, taskRequest } from "./tasks.ts";
 import type { RefusalReason } from "./refusals.ts";
 import { registry } from "./registry_failure.ts";
 import type { GuardContext, GuardTaskOwners } from "./types.ts";

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { CancellationRegistry } from "../cancellation_registry.ts";
-import type { SessionOwnerRegistry } from "../session_owner_registry.ts";
+import type { CancellationRegistry } from "../registry/cancellation_registry.ts";
+import type { SessionOwnerRegistry } from "../registry/session_owner_registry.ts";
 
 /**
  * How much the guard enforces.

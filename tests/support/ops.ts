@@ -7,8 +7,8 @@
  */
 
 import fc from "fast-check";
-import { CancelTable } from "../../src/cancel_table.ts";
-import { type OwnerBounds, OwnerTable } from "../../src/owner_table.ts";
+import { CancelTable } from "../../src/core/cancel_table.ts";
+import { type OwnerBounds, OwnerTable } from "../../src/core/owner_table.ts";
 import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
 
 /** One owner-registry call. */

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type CancellationRegistry, type RegistryStore, SessionOwnerRegistry } from "../../mod.ts";
-import { type OwnerBounds, OwnerTable } from "../../src/owner_table.ts";
+import { type OwnerBounds, OwnerTable } from "../../src/core/owner_table.ts";
 import {
   applyOwnerCall,
   cancelCallArb,

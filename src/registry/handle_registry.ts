@@ -20,15 +20,15 @@ import {
   HandleTableFullError,
   InvalidInputError,
   RegistryClosedError,
-} from "./errors.ts";
-import { type ResolvedKvOptions, resolveKvOptions } from "./kv_store.ts";
-import { OWNER_BOUND_KEYS, type OwnerBounds, type OwnerStats } from "./owner_table.ts";
-import { type ResolvedRedisOptions, resolveRedisOptions } from "./redis_options.ts";
+} from "../core/errors.ts";
+import { type ResolvedKvOptions, resolveKvOptions } from "../store/kv/kv_store.ts";
+import { OWNER_BOUND_KEYS, type OwnerBounds, type OwnerStats } from "../core/owner_table.ts";
+import { type ResolvedRedisOptions, resolveRedisOptions } from "../store/redis/redis_options.ts";
 import { REGISTRY_OPTION_KEYS, type RegistryOptions } from "./registry_options.ts";
-import { checkOptionKeys } from "./options_check.ts";
+import { checkOptionKeys } from "../core/options_check.ts";
 import { SessionOwnerRegistry } from "./session_owner_registry.ts";
-import type { RegistryStore } from "./store.ts";
-import { isValidFingerprint } from "./validate.ts";
+import type { RegistryStore } from "../store/store.ts";
+import { isValidFingerprint } from "../core/validate.ts";
 
 /**
  * Options of {@linkcode HandleRegistry}: the same bounds and shared options as
@@ -91,8 +91,8 @@ const MINT_ATTEMPTS = 3;
 const REDIS_SUFFIX = "h:";
 /** Suffix added to a Deno KV store's prefix for handles: keys `["<prefix>:h", "o", …]`. */
 const KV_SUFFIX = ":h";
-const REDIS_BACKEND = new URL("./redis_backend.ts", import.meta.url).href;
-const KV_BACKEND = new URL("./kv_backend.ts", import.meta.url).href;
+const REDIS_BACKEND = new URL("../store/redis/redis_backend.ts", import.meta.url).href;
+const KV_BACKEND = new URL("../store/kv/kv_backend.ts", import.meta.url).href;
 
 /** True when `value` can be a handle: 1 to 128 visible ASCII characters. */
 function isHandle(value: unknown): value is string {

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { isValidRequestId } from "./validate.ts";
+import { isValidRequestId } from "../core/validate.ts";
 
 /** JSON-RPC error codes the guard uses. */
 export const RpcCode = {

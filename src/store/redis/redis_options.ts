@@ -6,9 +6,9 @@
  * @module
  */
 
-import { InvalidInputError } from "./errors.ts";
-import { checkOptionKeys } from "./options_check.ts";
-import { checkCount } from "./validate.ts";
+import { InvalidInputError } from "../../core/errors.ts";
+import { checkOptionKeys } from "../../core/options_check.ts";
+import { checkCount } from "../../core/validate.ts";
 
 /**
  * Options of `redisStore`.

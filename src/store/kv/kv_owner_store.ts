@@ -29,11 +29,11 @@
  * @module
  */
 
-import type { BackendContext } from "./backend.ts";
-import type { OwnerStats, ResolvedOwnerOptions } from "./owner_table.ts";
-import { Op, type RemovalCause } from "./protocol.ts";
+import type { BackendContext } from "../backend.ts";
+import type { OwnerStats, ResolvedOwnerOptions } from "../../core/owner_table.ts";
+import { Op, type RemovalCause } from "../../actor/protocol.ts";
 import { type Key, type Store, transact, type Tx, type TxHooks } from "./kv_tx.ts";
-import { isValidFingerprint, sanitizeSessionId } from "./validate.ts";
+import { isValidFingerprint, sanitizeSessionId } from "../../core/validate.ts";
 
 /** The owner counters (as `stats()` reports them, but `restarts`), the last score, the last event. */
 export type OwnerMeta = Omit<OwnerStats, "restarts"> & { seq: number; ev: number };

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { utf8Length } from "./validate.ts";
+import { utf8Length } from "../../core/validate.ts";
 
 /** A Deno KV key. */
 export type Key = Deno.KvKey;

@@ -4,18 +4,18 @@
  * @module
  */
 
-import type { ActorClient } from "./actor_client.ts";
-import { InvalidInputError } from "./errors.ts";
+import type { ActorClient } from "../actor/actor_client.ts";
+import { InvalidInputError } from "../core/errors.ts";
 import {
   type BindResult,
   type OwnerBounds,
   type OwnerStats,
   resolveOwnerOptions,
-} from "./owner_table.ts";
+} from "../core/owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
 import { TouchCoalescer } from "./touches.ts";
-import { checkOptionKeys } from "./options_check.ts";
-import { Op } from "./protocol.ts";
+import { checkOptionKeys } from "../core/options_check.ts";
+import { Op } from "../actor/protocol.ts";
 import {
   clients,
   makeClient,
@@ -23,10 +23,10 @@ import {
   type RegistryOptions,
   str,
 } from "./registry_options.ts";
-import { OWNER_BOUND_KEYS } from "./owner_table.ts";
-import { checkCount } from "./validate.ts";
+import { OWNER_BOUND_KEYS } from "../core/owner_table.ts";
+import { checkCount } from "../core/validate.ts";
 
-export type { BindResult, OwnerBounds, OwnerStats } from "./owner_table.ts";
+export type { BindResult, OwnerBounds, OwnerStats } from "../core/owner_table.ts";
 
 /**
  * Options of {@linkcode SessionOwnerRegistry}: its bounds plus the shared

@@ -15,10 +15,16 @@
  * @module
  */
 
-import { CancelTable } from "./cancel_table.ts";
-import { OwnerTable, type ResolvedOwnerOptions } from "./owner_table.ts";
-import { InvalidInputError } from "./errors.ts";
-import { ARITY, type InitMessage, Op, type RemovalCause, type WorkerEvent } from "./protocol.ts";
+import { CancelTable } from "../core/cancel_table.ts";
+import { OwnerTable, type ResolvedOwnerOptions } from "../core/owner_table.ts";
+import { InvalidInputError } from "../core/errors.ts";
+import {
+  ARITY,
+  type InitMessage,
+  Op,
+  type RemovalCause,
+  type WorkerEvent,
+} from "../actor/protocol.ts";
 
 /** What a store module's `createBackend` receives. */
 export interface BackendContext {

@@ -28,4 +28,4 @@
 export const workerModule = (): Promise<unknown> => import("./worker.ts");
 
 /** The Deno KV backend `kvStore()` names by URL. Never called: it exists for the module graph. */
-export const kvBackendModule = (): Promise<unknown> => import("./kv_backend.ts");
+export const kvBackendModule = (): Promise<unknown> => import("../store/kv/kv_backend.ts");

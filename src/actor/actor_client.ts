@@ -26,7 +26,7 @@ import {
   RegistryUnavailableError,
   toWireError,
   type WireError,
-} from "./errors.ts";
+} from "../core/errors.ts";
 import {
   ARITY,
   type FromWorker,
@@ -34,7 +34,7 @@ import {
   type ReplyMessage,
   type WorkerEvent,
 } from "./protocol.ts";
-import { MainChannel, sharedMemoryAvailable, SLOT_OPS } from "./actor/shared_channel.ts";
+import { MainChannel, sharedMemoryAvailable, SLOT_OPS } from "./shared_channel.ts";
 import {
   BatchEncoder,
   frameOver,
@@ -42,8 +42,8 @@ import {
   MAX_INLINE_UNITS,
   newFrame,
   Status,
-} from "./actor/wire.ts";
-import { type DecodedReply, decodeReply } from "./actor/wire_reply.ts";
+} from "./wire.ts";
+import { type DecodedReply, decodeReply } from "./wire_reply.ts";
 
 /** Settings of an {@linkcode ActorClient}. */
 export interface ActorClientOptions {

@@ -5,6 +5,6 @@
  * @module
  */
 
-import { startWorker } from "./actor/worker_main.ts";
+import { startWorker } from "./worker_main.ts";
 
 startWorker();

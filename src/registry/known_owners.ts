@@ -10,7 +10,7 @@
  * @module
  */
 
-import { ARITY, Op } from "./protocol.ts";
+import { ARITY, Op } from "../actor/protocol.ts";
 
 /** Owners confirmed by the worker and not reported gone since. */
 export class KnownOwners {

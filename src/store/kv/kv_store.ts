@@ -5,10 +5,10 @@
  * @module
  */
 
-import { InvalidInputError } from "./errors.ts";
-import { checkOptionKeys } from "./options_check.ts";
-import type { RegistryStore } from "./store.ts";
-import { checkCount, utf8Length } from "./validate.ts";
+import { InvalidInputError } from "../../core/errors.ts";
+import { checkOptionKeys } from "../../core/options_check.ts";
+import type { RegistryStore } from "../store.ts";
+import { checkCount, utf8Length } from "../../core/validate.ts";
 
 /**
  * Longest `prefix`, in UTF-8 bytes. Deno KV refuses keys over 2,048 bytes;

@@ -23,10 +23,14 @@
  * @module
  */
 
-import { type Backend, type BackendContext, OpFailure } from "./backend.ts";
-import { InvalidInputError, missingPermission, RegistryMisconfiguredError } from "./errors.ts";
-import type { ResolvedOwnerOptions } from "./owner_table.ts";
-import { ARITY, Op } from "./protocol.ts";
+import { type Backend, type BackendContext, OpFailure } from "../backend.ts";
+import {
+  InvalidInputError,
+  missingPermission,
+  RegistryMisconfiguredError,
+} from "../../core/errors.ts";
+import type { ResolvedOwnerOptions } from "../../core/owner_table.ts";
+import { ARITY, Op } from "../../actor/protocol.ts";
 import { resolveKvOptions } from "./kv_store.ts";
 import { isBusy, type Key, type Store, transact } from "./kv_tx.ts";
 import { ownerStore } from "./kv_owner_store.ts";

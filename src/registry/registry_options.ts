@@ -5,13 +5,13 @@
  * @module
  */
 
-import { ActorClient, type ActorClientOptions } from "./actor_client.ts";
-import { InvalidInputError } from "./errors.ts";
-import type { InitMessage, WorkerEvent } from "./protocol.ts";
-import type { RegistryStore } from "./store.ts";
-import { checkCount } from "./validate.ts";
+import { ActorClient, type ActorClientOptions } from "../actor/actor_client.ts";
+import { InvalidInputError } from "../core/errors.ts";
+import type { InitMessage, WorkerEvent } from "../actor/protocol.ts";
+import type { RegistryStore } from "../store/store.ts";
+import { checkCount } from "../core/validate.ts";
 // Edges to the worker and the KV backend, for `deno cache` / `deno compile` (never called).
-import "./worker_graph.ts";
+import "../actor/worker_graph.ts";
 
 /**
  * Options shared by `SessionOwnerRegistry` and `CancellationRegistry`.

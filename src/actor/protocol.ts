@@ -25,8 +25,8 @@
  * @module
  */
 
-import type { WireError } from "./errors.ts";
-import type { ResolvedOwnerOptions } from "./owner_table.ts";
+import type { WireError } from "../core/errors.ts";
+import type { ResolvedOwnerOptions } from "../core/owner_table.ts";
 
 /** Opcodes. Owner ops are 1..19, cancellation ops 20..39. */
 export const Op = {

@@ -16,11 +16,11 @@
  * @module
  */
 
-import type { BackendContext } from "./backend.ts";
-import { cancelKey } from "./cancel_table.ts";
-import { Op } from "./protocol.ts";
+import type { BackendContext } from "../backend.ts";
+import { cancelKey } from "../../core/cancel_table.ts";
+import { Op } from "../../actor/protocol.ts";
 import { type Key, type Store, transact, type Tx } from "./kv_tx.ts";
-import { isValidRequestId, sanitizeSessionId, utf8Length } from "./validate.ts";
+import { isValidRequestId, sanitizeSessionId, utf8Length } from "../../core/validate.ts";
 
 /** Inbox messages for a process that never reads them (it died) expire. */
 const INBOX_TTL_MS = 60_000;

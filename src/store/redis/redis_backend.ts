@@ -28,11 +28,11 @@
  */
 
 import { createClient } from "npm:redis@^5.9.0";
-import { type Backend, type BackendContext, OpFailure } from "./backend.ts";
-import { cancelKey } from "./cancel_table.ts";
-import { InvalidInputError, RegistryMisconfiguredError } from "./errors.ts";
-import type { ResolvedOwnerOptions } from "./owner_table.ts";
-import { ARITY, Op, type RemovalCause } from "./protocol.ts";
+import { type Backend, type BackendContext, OpFailure } from "../backend.ts";
+import { cancelKey } from "../../core/cancel_table.ts";
+import { InvalidInputError, RegistryMisconfiguredError } from "../../core/errors.ts";
+import type { ResolvedOwnerOptions } from "../../core/owner_table.ts";
+import { ARITY, Op, type RemovalCause } from "../../actor/protocol.ts";
 import { type ResolvedRedisOptions, resolveRedisOptions, safeUrl } from "./redis_options.ts";
 import {
   CANCEL_CLOSE,
@@ -44,7 +44,7 @@ import {
   OWNER_SWEEP,
   REMOVED_CHANNEL,
 } from "./redis_scripts.ts";
-import { isValidFingerprint, isValidRequestId, sanitizeSessionId } from "./validate.ts";
+import { isValidFingerprint, isValidRequestId, sanitizeSessionId } from "../../core/validate.ts";
 
 type Client = ReturnType<typeof createClient>;
 

@@ -5,11 +5,11 @@
  * @module
  */
 
-import type { ActorClient } from "./actor_client.ts";
-import type { CancelStats } from "./cancel_table.ts";
-import { RequestCancelledError } from "./errors.ts";
-import { type AbortEvent, Op } from "./protocol.ts";
-import { checkOptionKeys } from "./options_check.ts";
+import type { ActorClient } from "../actor/actor_client.ts";
+import type { CancelStats } from "../core/cancel_table.ts";
+import { RequestCancelledError } from "../core/errors.ts";
+import { type AbortEvent, Op } from "../actor/protocol.ts";
+import { checkOptionKeys } from "../core/options_check.ts";
 import {
   clients,
   makeClient,
@@ -17,9 +17,9 @@ import {
   type RegistryOptions,
   str,
 } from "./registry_options.ts";
-import { checkCount } from "./validate.ts";
+import { checkCount } from "../core/validate.ts";
 
-export type { CancelStats } from "./cancel_table.ts";
+export type { CancelStats } from "../core/cancel_table.ts";
 
 /**
  * Options of {@linkcode CancellationRegistry}.

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { checkOptionKeys } from "./options_check.ts";
-import type { StoreSpec } from "./protocol.ts";
-import { checkCount } from "./validate.ts";
+import { checkOptionKeys } from "../core/options_check.ts";
+import type { StoreSpec } from "../actor/protocol.ts";
+import { checkCount } from "../core/validate.ts";
 
 /**
  * Options of {@linkcode memoryStore}.
