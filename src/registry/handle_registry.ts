@@ -21,129 +21,22 @@ import {
   InvalidInputError,
   RegistryClosedError,
 } from "../core/errors.ts";
-import { type ResolvedKvOptions, resolveKvOptions } from "../store/kv/kv_store.ts";
-import { OWNER_BOUND_KEYS, type OwnerBounds, type OwnerStats } from "../core/owner_table.ts";
-import { type ResolvedRedisOptions, resolveRedisOptions } from "../store/redis/redis_options.ts";
-import { REGISTRY_OPTION_KEYS, type RegistryOptions } from "./registry_options.ts";
+import { OWNER_BOUND_KEYS, type OwnerStats } from "../core/owner_table.ts";
+import { REGISTRY_OPTION_KEYS } from "./registry_options.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { SessionOwnerRegistry } from "./session_owner_registry.ts";
-import type { RegistryStore } from "../store/store.ts";
 import { isValidFingerprint } from "../core/validate.ts";
-
-/**
- * Options of {@linkcode HandleRegistry}: the same bounds and shared options as
- * a `SessionOwnerRegistry` (`maxEntries`, `maxPerPrincipal`,
- * `sharedPrincipals`, `store`, `callTimeoutMs`, ...). They bound handles
- * only: handles never share a key space, an LRU or a per-principal cap with
- * session bindings (see {@linkcode HandleRegistry}).
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { HandleRegistry, type HandleRegistryOptions } from "@mcp-guard/session";
- *
- * const options: HandleRegistryOptions = { maxEntries: 50_000, maxPerPrincipal: 200 };
- * await using handles = new HandleRegistry(options);
- * assert.equal(await handles.size(), 0);
- * ```
- */
-export interface HandleRegistryOptions extends OwnerBounds, RegistryOptions {}
-
-/**
- * Options of {@linkcode HandleRegistry.mint}.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { fingerprint, HandleRegistry, type MintOptions } from "@mcp-guard/session";
- *
- * await using handles = new HandleRegistry();
- * const options: MintOptions = { prefix: "cart_" };
- * const cart = await handles.mint(await fingerprint("alice"), options);
- * assert.match(cart, /^cart_[A-Za-z0-9_-]{32}$/);
- * ```
- */
-export interface MintOptions {
-  /**
-   * A readable prefix put before the random part, e.g. `"cart_"`: up to 64
-   * characters from `A-Z a-z 0-9 _ - . :`. It carries no authority (every
-   * check is on the whole handle); it only helps people and logs tell
-   * handles apart. Default: none.
-   */
-  prefix?: string;
-}
-
-/** Random bytes per handle: 192 bits, 32 base64url characters. */
-const RANDOM_BYTES = 24;
-/** Longest prefix `mint` accepts. */
-const MAX_PREFIX_LENGTH = 64;
-/**
- * Longest handle `authorize` looks up (a minted one is at most 64 + 32
- * characters); anything longer is refused without a round trip.
- */
-const MAX_HANDLE_LENGTH = 128;
-const PREFIX = /^[A-Za-z0-9_.:-]*$/;
-const HANDLE = /^[\x21-\x7e]+$/;
-/** Draws `mint` makes before giving up (a clash is a 2^-192 event). */
-const MINT_ATTEMPTS = 3;
-
-/** Suffix added to a Redis store's key prefix for handles: keys `<prefix>h:o:…`. */
-const REDIS_SUFFIX = "h:";
-/** Suffix added to a Deno KV store's prefix for handles: keys `["<prefix>:h", "o", …]`. */
-const KV_SUFFIX = ":h";
-const REDIS_BACKEND = new URL("../store/redis/redis_backend.ts", import.meta.url).href;
-const KV_BACKEND = new URL("../store/kv/kv_backend.ts", import.meta.url).href;
-
-/** True when `value` can be a handle: 1 to 128 visible ASCII characters. */
-function isHandle(value: unknown): value is string {
-  return typeof value === "string" && value.length > 0 && value.length <= MAX_HANDLE_LENGTH &&
-    HANDLE.test(value);
-}
-
-/** 192 random bits from `crypto.getRandomValues`, base64url without padding. */
-function randomPart(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(RANDOM_BYTES));
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_");
-}
-
-/**
- * The store a handle registry uses for `store`: the in-memory store as is
- * (every registry has its own worker, so nothing is shared), a Redis or
- * Deno KV store moved to its own key space (the prefix plus
- * {@linkcode REDIS_SUFFIX} / {@linkcode KV_SUFFIX}). Any other store is refused:
- * its key layout is unknown, so a distinct key space cannot be guaranteed.
- */
-function handleStore(store: RegistryStore | undefined): RegistryStore | undefined {
-  if (typeof store !== "object" || store === null || store.kind !== "module") return store;
-  const derive = <T extends { prefix: string }>(
-    suffix: string,
-    resolve: (options: unknown) => T,
-  ): RegistryStore => {
-    const options = store.options as T;
-    const prefix = `${options.prefix}${suffix}`;
-    try {
-      return { kind: "module", url: store.url, options: resolve({ ...options, prefix }) };
-    } catch {
-      throw new InvalidInputError(
-        `HandleRegistry: handles live under the store prefix ${
-          JSON.stringify(prefix)
-        } (the store's prefix plus ${
-          JSON.stringify(suffix)
-        }), which that store refuses: use a shorter prefix`,
-      );
-    }
-  };
-  if (store.url === REDIS_BACKEND) {
-    return derive<ResolvedRedisOptions>(REDIS_SUFFIX, resolveRedisOptions);
-  }
-  if (store.url === KV_BACKEND) return derive<ResolvedKvOptions>(KV_SUFFIX, resolveKvOptions);
-  throw new InvalidInputError(
-    "HandleRegistry: store must be memoryStore(), redisStore() or kvStore() " +
-      "(their handle key space is derived from the store's prefix)",
-  );
-}
+import {
+  type HandleRegistryOptions,
+  handleStore,
+  isHandle,
+  MAX_PREFIX_LENGTH,
+  MINT_ATTEMPTS,
+  type MintOptions,
+  PREFIX,
+  randomPart,
+} from "./handle_parts.ts";
+export type { HandleRegistryOptions, MintOptions } from "./handle_parts.ts";
 
 /**
  * Mints application state handles and binds each one to the fingerprint of

@@ -6,133 +6,29 @@
 
 import type { ActorClient } from "../actor/actor_client.ts";
 import { InvalidInputError } from "../core/errors.ts";
-import {
-  type BindResult,
-  type OwnerBounds,
-  type OwnerStats,
-  resolveOwnerOptions,
-} from "../core/owner_table.ts";
+import { type BindResult, type OwnerStats, resolveOwnerOptions } from "../core/owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
 import { TouchCoalescer } from "./touches.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { Op } from "../actor/protocol.ts";
-import {
-  clients,
-  makeClient,
-  REGISTRY_OPTION_KEYS,
-  type RegistryOptions,
-  str,
-} from "./registry_options.ts";
+import { clients, makeClient, REGISTRY_OPTION_KEYS, str } from "./registry_options.ts";
 import { OWNER_BOUND_KEYS } from "../core/owner_table.ts";
 import { checkCount } from "../core/validate.ts";
 
 export type { BindResult, OwnerBounds, OwnerStats } from "../core/owner_table.ts";
-
-/**
- * Options of {@linkcode SessionOwnerRegistry}: its bounds plus the shared
- * registry options.
- *
- * @example
- * ```ts
- * import { SessionOwnerRegistry, type SessionOwnerRegistryOptions } from "@mcp-guard/session";
- *
- * const options: SessionOwnerRegistryOptions = {
- *   maxEntries: 20_000,
- *   maxPerPrincipal: 50,
- *   sharedPrincipals: ["fingerprint-of-the-master-key"],
- *   callTimeoutMs: 2_000,
- * };
- * await using owners = new SessionOwnerRegistry(options);
- * console.log(await owners.size()); // 0
- * ```
- */
-export interface SessionOwnerRegistryOptions extends OwnerBounds, RegistryOptions {
-  /**
-   * Remember, on the caller's side, the owners the worker confirmed, for
-   * {@linkcode SessionOwnerRegistry.knownOwner} (default `true`; in-memory
-   * store only, since another process can change a shared store).
-   */
-  knownOwners?: boolean;
-  /**
-   * {@linkcode SessionOwnerRegistry.touch} sends at most one touch per
-   * session per this many ms; the others are absorbed on the caller's side.
-   * Must be at most half the store's `idleTtlMs`, so coalescing never lets
-   * an active session expire.
-   *
-   * @default {1000}
-   */
-  touchIntervalMs?: number;
-}
-
-/**
- * Bindings that went away without their owner asking: evicted to make room,
- * or expired idle. Heard through {@linkcode SessionOwnerRegistry.onRemoved};
- * with a shared store, every process hears every removal.
- *
- * @example
- * ```ts
- * import { type RemovedSessions, SessionOwnerRegistry } from "@mcp-guard/session";
- *
- * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
- * const heard: RemovedSessions[] = [];
- * owners.onRemoved((event) => heard.push(event));
- * await owners.bind("s-1", "fp-alice");
- * await owners.bind("s-2", "fp-alice"); // evicts s-1, Alice's oldest
- * await owners.size();
- * console.log(heard); // [{ cause: "evicted", sessionIds: ["s-1"] }]
- * ```
- */
-export interface RemovedSessions {
-  /** `"evicted"` (LRU or per-principal cap) or `"expired"` (idle longer than `idleTtlMs`). */
-  cause: "evicted" | "expired";
-  /** The session ids whose binding went away. */
-  sessionIds: string[];
-}
-
-/**
- * Options of {@linkcode SessionOwnerRegistry.bind}.
- *
- * @example
- * ```ts
- * import { type BindOptions, SessionOwnerRegistry } from "@mcp-guard/session";
- *
- * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
- * const master: BindOptions = { shared: true };
- * console.log(await owners.bind("s-1", "fp-master", master)); // "bound"
- * console.log(await owners.bind("s-2", "fp-master", master)); // "bound"
- * console.log(await owners.size()); // 2
- * ```
- */
-export interface BindOptions {
-  /**
-   * Exempt this binding from the per-principal cap, as `sharedPrincipals`
-   * does (the guard sets it for its own `sharedPrincipals`).
-   *
-   * @default {false}
-   */
-  shared?: boolean;
-}
-
-/**
- * Options of {@linkcode SessionOwnerRegistry.authorizeAttach}.
- *
- * @example
- * ```ts
- * import { type AttachOptions, SessionOwnerRegistry } from "@mcp-guard/session";
- *
- * await using owners = new SessionOwnerRegistry();
- * const live: AttachOptions = { pin: true };
- * console.log(await owners.authorizeAttach("s-1", "fp-alice", live)); // true
- * console.log((await owners.stats()).pinned); // 1
- * ```
- */
-export interface AttachOptions {
-  /**
-   * Also pin the session (atomically with the check), for a live listening
-   * stream: a pinned session is never evicted. Release with `unpin`.
-   */
-  pin?: boolean;
-}
+export type {
+  AttachOptions,
+  BindOptions,
+  RemovedSessions,
+  SessionOwnerRegistryOptions,
+} from "./owner_options.ts";
+import {
+  type AttachOptions,
+  type BindOptions,
+  idleTtlOf,
+  type RemovedSessions,
+  type SessionOwnerRegistryOptions,
+} from "./owner_options.ts";
 
 /**
  * Binds MCP session ids to the fingerprint of the principal that created them.
@@ -500,13 +396,4 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/** The idle TTL a store descriptor sets, or 0. */
-function idleTtlOf(store: RegistryOptions["store"]): number {
-  if (store === undefined || store === null || typeof store !== "object") return 0;
-  const ttl = store.kind === "memory"
-    ? store.idleTtlMs
-    : (store.options as { idleTtlMs?: unknown } | null)?.idleTtlMs;
-  return typeof ttl === "number" && Number.isFinite(ttl) && ttl > 0 ? ttl : 0;
 }

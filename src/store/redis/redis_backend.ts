@@ -37,13 +37,13 @@ import { type ResolvedRedisOptions, resolveRedisOptions, safeUrl } from "./redis
 import {
   CANCEL_CLOSE,
   CANCEL_INVALID,
-  CANCEL_SCRIPT,
   CHUNK_OPS,
   OWNER_INVALID,
   OWNER_SCRIPT,
   OWNER_SWEEP,
   REMOVED_CHANNEL,
 } from "./redis_scripts.ts";
+import { CANCEL_SCRIPT } from "./cancel_script.ts";
 import { isValidFingerprint, isValidRequestId, sanitizeSessionId } from "../../core/validate.ts";
 
 type Client = ReturnType<typeof createClient>;
