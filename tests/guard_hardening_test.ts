@@ -21,6 +21,7 @@ import { redisStore } from "../redis.ts";
 import {
   bearer,
   initializeRequest,
+  sessionHeaders,
   startServer,
   type TestServer,
   waitFor,
@@ -41,11 +42,7 @@ function post(url: URL, token: string | null, body: string, sessionId?: string):
     method: "POST",
     headers: {
       ...JSON_HEADERS,
-      ...bearer(token),
-      ...(sessionId === undefined ? {} : {
-        "mcp-session-id": sessionId,
-        "mcp-protocol-version": "2025-11-25",
-      }),
+      ...(sessionId === undefined ? bearer(token) : sessionHeaders(sessionId, token)),
     },
     body,
   });

@@ -274,12 +274,12 @@ export function fromWireError(wire: WireError): RegistryError {
       return new InvalidInputError(wire.message);
     case "RegistryMisconfiguredError":
       return new RegistryMisconfiguredError(wire.message);
-    default:
-      if (missingPermission(wire) !== null) {
-        return new RegistryMisconfiguredError(
-          `missing permission: ${missingPermission(wire)}`,
-        );
+    default: {
+      const permission = missingPermission(wire);
+      if (permission !== null) {
+        return new RegistryMisconfiguredError(`missing permission: ${permission}`);
       }
       return new RegistryUnavailableError(`${wire.name}: ${wire.message}`);
+    }
   }
 }

@@ -83,9 +83,7 @@ const OPTION_KEYS: readonly (keyof KvStoreOptions)[] = [
  * is a typo, not a default).
  */
 export function resolveKvOptions(options: unknown = {}): ResolvedKvOptions {
-  if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    throw new InvalidInputError("kvStore: options must be an object");
-  }
+  // Also refuses anything that is not an options object.
   checkOptionKeys("kvStore", options, OPTION_KEYS);
   const o = options as Record<string, unknown>;
   const path = o.path ?? null;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { checkOps } from "./redis_scripts.ts";
+import { applyOps, checkOps } from "./redis_scripts.ts";
 
 /**
  * ARGV: prefix, maxEntries, instanceId, requestTtlMs (0 = none), then per op:
@@ -168,21 +168,7 @@ end
 ${checkOps(5, "cancel")}
 if ttl > 0 then pcall(expire) end
 
-local out, failed = {}, {}
-i = 5
-while i <= n do
-  local op = ARGV[i]
-  local ok, r = pcall(apply, op, i + 1)
-  if ok then
-    out[#out + 1] = r
-  else
-    out[#out + 1] = 0
-    failed[#failed + 1] = #out
-    failed[#failed + 1] = message(r)
-  end
-  i = i + 1 + ARITY[op]
-end
-
+${applyOps(5)}
 if dirty then
   redis.call('HSET', META, 'seq', seq, 'registered', registered, 'ignored', ignored,
     'displaced', displaced, 'cancelled', cancelled)

@@ -84,9 +84,7 @@ const OPTION_KEYS: readonly (keyof RedisStoreOptions)[] = [
  * `urll` is a typo, not a default).
  */
 export function resolveRedisOptions(options: unknown = {}): ResolvedRedisOptions {
-  if (typeof options !== "object" || options === null || Array.isArray(options)) {
-    throw new InvalidInputError("redisStore: options must be an object");
-  }
+  // Also refuses anything that is not an options object.
   checkOptionKeys("redisStore", options, OPTION_KEYS);
   const o = options as Record<string, unknown>;
   const url = o.url ?? "redis://127.0.0.1:6379";

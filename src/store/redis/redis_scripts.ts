@@ -85,6 +85,30 @@ end
 }
 
 /**
+ * Lua shared by both scripts: applies every op of ARGV from index `first`,
+ * each under `pcall`, into `out` (one result per op) and `failed` (pairs of
+ * the failed op's 1-based position and its error text): one op's error
+ * never fails the others.
+ */
+export function applyOps(first: number): string {
+  return `local out, failed = {}, {}
+i = ${first}
+while i <= n do
+  local op = ARGV[i]
+  local ok, r = pcall(apply, op, i + 1)
+  if ok then
+    out[#out + 1] = r
+  else
+    out[#out + 1] = 0
+    failed[#failed + 1] = #out
+    failed[#failed + 1] = message(r)
+  end
+  i = i + 1 + ARITY[op]
+end
+`;
+}
+
+/**
  * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
  * then per op its code and arguments:
  * 1 bind(sid, fp, flags: 1 shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
@@ -329,21 +353,7 @@ end
 ${checkOps(6, "owner")}
 pcall(sweep, ${SWEEP_PER_CALL})
 
-local out, failed = {}, {}
-i = 6
-while i <= n do
-  local op = ARGV[i]
-  local ok, r = pcall(apply, op, i + 1)
-  if ok then
-    out[#out + 1] = r
-  else
-    out[#out + 1] = 0
-    failed[#failed + 1] = #out
-    failed[#failed + 1] = message(r)
-  end
-  i = i + 1 + ARITY[op]
-end
-
+${applyOps(6)}
 if dirty then
   redis.call('HSET', META, 'seq', fmt(seq), 'pinned', pinned, 'evictions', st[1],
     'refusals', st[2], 'claims', st[3], 'invalid', st[4], 'full', st[5])
