@@ -23,7 +23,7 @@ function distance(a: string, b: string): number {
 }
 
 /** The valid key closest to `key`, if close enough to be a likely typo. */
-export function nearestKey(key: string, allowed: readonly string[]): string | undefined {
+function nearestKey(key: string, allowed: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of allowed) {

@@ -57,25 +57,25 @@ export interface MintOptions {
 }
 
 /** Random bytes per handle: 192 bits, 32 base64url characters. */
-export const RANDOM_BYTES = 24;
+const RANDOM_BYTES = 24;
 /** Longest prefix `mint` accepts. */
 export const MAX_PREFIX_LENGTH = 64;
 /**
  * Longest handle `authorize` looks up (a minted one is at most 64 + 32
  * characters); anything longer is refused without a round trip.
  */
-export const MAX_HANDLE_LENGTH = 128;
+const MAX_HANDLE_LENGTH = 128;
 export const PREFIX = /^[A-Za-z0-9_.:-]*$/;
-export const HANDLE = /^[\x21-\x7e]+$/;
+const HANDLE = /^[\x21-\x7e]+$/;
 /** Draws `mint` makes before giving up (a clash is a 2^-192 event). */
 export const MINT_ATTEMPTS = 3;
 
 /** Suffix added to a Redis store's key prefix for handles: keys `<prefix>h:o:…`. */
-export const REDIS_SUFFIX = "h:";
+const REDIS_SUFFIX = "h:";
 /** Suffix added to a Deno KV store's prefix for handles: keys `["<prefix>:h", "o", …]`. */
-export const KV_SUFFIX = ":h";
-export const REDIS_BACKEND = new URL("../store/redis/redis_backend.ts", import.meta.url).href;
-export const KV_BACKEND = new URL("../store/kv/kv_backend.ts", import.meta.url).href;
+const KV_SUFFIX = ":h";
+const REDIS_BACKEND = new URL("../store/redis/redis_backend.ts", import.meta.url).href;
+const KV_BACKEND = new URL("../store/kv/kv_backend.ts", import.meta.url).href;
 
 /** True when `value` can be a handle: 1 to 128 visible ASCII characters. */
 export function isHandle(value: unknown): value is string {
