@@ -19,14 +19,14 @@
  */
 
 import {
-  fromWireError,
   missingPermission,
   RegistryClosedError,
   RegistryMisconfiguredError,
   RegistryUnavailableError,
   toWireError,
-  type WireError,
 } from "../core/errors.ts";
+import { type Batch, CallQueue } from "./call_queue.ts";
+import { InFlight, type InFlightHooks } from "./in_flight.ts";
 import {
   ARITY,
   type FromWorker,
@@ -46,7 +46,7 @@ import {
 import { type DecodedReply, decodeReply } from "./wire_reply.ts";
 
 /** Settings of an {@linkcode ActorClient}. */
-export interface ActorClientOptions {
+export interface ActorClientOptions extends InFlightHooks {
   /** Name used in error messages, e.g. `SessionOwnerRegistry`. */
   name: string;
   /** What the worker hosts. */
@@ -66,44 +66,13 @@ export interface ActorClientOptions {
   onSpawn?: (restart: boolean) => void;
   /** Events pushed by the store (aborts; evicted or expired bindings). */
   onEvent?: (event: WorkerEvent) => void;
-  /**
-   * Sees every answered batch (its ops, args and results, and the bindings the
-   * store reported removed) before any caller's promise settles, in reply order.
-   */
-  onReply?: (ops: number[], args: unknown[], results: unknown[], removed?: string[]) => void;
-  /** Called when a batch failed or the worker died: what the facade inferred may be stale. */
-  onFault?: () => void;
-}
-
-/** One piece of a batch in flight (a whole batch, or the part of it one slot carried). */
-interface Pending {
-  resolve: Settler[];
-  reject: Settler[];
-  sentAt: number;
-  ops: number[];
-  args: unknown[];
 }
 
 /** A batch not yet fully sent: `op`/`arg` are where its unsent part starts. */
-interface Outgoing {
-  ops: number[];
-  args: unknown[];
-  resolve: Settler[];
-  reject: Settler[];
+interface Outgoing extends Batch {
   op: number;
   arg: number;
 }
-
-type Settler = (value: unknown) => void;
-const noop: Settler = () => {};
-
-// One executor for every call's promise: no closure allocated per call.
-let capturedResolve: Settler = noop;
-let capturedReject: Settler = noop;
-const capture = (resolve: Settler, reject: Settler): void => {
-  capturedResolve = resolve;
-  capturedReject = reject;
-};
 
 /**
  * Extra time a batch may wait while a fresh worker boots (loads its modules,
@@ -118,6 +87,13 @@ const LONE_OPS = 4;
  * woken from `Atomics.wait` (tens of µs); past it, the worker rings a bell.
  */
 const LONE_SPIN_US = 50;
+
+/**
+ * With nothing to settle and the worker awake (working or spinning), the
+ * facade spins this long (µs) for the oldest reply before asking for a bell:
+ * a bell costs tens of µs to wake the thread, the worker's next reply a few.
+ */
+const BUSY_SPIN_US = 30;
 
 /**
  * How long a lazy call (see {@linkcode ActorClient.callLazy}) may wait for
@@ -140,14 +116,10 @@ export class ActorClient {
   #closed = false;
   #closing: Promise<void> | null = null;
   #batches = 0;
-  #nextId = 1;
-  #ops: number[] = [];
-  #args: unknown[] = [];
-  #resolve: Settler[] = [];
-  #reject: Settler[] = [];
+  readonly #queue = new CallQueue();
   #scheduled = false;
   #lazyTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending: InFlight;
   /** Batches waiting for a free slot of the ring, in order. */
   #outbox: Outgoing[] = [];
   #outboxDrained: (() => void) | null = null;
@@ -160,6 +132,7 @@ export class ActorClient {
 
   constructor(options: ActorClientOptions) {
     this.#opts = options;
+    this.#pending = new InFlight(options);
   }
 
   /** Workers started after the first one (each restart lost the worker's state). */
@@ -206,15 +179,8 @@ export class ActorClient {
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
     if (this.#worker === null) this.#spawn();
-    const arity = ARITY[op];
-    this.#ops.push(op);
-    if (arity > 0) this.#args.push(a);
-    if (arity > 1) this.#args.push(b);
-    if (arity > 2) this.#args.push(c);
-    const promise = new Promise(capture) as Promise<T>;
-    this.#resolve.push(capturedResolve);
-    this.#reject.push(capturedReject);
-    if (!this.#opts.batching || this.#resolve.length >= this.#opts.maxBatch) this.#flush();
+    const promise = this.#queue.push<T>(op, a, b, c);
+    if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       if (!lazy) {
         this.#scheduled = true;
@@ -311,20 +277,11 @@ export class ActorClient {
   #flush = (): void => {
     this.#scheduled = false;
     this.#clearLazyTimer();
-    if (this.#ops.length === 0) return;
+    if (this.#queue.length === 0) return;
     this.#batches++;
-    const batch: Outgoing = {
-      ops: this.#ops,
-      args: this.#args,
-      resolve: this.#resolve,
-      reject: this.#reject,
-      op: 0,
-      arg: 0,
-    };
-    this.#ops = [];
-    this.#args = [];
-    this.#resolve = [];
-    this.#reject = [];
+    const batch = this.#queue.take() as Outgoing;
+    batch.op = 0;
+    batch.arg = 0;
     if (this.#channel === null) this.#sendMessage(batch);
     else {
       this.#outbox.push(batch);
@@ -334,9 +291,8 @@ export class ActorClient {
 
   /** Message path: the whole batch as one `wbatch` with a transferred frame. */
   #sendMessage(batch: Outgoing): void {
-    const id = this.#nextId++;
+    const id = this.#pending.add(batch);
     const { ops, args } = batch;
-    this.#pending.set(id, { ...batch, sentAt: performance.now() });
     try {
       let nums = 1, units = 1;
       for (const x of args) {
@@ -351,7 +307,7 @@ export class ActorClient {
       this.#worker!.postMessage(message, [buffer]);
     } catch (err) {
       // An argument structured clone cannot copy (a function, a symbol): fail this batch only.
-      this.#settleFailure(id, { name: "InvalidInputError", message: String(err) });
+      this.#pending.fail(id, { name: "InvalidInputError", message: String(err) });
       return;
     }
     this.#armWatchdog();
@@ -369,24 +325,22 @@ export class ActorClient {
       let argEnd = arg;
       for (let i = op; i < op + n; i++) argEnd += ARITY[ops[i]];
       const whole = op === 0 && n === ops.length;
-      const piece: Pending = whole ? { ...batch, sentAt: performance.now() } : {
+      const piece: Batch = whole ? batch : {
         ops: ops.slice(op, op + n),
         args: args.slice(arg, argEnd),
         resolve: batch.resolve.slice(op, op + n),
         reject: batch.reject.slice(op, op + n),
-        sentAt: performance.now(),
       };
       batch.op += n;
       batch.arg = argEnd;
       if (batch.op === ops.length) this.#outbox.shift();
-      const id = this.#nextId++;
-      this.#pending.set(id, piece);
+      const id = this.#pending.add(piece);
       const extras = this.#encoder.extras;
       if (extras.length > 0) {
         try {
           this.#worker!.postMessage({ kind: "extras", id, values: extras });
         } catch (err) {
-          this.#settleFailure(id, { name: "InvalidInputError", message: String(err) });
+          this.#pending.fail(id, { name: "InvalidInputError", message: String(err) });
           continue; // the slot was not published: the next piece reuses it
         }
       }
@@ -399,8 +353,7 @@ export class ActorClient {
     if (this.#pending.size === 0) return;
     this.#armWatchdog();
     if (channel.inFlight === 1 && this.#pending.size === 1) {
-      const only = this.#pending.values().next().value!;
-      if (only.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
+      if (this.#pending.oldest()!.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
     }
     this.#harvest();
   }
@@ -410,10 +363,16 @@ export class ActorClient {
     const channel = this.#channel;
     if (channel === null) return;
     let freed = false;
+    let spun = false;
     for (;;) {
       const slot = channel.replied();
       if (slot === null) {
         if (channel.inFlight === 0) break;
+        // Nothing else to do yet: an awake worker answers sooner than a bell would wake us.
+        if (!freed && !spun && channel.workerAwake()) {
+          spun = true;
+          if (channel.spin(BUSY_SPIN_US)) continue;
+        }
         if (channel.ringWhenReplied()) continue;
         break;
       }
@@ -439,27 +398,8 @@ export class ActorClient {
 
   /** Settles one answered piece. */
   #answer(id: number, reply: DecodedReply | ReplyMessage): void {
-    if ("error" in reply && reply.error !== undefined) {
-      this.#settleFailure(id, reply.error);
-      return;
-    }
-    const pending = this.#pending.get(id);
-    if (pending === undefined) return;
-    this.#pending.delete(id);
-    this.#ready = true; // an answer can overtake the `ready` message (the ring is faster)
-    const { resolve, reject } = pending;
-    const { results, failed } = reply;
-    if (failed !== undefined) {
-      // Those calls alone failed: reject them, and resolve nobody with their result
-      // slots (placeholders `null`, which `onReply` reads as "not confirmed").
-      for (const [i, wire] of failed) {
-        const settle = reject[i];
-        resolve[i] = noop;
-        settle?.(fromWireError(wire));
-      }
-    }
-    this.#opts.onReply?.(pending.ops, pending.args, results, reply.removed);
-    for (let i = 0; i < resolve.length; i++) resolve[i](results[i]);
+    // An answer can overtake the `ready` message (the ring is faster).
+    if (this.#pending.answer(id, reply)) this.#ready = true;
   }
 
   #onMessage(message: FromWorker): void {
@@ -467,8 +407,7 @@ export class ActorClient {
       case "ready": {
         // Timeouts count from now: batches sent during the boot were not late.
         this.#ready = true;
-        const now = performance.now();
-        for (const pending of this.#pending.values()) pending.sentAt = now;
+        this.#pending.restartClocks();
         this.#disarmWatchdog();
         if (this.#pending.size > 0) this.#armWatchdog();
         return;
@@ -497,7 +436,7 @@ export class ActorClient {
         break;
       case "fail":
         if (message.id === null) return; // not ours to settle (a malformed message)
-        this.#settleFailure(message.id, message.error);
+        this.#pending.fail(message.id, message.error);
         break;
       case "abort":
       case "removed":
@@ -509,15 +448,6 @@ export class ActorClient {
         return;
     }
     if (this.#pending.size === 0) this.#disarmWatchdog();
-  }
-
-  #settleFailure(id: number, wire: WireError): void {
-    const pending = this.#pending.get(id);
-    if (pending === undefined) return;
-    this.#opts.onFault?.();
-    this.#pending.delete(id);
-    const error = fromWireError(wire);
-    for (const reject of pending.reject) reject(error);
   }
 
   /** How long a batch may go unanswered: longer while the worker boots. */
@@ -538,7 +468,7 @@ export class ActorClient {
 
   #checkWatchdog = (): void => {
     this.#watchdog = undefined;
-    const oldest = this.#pending.values().next().value;
+    const oldest = this.#pending.oldest();
     if (oldest === undefined) return;
     const age = performance.now() - oldest.sentAt;
     const limit = this.#limit();
@@ -568,10 +498,7 @@ export class ActorClient {
     this.#overflow.clear();
     worker?.terminate();
     this.#opts.onFault?.();
-    for (const pending of this.#pending.values()) {
-      for (const reject of pending.reject) reject(error);
-    }
-    this.#pending.clear();
+    this.#pending.rejectAll(error);
     // Calls queued but not yet sent belong to the dead worker's era as well.
     const outbox = this.#outbox;
     this.#outbox = [];
@@ -580,11 +507,6 @@ export class ActorClient {
     for (const batch of outbox) {
       for (let i = batch.op; i < batch.reject.length; i++) batch.reject[i](error);
     }
-    const queued = this.#reject;
-    this.#ops = [];
-    this.#args = [];
-    this.#resolve = [];
-    this.#reject = [];
-    for (const reject of queued) reject(error);
+    this.#queue.rejectAll(error);
   }
 }

@@ -125,6 +125,11 @@ export class MainChannel {
     this.#inFlight--;
   }
 
+  /** True unless the worker is blocked in (or entering) `Atomics.wait`. */
+  workerAwake(): boolean {
+    return Atomics.load(this.#ring.ctrl, SLEEPING) === 0;
+  }
+
   /** Spins up to `micros` for the oldest slot's reply; true when it arrived. */
   spin(micros: number): boolean {
     if (this.#inFlight === 0) return false;

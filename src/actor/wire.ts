@@ -15,10 +15,11 @@
  * (`EXTRA_BASE - k`: values the format does not carry, such as objects or
  * very long strings, sent beside the frame and structured-cloned).
  *
- * String table: a string is sent once per frame. Word `k` names the k-th
- * distinct string; the first time `k` appears its text follows in the units
- * area (two units of length, low then high half, then the UTF-16 code units,
- * so any JS string, lone surrogates included, crosses unchanged).
+ * String table: word `k` names the k-th string defined in the frame; the
+ * first time `k` appears its text follows in the units area (two units of
+ * length, low then high half, then the UTF-16 code units, so any JS string,
+ * lone surrogates included, crosses unchanged). A writer reuses the word of a
+ * string it defined recently, so a repeated fingerprint is sent once.
  *
  * Reply (words): a header (`[status, nResults, words used, numbers used,
  * units used]`), then per op a tag and a value (see {@linkcode Tag}; a list
@@ -80,6 +81,9 @@ export const Status = { Ok: 0, Failed: 1, Overflow: 2 } as const;
 /** Frequent result strings sent as a number. */
 export const KNOWN: readonly string[] = ["bound", "refused", "full"];
 
+/** How many recently defined strings a writer reuses by reference (see `Writer.str`). */
+const RECENT = 4;
+
 /** Three views over one buffer. */
 export interface Frame {
   /** Header and body words. */
@@ -122,24 +126,36 @@ export class Writer {
   w = 0;
   n = 0;
   u = 0;
-  readonly strings = new Map<string, number>();
-  /** Strings added since the last `mark`, to undo a partly written op. */
-  readonly #added: string[] = [];
+  /** Strings defined in this frame so far (the next one gets this index). */
+  count = 0;
+  /**
+   * The last {@linkcode RECENT} strings defined, compared by `===`: a repeated
+   * fingerprint is sent once per frame without hashing every string into a
+   * table (a string not among them is simply defined again).
+   */
+  readonly #recent: string[] = new Array(RECENT).fill("");
+  readonly #recentIndex: number[] = new Array(RECENT).fill(-1);
+  #next = 0;
+  #countAtMark = 0;
 
   reset(frame: Frame, w: number): void {
     this.frame = frame;
     this.w = w;
     this.n = 0;
     this.u = 0;
-    this.strings.clear();
+    this.count = 0;
+    this.#recentIndex.fill(-1);
   }
 
   mark(): void {
-    this.#added.length = 0;
+    this.#countAtMark = this.count;
   }
 
   undo(w: number, n: number, u: number): void {
-    for (const s of this.#added) this.strings.delete(s);
+    const count = this.#countAtMark;
+    const index = this.#recentIndex;
+    for (let k = 0; k < RECENT; k++) if (index[k] >= count) index[k] = -1;
+    this.count = count;
     this.w = w;
     this.n = n;
     this.u = u;
@@ -158,22 +174,65 @@ export class Writer {
   }
 
   str(s: string): boolean {
-    const known = this.strings.get(s);
-    if (known !== undefined) return this.word(known);
+    const recent = this.#recent, recentIndex = this.#recentIndex;
+    for (let k = 0; k < RECENT; k++) {
+      if (recentIndex[k] >= 0 && recent[k] === s) return this.word(recentIndex[k]);
+    }
     const len = s.length;
     const u16 = this.frame.u16;
     let u = this.u;
     if (u + 2 + len > u16.length) return false;
-    const index = this.strings.size;
+    const index = this.count;
     if (!this.word(index)) return false;
     u16[u++] = len & 0xffff;
     u16[u++] = len >>> 16;
     for (let i = 0; i < len; i++) u16[u++] = s.charCodeAt(i);
     this.u = u;
-    this.strings.set(s, index);
-    this.#added.push(s);
+    this.count = index + 1;
+    const slot = this.#next;
+    recent[slot] = s;
+    recentIndex[slot] = index;
+    this.#next = (slot + 1) % RECENT;
     return true;
   }
+}
+
+/** A reused array of code units: decoding a short string allocates only the string. */
+const scratch: number[] = [];
+/** Longest string decoded through {@linkcode scratch}; longer ones through a view. */
+const SCRATCH_UNITS = 256;
+
+/** The string of `len` UTF-16 units at `at` (no view allocated for a short one). */
+function units(u16: Uint16Array, at: number, len: number): string {
+  switch (len) {
+    case 0:
+      return "";
+    case 1:
+      return String.fromCharCode(u16[at]);
+    case 2:
+      return String.fromCharCode(u16[at], u16[at + 1]);
+    case 3:
+      return String.fromCharCode(u16[at], u16[at + 1], u16[at + 2]);
+    case 4:
+      return String.fromCharCode(u16[at], u16[at + 1], u16[at + 2], u16[at + 3]);
+    case 5:
+      return String.fromCharCode(u16[at], u16[at + 1], u16[at + 2], u16[at + 3], u16[at + 4]);
+    case 6:
+      return String.fromCharCode(
+        u16[at],
+        u16[at + 1],
+        u16[at + 2],
+        u16[at + 3],
+        u16[at + 4],
+        u16[at + 5],
+      );
+  }
+  if (len > SCRATCH_UNITS) {
+    return String.fromCharCode.apply(null, u16.subarray(at, at + len) as unknown as number[]);
+  }
+  scratch.length = len;
+  for (let i = 0; i < len; i++) scratch[i] = u16[at + i];
+  return String.fromCharCode.apply(null, scratch);
 }
 
 /** Reads words and strings back. Throws `InvalidInputError` on a malformed frame. */
@@ -205,9 +264,7 @@ export class Reader {
     if (at + 2 > u16.length) throw new InvalidInputError("frame string missing");
     const len = u16[at] | (u16[at + 1] << 16);
     if (len < 0 || at + 2 + len > u16.length) throw new InvalidInputError("frame string too long");
-    const s = len === 0
-      ? ""
-      : String.fromCharCode.apply(null, u16.subarray(at + 2, at + 2 + len) as unknown as number[]);
+    const s = units(u16, at + 2, len);
     this.u = at + 2 + len;
     strings.push(s);
     return s;
@@ -297,24 +354,32 @@ export function decodeBatch(frame: Frame, extras: readonly unknown[] = []): Deco
   }
   const r = new Reader(frame, end, HEADER_WORDS);
   const ops = new Array<number>(count);
-  const args: unknown[] = [];
+  // Every argument is one word: the rest of the body after the opcodes.
+  const argWords = end - HEADER_WORDS - count;
+  if (argWords < 0) throw new InvalidInputError("malformed batch frame");
+  const args = new Array<unknown>(argWords);
+  let a = 0;
   for (let i = 0; i < count; i++) {
     const op = r.word();
     ops[i] = op;
     const arity = ARITY[op];
     if (arity === undefined) throw new InvalidInputError(`unknown opcode ${op} at index ${i}`);
+    if (a + arity > argWords) throw new InvalidInputError("frame ends early");
     for (let k = 0; k < arity; k++) {
       const x = r.word();
-      if (x >= 0) args.push(r.str(x));
-      else if (x === Arg.Null) args.push(null);
-      else if (x === Arg.Undefined) args.push(undefined);
-      else if (x === Arg.False) args.push(false);
-      else if (x === Arg.True) args.push(true);
-      else if (x === Arg.Number) args.push(r.num());
+      let v: unknown;
+      if (x >= 0) v = r.str(x);
+      else if (x === Arg.Null) v = null;
+      else if (x === Arg.Undefined) v = undefined;
+      else if (x === Arg.False) v = false;
+      else if (x === Arg.True) v = true;
+      else if (x === Arg.Number) v = r.num();
       else if (x <= Arg.ExtraBase && Arg.ExtraBase - x < extras.length) {
-        args.push(extras[Arg.ExtraBase - x]);
+        v = extras[Arg.ExtraBase - x];
       } else throw new InvalidInputError(`bad argument word ${x}`);
+      args[a++] = v;
     }
   }
+  if (a !== argWords) throw new InvalidInputError("frame has words after its last op");
   return { ops, args };
 }
