@@ -25,16 +25,11 @@ import {
   RegistryUnavailableError,
   toWireError,
 } from "../core/errors.ts";
-import { type Batch, CallQueue } from "./call_queue.ts";
+import { CallQueue } from "./call_queue.ts";
 import { InFlight, type InFlightHooks } from "./in_flight.ts";
-import {
-  ARITY,
-  type FromWorker,
-  type InitMessage,
-  type ReplyMessage,
-  type WorkerEvent,
-} from "./protocol.ts";
-import { MainChannel, sharedMemoryAvailable, SLOT_OPS } from "./shared_channel.ts";
+import type { FromWorker, InitMessage, ReplyMessage, WorkerEvent } from "./protocol.ts";
+import { type Outgoing, type RingHost, RingSender } from "./ring_sender.ts";
+import { MainChannel, sharedMemoryAvailable } from "./shared_channel.ts";
 import {
   BatchEncoder,
   frameOver,
@@ -68,32 +63,11 @@ export interface ActorClientOptions extends InFlightHooks {
   onEvent?: (event: WorkerEvent) => void;
 }
 
-/** A batch not yet fully sent: `op`/`arg` are where its unsent part starts. */
-interface Outgoing extends Batch {
-  op: number;
-  arg: number;
-}
-
 /**
  * Extra time a batch may wait while a fresh worker boots (loads its modules,
  * connects its store) before the worker counts as hung.
  */
 const BOOT_GRACE_MS = 10_000;
-
-/** A piece of at most this many ops, alone in flight, is waited for by spinning... */
-const LONE_OPS = 4;
-/**
- * ...at most this long (µs): enough for a spinning worker (about 1 µs) or one
- * woken from `Atomics.wait` (tens of µs); past it, the worker rings a bell.
- */
-const LONE_SPIN_US = 50;
-
-/**
- * With nothing to settle and the worker awake (working or spinning), the
- * facade spins this long (µs) for the oldest reply before asking for a bell:
- * a bell costs tens of µs to wake the thread, the worker's next reply a few.
- */
-const BUSY_SPIN_US = 30;
 
 /**
  * How long a lazy call (see {@linkcode ActorClient.callLazy}) may wait for
@@ -108,7 +82,7 @@ export class ActorClient {
   readonly #opts: ActorClientOptions;
   #worker: Worker | null = null;
   /** The shared-memory ring of the live worker (in-memory store), else `null`: messages. */
-  #channel: MainChannel | null = null;
+  #ring: RingSender | null = null;
   readonly #encoder = new BatchEncoder();
   #ready = false;
   #everStarted = false;
@@ -120,19 +94,23 @@ export class ActorClient {
   #scheduled = false;
   #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pending: InFlight;
-  /** Batches waiting for a free slot of the ring, in order. */
-  #outbox: Outgoing[] = [];
-  #outboxDrained: (() => void) | null = null;
-  /** Replies too large for their slot, arrived as messages, by piece id. */
-  readonly #overflow = new Map<number, ReplyMessage>();
   #closeWaiter: (() => void) | null = null;
   /** Set when the worker cannot start as configured: every later call fails the same way. */
   #fatal: RegistryMisconfiguredError | null = null;
   #watchdog: ReturnType<typeof setTimeout> | undefined;
 
+  readonly #host: RingHost;
+
   constructor(options: ActorClientOptions) {
     this.#opts = options;
-    this.#pending = new InFlight(options);
+    const pending = this.#pending = new InFlight(options);
+    this.#host = {
+      pending,
+      post: (message) => this.#worker!.postMessage(message),
+      answer: (id, reply) => this.#answer(id, reply),
+      armWatchdog: () => this.#armWatchdog(),
+      disarmWatchdog: () => this.#disarmWatchdog(),
+    };
   }
 
   /** Workers started after the first one (each restart lost the worker's state). */
@@ -214,14 +192,12 @@ export class ActorClient {
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#opts.callTimeoutMs);
     });
-    if (this.#outbox.length > 0) {
-      // Every queued call goes out before the close (the worker answers them first).
-      await Promise.race([new Promise<void>((r) => this.#outboxDrained = r), timeout]);
-    }
+    // Every queued call goes out before the close (the worker answers them first).
+    if (this.#ring !== null) await Promise.race([this.#ring.drained(), timeout]);
     const done = new Promise<void>((resolve) => this.#closeWaiter = resolve);
     if (this.#worker === worker) {
       worker.postMessage({ kind: "close", id: 0 });
-      this.#channel?.wake();
+      this.#ring?.wake();
       await Promise.race([done, timeout]);
     }
     clearTimeout(timer);
@@ -257,17 +233,18 @@ export class ActorClient {
     // by a worker not yet stopped).
     const terminate = worker.terminate.bind(worker);
     worker.terminate = () => {
-      if (this.#worker === worker) this.#channel = null;
+      if (this.#worker === worker) this.#ring = null;
       terminate();
     };
     this.#worker = worker;
     this.#ready = false;
     const init = this.#opts.init;
     // Stores that need the worker's event loop between batches (Redis, KV) use messages.
-    this.#channel = init.store.kind === "memory" && sharedMemoryAvailable()
+    const channel = init.store.kind === "memory" && sharedMemoryAvailable()
       ? new MainChannel()
       : null;
-    worker.postMessage(this.#channel === null ? init : { ...init, channel: this.#channel.buffer });
+    this.#ring = channel === null ? null : new RingSender(channel, this.#encoder, this.#host);
+    worker.postMessage(channel === null ? init : { ...init, channel: channel.buffer });
     const restart = this.#everStarted;
     if (restart) this.#restarts++;
     this.#everStarted = true;
@@ -282,11 +259,8 @@ export class ActorClient {
     const batch = this.#queue.take() as Outgoing;
     batch.op = 0;
     batch.arg = 0;
-    if (this.#channel === null) this.#sendMessage(batch);
-    else {
-      this.#outbox.push(batch);
-      this.#pump();
-    }
+    if (this.#ring === null) this.#sendMessage(batch);
+    else this.#ring.send(batch);
   };
 
   /** Message path: the whole batch as one `wbatch` with a transferred frame. */
@@ -313,89 +287,6 @@ export class ActorClient {
     this.#armWatchdog();
   }
 
-  /** Ring path: moves queued batches into free slots, then collects what is answered. */
-  #pump(): void {
-    const channel = this.#channel!;
-    for (let frame = channel.nextFrame(); frame !== null; frame = channel.nextFrame()) {
-      const batch = this.#outbox[0];
-      if (batch === undefined) break;
-      const { ops, args, op, arg } = batch;
-      const end = Math.min(ops.length, op + SLOT_OPS);
-      const n = this.#encoder.encode(frame, ops, args, op, end, arg);
-      let argEnd = arg;
-      for (let i = op; i < op + n; i++) argEnd += ARITY[ops[i]];
-      const whole = op === 0 && n === ops.length;
-      const piece: Batch = whole ? batch : {
-        ops: ops.slice(op, op + n),
-        args: args.slice(arg, argEnd),
-        resolve: batch.resolve.slice(op, op + n),
-        reject: batch.reject.slice(op, op + n),
-      };
-      batch.op += n;
-      batch.arg = argEnd;
-      if (batch.op === ops.length) this.#outbox.shift();
-      const id = this.#pending.add(piece);
-      const extras = this.#encoder.extras;
-      if (extras.length > 0) {
-        try {
-          this.#worker!.postMessage({ kind: "extras", id, values: extras });
-        } catch (err) {
-          this.#pending.fail(id, { name: "InvalidInputError", message: String(err) });
-          continue; // the slot was not published: the next piece reuses it
-        }
-      }
-      channel.publish(id);
-    }
-    if (this.#outbox.length === 0) {
-      this.#outboxDrained?.();
-      this.#outboxDrained = null;
-    }
-    if (this.#pending.size === 0) return;
-    this.#armWatchdog();
-    if (channel.inFlight === 1 && this.#pending.size === 1) {
-      if (this.#pending.oldest()!.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
-    }
-    this.#harvest();
-  }
-
-  /** Collects answered slots in order, settles their calls, refills the ring. */
-  #harvest(): void {
-    const channel = this.#channel;
-    if (channel === null) return;
-    let freed = false;
-    let spun = false;
-    for (;;) {
-      const slot = channel.replied();
-      if (slot === null) {
-        if (channel.inFlight === 0) break;
-        // Nothing else to do yet: an awake worker answers sooner than a bell would wake us.
-        if (!freed && !spun && channel.workerAwake()) {
-          spun = true;
-          if (channel.spin(BUSY_SPIN_US)) continue;
-        }
-        if (channel.ringWhenReplied()) continue;
-        break;
-      }
-      let reply: DecodedReply | ReplyMessage;
-      try {
-        reply = decodeReply(slot.frame);
-      } catch (err) {
-        reply = { status: Status.Failed, results: [], error: toWireError(err) };
-      }
-      if (reply.status === Status.Overflow) {
-        const message = this.#overflow.get(slot.id);
-        if (message === undefined) break; // its message is on the way
-        this.#overflow.delete(slot.id);
-        reply = message;
-      }
-      channel.release();
-      freed = true;
-      this.#answer(slot.id, reply);
-    }
-    if (freed && this.#outbox.length > 0) this.#pump();
-    else if (this.#pending.size === 0) this.#disarmWatchdog();
-  }
-
   /** Settles one answered piece. */
   #answer(id: number, reply: DecodedReply | ReplyMessage): void {
     // An answer can overtake the `ready` message (the ring is faster).
@@ -413,7 +304,7 @@ export class ActorClient {
         return;
       }
       case "bell":
-        this.#harvest();
+        this.#ring?.harvest();
         return;
       case "wreply": {
         let reply: DecodedReply;
@@ -428,11 +319,8 @@ export class ActorClient {
         break;
       }
       case "reply":
-        if (this.#channel === null) this.#answer(message.id, message);
-        else {
-          this.#overflow.set(message.id, message);
-          this.#harvest();
-        }
+        if (this.#ring === null) this.#answer(message.id, message);
+        else this.#ring.overflowed(message);
         break;
       case "fail":
         if (message.id === null) return; // not ours to settle (a malformed message)
@@ -443,7 +331,7 @@ export class ActorClient {
         this.#opts.onEvent?.(message);
         return;
       case "closed":
-        this.#harvest(); // replies the worker wrote before closing
+        this.#ring?.harvest(); // replies the worker wrote before closing
         this.#closeWaiter?.();
         return;
     }
@@ -494,19 +382,13 @@ export class ActorClient {
     this.#clearLazyTimer();
     const worker = this.#worker;
     this.#worker = null;
-    this.#channel = null;
-    this.#overflow.clear();
+    const ring = this.#ring;
+    this.#ring = null;
     worker?.terminate();
     this.#opts.onFault?.();
     this.#pending.rejectAll(error);
     // Calls queued but not yet sent belong to the dead worker's era as well.
-    const outbox = this.#outbox;
-    this.#outbox = [];
-    this.#outboxDrained?.();
-    this.#outboxDrained = null;
-    for (const batch of outbox) {
-      for (let i = batch.op; i < batch.reject.length; i++) batch.reject[i](error);
-    }
+    ring?.rejectUnsent(error);
     this.#queue.rejectAll(error);
   }
 }
