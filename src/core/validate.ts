@@ -127,3 +127,22 @@ export function checkCount(name: string, value: unknown, min: number): number {
   }
   return value;
 }
+
+/**
+ * `value` when it is a string, `null` otherwise. Used before handing
+ * caller input to a worker or a store: a non-string becomes `null`, which
+ * the receiving side fails closed (and which structured cloning or
+ * `JSON.stringify` always accepts), instead of an arbitrary value.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { str } from "./validate.ts";
+ *
+ * assert.equal(str("abc"), "abc");
+ * assert.equal(str(42), null);
+ * ```
+ */
+export function str(value: unknown): string | null {
+  return typeof value === "string" ? value : null;
+}

@@ -15,9 +15,8 @@ import {
   makeClient,
   REGISTRY_OPTION_KEYS,
   type RegistryOptions,
-  str,
 } from "./registry_options.ts";
-import { checkCount } from "../core/validate.ts";
+import { checkCount, str } from "../core/validate.ts";
 
 export type { CancelStats } from "../core/cancel_table.ts";
 

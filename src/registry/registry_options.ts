@@ -99,8 +99,3 @@ export function makeClient(
     onFault: hooks.onFault,
   });
 }
-
-/** Non-strings become `null` so the worker fails them closed and cloning never throws. */
-export function str(value: unknown): string | null {
-  return typeof value === "string" ? value : null;
-}

@@ -11,9 +11,9 @@ import { KnownOwners } from "./known_owners.ts";
 import { TouchCoalescer } from "./touches.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { Op } from "../actor/protocol.ts";
-import { clients, makeClient, REGISTRY_OPTION_KEYS, str } from "./registry_options.ts";
+import { clients, makeClient, REGISTRY_OPTION_KEYS } from "./registry_options.ts";
 import { OWNER_BOUND_KEYS } from "../core/owner_table.ts";
-import { checkCount } from "../core/validate.ts";
+import { checkCount, str } from "../core/validate.ts";
 
 export type { BindResult, OwnerBounds, OwnerStats } from "../core/owner_table.ts";
 export type {
