@@ -3,15 +3,9 @@
  * batches one at a time, in order. Never dies on a malformed message: it
  * answers `fail` with a typed error and keeps serving.
  *
- * With the in-memory store, batches come through the shared-memory ring
- * (`shared_channel.ts`): after a batch the worker spins a little for the
- * next one (adaptively, {@linkcode SPIN_MIN_US} to {@linkcode SPIN_MAX_US}:
- * longer while batches keep arriving within the spin, shorter when they do
- * not), then blocks in `Atomics.wait`, and returns to its event loop (for
- * control messages and the store's timers) whenever it is woken without a
- * batch, after each wait timeout and at least every {@linkcode YIELD_MS} of
- * continuous work. Stores that need the event loop (Redis, KV) get batches as
- * messages instead.
+ * With the in-memory store, batches come through the shared-memory ring,
+ * served by `worker_ring.ts`; stores that need the event loop between
+ * batches (Redis, KV) get them as messages instead.
  *
  * @module
  */
@@ -20,13 +14,13 @@ import {
   type Backend,
   type CreateBackend,
   createMemoryBackend,
-  OpFailure,
   validateBatch,
 } from "../store/backend.ts";
-import { InvalidInputError, toWireError, type WireError } from "../core/errors.ts";
+import { InvalidInputError, toWireError } from "../core/errors.ts";
 import type { FromWorker, InitMessage, WorkerEvent } from "./protocol.ts";
 import { WorkerChannel } from "./shared_channel.ts";
-import { decodeBatch, type Frame, frameOver, newFrame } from "./wire.ts";
+import { decodeBatch, frameOver, newFrame } from "./wire.ts";
+import { failures, RingServer } from "./worker_ring.ts";
 import { ReplyEncoder } from "./wire_reply.ts";
 
 /**
@@ -41,13 +35,6 @@ declare const self: {
   onmessage: ((event: MessageEvent) => void) | null;
   onmessageerror: ((event: MessageEvent) => void) | null;
 };
-
-/** Shortest spin for the next batch (µs). */
-export const SPIN_MIN_US = 20;
-/** Longest spin for the next batch (µs). */
-export const SPIN_MAX_US = 300;
-/** Longest block in `Atomics.wait`, and longest stretch of work, between event-loop turns. */
-export const YIELD_MS = 250;
 
 /** Test hooks (a fixture worker substitutes misbehaviour). */
 export interface WorkerHooks {
@@ -64,11 +51,9 @@ let backend: Backend | null = null;
 let backendError: unknown = null;
 let busy = false;
 let stopped = false;
-let channel: WorkerChannel | null = null;
+let ring: RingServer | null = null;
 const queue: unknown[] = [];
 const replies = new ReplyEncoder();
-const extras = new Map<number, unknown[]>();
-let extrasArrived: (() => void) | null = null;
 
 function send(message: FromWorker, transfer?: Transferable[]): void {
   self.postMessage(message, transfer ?? []);
@@ -76,20 +61,6 @@ function send(message: FromWorker, transfer?: Transferable[]): void {
 
 function fail(id: number | null, err: unknown): void {
   send({ kind: "fail", id, error: toWireError(err) });
-}
-
-/** Replaces per-op failures by their wire form; returns them as `[index, error]` pairs. */
-function failures(results: unknown[], wire: boolean): [number, WireError][] | undefined {
-  let failed: [number, WireError][] | undefined;
-  for (let i = 0; i < results.length; i++) {
-    const result = results[i];
-    if (result instanceof OpFailure) {
-      const error = toWireError(result.error);
-      (failed ??= []).push([i, error]);
-      results[i] = wire ? { failed: error } : null;
-    }
-  }
-  return failed;
 }
 
 function plainReply(id: number, results: unknown[]): void {
@@ -186,12 +157,19 @@ function onInit(msg: Record<string, unknown>): void | Promise<void> {
     return;
   }
   init = msg as unknown as InitMessage;
+  if (init.channel !== undefined) {
+    ring = new RingServer(new WorkerChannel(init.channel), {
+      run,
+      takeRemoved: () => backend?.takeRemoved?.(),
+      send,
+      stopped: () => stopped,
+    });
+  }
   const ready = () => {
     send({ kind: "ready" });
     // The ring is served once the store is up (or failed: each batch then fails with its error).
-    if (init!.channel !== undefined) {
-      channel = new WorkerChannel(init!.channel);
-      serve(channel, backend?.timerMs).catch((err) => {
+    if (ring !== null) {
+      ring.serve(backend?.timerMs).catch((err) => {
         // Out of the serving loop, an error is a crash (as an uncaught one would be).
         setTimeout(() => {
           throw err;
@@ -257,13 +235,12 @@ function handle(message: unknown): void | Promise<void> {
         fail(id, new InvalidInputError("extras need `id` and `values`"));
         return;
       }
-      extras.set(id, msg.values);
-      extrasArrived?.();
+      ring?.extras(id, msg.values);
       return;
     }
     case "close": {
       const id = idOf(msg) ?? 0;
-      if (channel !== null) drainSlots(channel);
+      ring?.drain();
       stopped = true;
       const closing = backend?.close();
       const done = () => {
@@ -277,104 +254,6 @@ function handle(message: unknown): void | Promise<void> {
         idOf(msg),
         new InvalidInputError(`unknown message kind ${JSON.stringify(String(msg.kind))}`),
       );
-  }
-}
-
-/** Applies one slot's batch and writes its reply over it. `false`: its extras are not here yet. */
-function runSlot(ch: WorkerChannel, id: number, frame: Frame): boolean | "drop" {
-  let results: unknown[] | Promise<unknown[]> | "drop";
-  let removed: string[] | undefined;
-  try {
-    let values: unknown[] = [];
-    if (frame.i32[4] > 0) {
-      const got = extras.get(id);
-      if (got === undefined) return false;
-      extras.delete(id);
-      values = got;
-    }
-    const { ops, args } = decodeBatch(frame, values);
-    results = run(ops, args);
-    if (results === "drop") return "drop";
-    if (!Array.isArray(results)) throw new Error("an async store cannot use the shared channel");
-    removed = backend!.takeRemoved?.();
-    failures(results, true);
-    if (!replies.encode(frame, results, removed)) {
-      // Too large for its slot: the reply comes as a message, the slot says so.
-      plainReplyOverflow(id, results, removed);
-      ReplyEncoder.overflow(frame);
-    }
-  } catch (err) {
-    replies.encodeFailure(frame, toWireError(err));
-  }
-  if (ch.answer()) send({ kind: "bell" });
-  return true;
-}
-
-/** A reply too large for its slot, as a plain `reply` message (per-op failures listed). */
-function plainReplyOverflow(id: number, results: unknown[], removed?: string[]): void {
-  let failed: [number, WireError][] | undefined;
-  const plain = results.map((r, i) => {
-    const f = (r as { failed?: WireError } | null)?.failed;
-    if (f === undefined || Array.isArray(r)) return r;
-    (failed ??= []).push([i, f]);
-    return null;
-  });
-  send({
-    kind: "reply",
-    id,
-    results: plain,
-    ...(removed === undefined ? {} : { removed }),
-    ...(failed === undefined ? {} : { failed }),
-  });
-}
-
-/** Applies every slot already published (before a close). */
-function drainSlots(ch: WorkerChannel): void {
-  for (let slot = ch.next(); slot !== null && !stopped; slot = ch.next()) {
-    if (runSlot(ch, slot.id, slot.frame) !== true) return;
-  }
-}
-
-const turn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
-
-/** The serving loop over the shared-memory ring. */
-async function serve(ch: WorkerChannel, timerMs = YIELD_MS): Promise<void> {
-  const waitMs = Math.min(YIELD_MS, timerMs);
-  let spinUs = SPIN_MIN_US;
-  let lastTurn = performance.now();
-  while (!stopped) {
-    const slot = ch.next();
-    if (slot !== null) {
-      const done = runSlot(ch, slot.id, slot.frame);
-      if (done === "drop") return; // never answer again: the facade's watchdog takes over
-      if (!done) {
-        // Its extras are still in a message: let the event loop deliver them.
-        await new Promise<void>((resolve) => {
-          extrasArrived = resolve;
-          setTimeout(resolve, 10);
-        });
-        extrasArrived = null;
-        lastTurn = performance.now();
-      } else if (performance.now() - lastTurn > waitMs) {
-        await turn();
-        lastTurn = performance.now();
-      }
-      continue;
-    }
-    const started = performance.now();
-    const outcome = ch.idle(spinUs, waitMs);
-    if (outcome === "caught") continue;
-    if (outcome === "work") {
-      // It came soon after the spin gave up: spin longer next time, up to the bound.
-      const gapUs = (performance.now() - started) * 1000;
-      spinUs = gapUs < SPIN_MAX_US
-        ? Math.min(SPIN_MAX_US, Math.max(spinUs, gapUs * 2))
-        : SPIN_MIN_US;
-      continue;
-    }
-    spinUs = Math.max(SPIN_MIN_US, spinUs >> 1);
-    await turn(); // woken for a control message, or a timeout: timers and messages run
-    lastTurn = performance.now();
   }
 }
 
