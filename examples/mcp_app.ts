@@ -47,7 +47,10 @@ export interface ToolExtra {
   sessionId?: string;
   /** The request's JSON-RPC id. */
   requestId: string | number;
-  /** The SDK's own signal: aborted by a same-session cancellation or a closed session. */
+  /**
+   * The SDK's own signal: aborted by a same-session cancellation (the client's,
+   * or one the guard forwards for an operator or a closed session) or a closed session.
+   */
   signal: AbortSignal;
   /** Request metadata (the client's progress token). */
   _meta?: { progressToken?: string | number };
@@ -61,8 +64,11 @@ export interface ToolExtra {
 /** Options of {@linkcode createMcpApp}. */
 export interface McpAppOptions {
   /**
-   * The signal tools honour. Default: the SDK's `extra.signal`. With the guard,
-   * pass `(extra) => guard.signalFor(extra)`.
+   * The signal tools honour. Default: the SDK's `extra.signal`, which the
+   * guard aborts too when it cancels a request itself (an operator's cancel, a
+   * closed session), so a guarded app needs nothing here.
+   * `(extra) => guard.signalFor(extra)` still works (the guard's signal and
+   * the SDK's, combined).
    */
   signalFor?: (extra: SdkExtraRef) => AbortSignal;
   /** Default number of `count` steps (5). */

@@ -110,8 +110,8 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
   const app = createMcpApp({
     countSteps: options.countSteps,
     countStepMs: options.countStepMs,
-    // Tools stop on the SDK's own cancellation and on the guard's.
-    signalFor: (extra) => guarded.signalFor(extra),
+    // No signalFor needed: the guard forwards its own cancellations (an operator's, a closed
+    // session's) to the SDK, so tools stop on their `extra.signal`.
     onToolEvent: (event) => {
       if (event.kind !== "step") log(describeTool(event));
     },

@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPError } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { fingerprint, type GuardOwners, InvalidInputError, SessionOwnerRegistry } from "../mod.ts";
+import { createMcpApp, type ToolEvent } from "../examples/mcp_app.ts";
 import {
   bearer,
   connect,
@@ -274,20 +275,62 @@ Deno.test("guard: the owner's cancellation stops the tool and drops its entry", 
   await waitFor(async () => (await server.cancellations.size!()) === 0, 5_000, "deregistered");
 });
 
-Deno.test("guard: signalFor gives SDK tools the guard's signal (operator cancel)", async () => {
+Deno.test("guard: an operator's cancel aborts the tool's own signal and answers -32000", async (t) => {
+  for (const jsonResponse of [false, true]) {
+    await t.step(jsonResponse ? "JSON answers" : "SSE answers", async () => {
+      // Tools that honour only the SDK's own `extra.signal` (no signalFor).
+      const tools: ToolEvent[] = [];
+      const app = createMcpApp({ jsonResponse, onToolEvent: (e) => tools.push(e) });
+      try {
+        await using server = await startServer({ handler: app.handler });
+        await using alice = await connect(server.url, "alice-token", { listen: false });
+        const before = tools.length;
+        const result = alice.client.callTool({
+          name: "count",
+          arguments: { steps: 50, stepMs: 50 },
+        });
+        result.catch(() => {});
+        await waitFor(() => tools.slice(before).some((e) => e.kind === "started"), 5_000);
+        const started = tools.slice(before).find((e) => e.kind === "started")!;
+        // Another session's id finds nothing; the right one stops the tool through its own signal.
+        assert.equal(
+          await server.cancellations.cancel("some-other-session", started.requestId),
+          false,
+        );
+        const cancelledAt = performance.now();
+        assert.equal(await server.cancellations.cancel(alice.sessionId, started.requestId), true);
+        await assert.rejects(result, (err: unknown) => {
+          assert.equal((err as { code?: number }).code, -32000, String(err));
+          assert.match(String(err), /Request cancelled by the server: request \d+ of session/);
+          return true;
+        });
+        assert.ok(performance.now() - cancelledAt < 1_000, "answered promptly");
+        await waitFor(() => tools.some((e) => e.kind === "stopped"), 5_000, "the tool to stop");
+        const stopped = tools.find((e) => e.kind === "stopped")!;
+        assert.ok(stopped.step! < 50);
+        // The SDK's signal aborted, with the reason the guard told the handler.
+        assert.match(stopped.reason!, /^Request cancelled by the server: /);
+        await waitFor(async () => (await server.cancellations.size!()) === 0, 5_000, "dropped");
+        // The session goes on.
+        const next = await alice.client.callTool({ name: "echo", arguments: { text: "again" } });
+        assert.equal(text(next), "again");
+        assert.ok(!tools.some((e) => e.kind === "completed" && e.tool === "count"));
+      } finally {
+        await app.close();
+      }
+    });
+  }
+});
+
+Deno.test("guard: signalFor combines the guard's signal and the SDK's", async () => {
   await using server = await startServer();
   await using alice = await connect(server.url, "alice-token", { listen: false });
   const run = await startCount(
     server,
     () => alice.client.callTool({ name: "count", arguments: { steps: 50, stepMs: 50 } }),
   );
-  // Another session's id finds nothing; the right one aborts the guard's signal only.
-  assert.equal(await server.cancellations.cancel("some-other-session", run.requestId), false);
   assert.equal(await server.cancellations.cancel(run.sessionId, run.requestId), true);
-  // The SDK turns the tool's throw into an error result (its own signal was not aborted).
-  const reply = (await run.result) as ToolResult;
-  assert.equal(reply.isError, true);
-  assert.match(text(reply), /cancelled/);
+  await assert.rejects(run.result, /Request cancelled by the server/);
   const stopped = server.tools.find((e) => e.kind === "stopped");
   assert.ok(stopped !== undefined && stopped.step! < 50);
   await waitFor(async () => (await server.cancellations.size!()) === 0, 5_000, "deregistered");

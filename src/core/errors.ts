@@ -166,8 +166,22 @@ export class RequestCancelledError extends RegistryError {
   readonly sessionId: string;
   /** The JSON-RPC id of the cancelled request, or `null` for `cancelAll`. */
   readonly requestId: string | number | null;
-  /** Builds the error for one request (or every request of a session). */
-  constructor(sessionId: string, requestId: string | number | null, message?: string) {
+  /**
+   * Who asked: `"client"` when the HTTP guard cancelled the request for the
+   * client's own `notifications/cancelled` (the client expects no answer),
+   * else `"server"` (an operator, a closed session, another process).
+   */
+  readonly origin: "client" | "server";
+  /**
+   * Builds the error for one request (or every request of a session);
+   * `options.origin` defaults to `"server"`.
+   */
+  constructor(
+    sessionId: string,
+    requestId: string | number | null,
+    message?: string,
+    options?: { origin?: "client" | "server" },
+  ) {
     super(
       message ??
         (requestId === null
@@ -176,6 +190,7 @@ export class RequestCancelledError extends RegistryError {
     );
     this.sessionId = sessionId;
     this.requestId = requestId;
+    this.origin = options?.origin === "client" ? "client" : "server";
   }
 }
 

@@ -358,7 +358,11 @@ export class SessionGuard {
  * owner cancels the session's requests and forgets it; a
  * `notifications/cancelled` aborts only a request of the same session; a
  * failed registry call answers 503, never allow. Requests are tracked so
- * `signalFor(extra)` gives tool handlers an `AbortSignal`.
+ * `signalFor(extra)` gives tool handlers an `AbortSignal`; a cancellation
+ * from the server side (`cancellations.cancel`/`cancelAll`, a closed
+ * session) is also sent to the handler as a `notifications/cancelled`, so an
+ * SDK tool's own `extra.signal` aborts, and the caller gets a JSON-RPC error
+ * `-32000` ("Request cancelled by the server: ...") instead of no answer.
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts

@@ -7,7 +7,6 @@
  * @module
  */
 
-import { onBodyEnd } from "./body_end.ts";
 import { cancelKey } from "../core/cancel_table.ts";
 import type { Tracked } from "../registry/cancellation_registry.ts";
 import { RequestCancelledError } from "../core/errors.ts";
@@ -24,6 +23,15 @@ import { sanitizeSessionId } from "../core/validate.ts";
 import type { At, SessionGuard } from "./guard.ts";
 import { closeSession, notifyCancelled } from "./handler_calls.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
+import {
+  type AnswerWatch,
+  cancelledEvent,
+  cancelledJson,
+  cancelMessage,
+  isClientCancel,
+  isEventStream,
+  watchAnswer,
+} from "./server_cancel.ts";
 import type { ResponseWrap } from "./task_gate.ts";
 import type { GuardContext, GuardReason } from "./types.ts";
 
@@ -76,8 +84,16 @@ export function postRequest(guard: SessionGuard): Post {
     return new Request(request.url, { method: "POST", headers: request.headers, body });
   }
 
-  async function invoke(inner: Request, ctx: GuardContext, wrap: ResponseWrap | null) {
-    const response = await handler(inner, ctx);
+  /** Calls the handler; `produced` sees its answer at once (before any other task runs). */
+  async function invoke(
+    inner: Request,
+    ctx: GuardContext,
+    wrap: ResponseWrap | null,
+    produced?: (response: Response) => void,
+  ) {
+    const answer = handler(inner, ctx);
+    const response = answer instanceof Response ? answer : await answer;
+    produced?.(response);
     return wrap === null ? response : wrap(response);
   }
 
@@ -145,6 +161,13 @@ export function postRequest(guard: SessionGuard): Post {
     return guard.refuse(result === "full" ? "bind-full" : "bind-refused", { ...at, sid: issued });
   }
 
+  /** Discards a handler's answer nobody will read; closes a session it issued on the way. */
+  async function discardLate(request: Request, sid: string, response: Response, ctx: GuardContext) {
+    const raw = response.headers.get("mcp-session-id");
+    if (raw !== null && raw !== sid) return await closeIssued(request, raw, response, ctx);
+    await response.body?.cancel().catch(() => {});
+  }
+
   /**
    * Runs a request tracked for cancellation. The registration is queued with
    * `track` (the caller is authorized by then, so it cannot displace anyone's
@@ -156,9 +179,14 @@ export function postRequest(guard: SessionGuard): Post {
    * fails later, the request is stopped the same way and the failure is
    * reported to `onError`: a request the registry cannot cancel does not run.
    *
+   * A server-side cancellation (an operator, a closed session, another
+   * process) is told to the handler too, so the tool's own signal aborts, and
+   * answered here (`./server_cancel.ts`): an SDK server drops the answer of a
+   * request it saw cancelled. The client's own gets no answer. The first of
+   * the handler's answer and the cancellation wins.
+   *
    * The registry entry is dropped once the request is cancelled or its answer
-   * is over. The signal stays reachable through `signalFor` until the answer
-   * is over, so a tool that asks late still sees the cancellation.
+   * is over; `signalFor` finds the signal until the answer is over.
    */
   async function runTracked(
     request: Request,
@@ -182,6 +210,13 @@ export function postRequest(guard: SessionGuard): Post {
     const entryId = tracked.entryId;
     let released = false;
     let ended = false;
+    // Decided (answered, cancelled, stopped for a registry failure): nothing else may notify
+    // the handler or answer the caller. `cancelled`: cancelled before the answer streamed.
+    let settled = false;
+    let cancelled: string | null = null;
+    let wake = () => {};
+    const woken = new Promise<void>((resolve) => wake = resolve);
+    let stream: AnswerWatch | null = null;
     const release = () => {
       if (released) return;
       released = true;
@@ -191,14 +226,30 @@ export function postRequest(guard: SessionGuard): Post {
       if (ended) return;
       ended = true;
       signal.removeEventListener("abort", release);
+      signal.removeEventListener("abort", onAbort);
       if (guard.inflight.get(key) === signal) guard.inflight.delete(key);
       release();
     };
-    const stopInner = () =>
-      notifyCancelled(handler, request, sid, ctx, message.id, "the session registry is unavailable")
+    const stopInner = (reason = "the session registry is unavailable") =>
+      notifyCancelled(handler, request, sid, ctx, message.id, reason)
         .catch((err) => guard.report(err, "cancel-in-handler"));
+    /** A cancellation: the server side's is told to the handler and answered here. */
+    function onAbort(): void {
+      if (settled) return;
+      settled = true;
+      if (isClientCancel(signal.reason)) return; // the client told the handler itself
+      const why = cancelMessage(signal.reason);
+      stopInner(why);
+      if (stream !== null) {
+        stream.interrupt(cancelledEvent(message.id, why));
+      } else {
+        cancelled = why;
+        wake();
+      }
+    }
     // A cancelled entry can never be cancelled again: drop it from the registry at once.
     signal.addEventListener("abort", release);
+    signal.addEventListener("abort", onAbort);
     let failure: { cause: unknown } | null = null;
     let answered = false;
     tracked.registered.then((ok) => {
@@ -207,21 +258,42 @@ export function postRequest(guard: SessionGuard): Post {
       // The registration may still have reached a shared store before the failure: the
       // deregistration at the end stays (it only removes a slot this entry still owns).
       failure = { cause: err };
-      if (!answered || ended) return;
+      if (settled || ended) return;
+      settled = true; // answered 503 once the handler answered, or stopped here
+      if (!answered) return;
       // The answer is already streaming: stop the request rather than run it uncancellable.
       guard.report(err, "register");
       controller.abort(err);
       stopInner();
     });
+    // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
+    const handled = invoke(inner, ctx, wrap, (answer) => {
+      if (!isEventStream(answer)) settled = true;
+    });
     let response: Response;
     try {
-      response = await invoke(inner, ctx, wrap);
+      const first = await Promise.race([handled, woken]);
+      if (cancelled !== null) {
+        // Cancelled before the handler answered: its answer, now or later, goes nowhere.
+        handled.then(
+          (late) => discardLate(request, sid, late, ctx),
+          (err) => guard.report(err, "handler"),
+        );
+        end();
+        return cancelledJson(message.id, cancelled);
+      }
+      response = first as Response;
       if (failure === null) {
         response = await bindIssued(request, response, sid, ctx, message.method);
       }
     } catch (err) {
       end();
       throw err;
+    }
+    if (cancelled !== null) { // cancelled while the answer was being bound
+      await discardLate(request, sid, response, ctx);
+      end();
+      return cancelledJson(message.id, cancelled);
     }
     if (failure !== null) {
       const cause = (failure as { cause: unknown }).cause;
@@ -236,7 +308,11 @@ export function postRequest(guard: SessionGuard): Post {
       end();
       return response;
     }
-    return onBodyEnd(response, end);
+    stream = watchAnswer(response, message.id, {
+      onAnswer: () => settled = true,
+      onEnd: end,
+    });
+    return stream.response;
   }
 
   /** A `notifications/cancelled`: aborts only a request of the same session. */
@@ -251,6 +327,7 @@ export function postRequest(guard: SessionGuard): Post {
         sid,
         requestId,
         why === undefined ? undefined : `cancelled by the client: ${why}`,
+        { origin: "client" },
       ),
     ));
   }
@@ -321,9 +398,4 @@ export function postRequest(guard: SessionGuard): Post {
     }
     return await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
   };
-}
-
-function isEventStream(response: Response): boolean {
-  const type = response.headers.get("content-type");
-  return type !== null && type.toLowerCase().startsWith("text/event-stream");
 }

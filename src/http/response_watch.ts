@@ -72,6 +72,21 @@ function isResponseFor(value: unknown, id: string | number): value is ResponseMe
 }
 
 /**
+ * True when a JSON text (one message or a batch) holds the JSON-RPC response
+ * to `id`, by the same rule as {@linkcode watchResponse}. Never throws.
+ */
+export function carriesResponse(text: string, id: string | number): boolean {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return false;
+  }
+  const items = Array.isArray(value) ? value : [value];
+  return items.some((item) => isResponseFor(item, id));
+}
+
+/**
  * Runs `onMatch` on each response to `id` in a JSON text (one message or a
  * batch). Returns the new JSON text when rewriting one, else `null`.
  */

@@ -106,6 +106,11 @@ export class SseFramer {
     return events;
   }
 
+  /** Bytes of the unfinished event held so far (not returned by `push` yet). */
+  get buffered(): number {
+    return this.#size;
+  }
+
   /** Ends the stream: returns the unterminated last event, if any. */
   end(): SseEvent | null {
     return this.#size > 0 ? this.#take(new Uint8Array(0)) : null;

@@ -43,7 +43,12 @@ export interface HandlerRecord {
   sessionId: string | null;
   /** Who the guard said is calling. */
   principal: string | null;
+  /** For a `notifications/cancelled`: the request it names and why. */
+  cancels?: { requestId: unknown; reason: string };
 }
+
+/** How the guard words a cancellation from the server side (an operator, an ended session). */
+const SERVER_CANCEL = "Request cancelled by the server: ";
 
 /** Builds the guarded handler: `guardSessions` unless an experiment swaps it. */
 export type GuardFactory = (handler: RequestHandler, options: GuardOptions) => GuardedHandler;
@@ -97,11 +102,23 @@ export function startFuzzTarget(options: FuzzTargetOptions = {}): FuzzTarget {
   });
   const records: HandlerRecord[] = [];
   const inner: RequestHandler = (request: Request, context: GuardContext) => {
+    const body = context?.parsedBody as
+      | { method?: unknown; params?: { requestId?: unknown; reason?: unknown } }
+      | undefined;
+    const cancelled = request.method === "POST" && body?.method === "notifications/cancelled";
     records.push({
       step: request.headers.get("x-fuzz-step"),
       method: request.method,
       sessionId: request.headers.get("mcp-session-id"),
       principal: context?.principal ?? null,
+      ...(cancelled
+        ? {
+          cancels: {
+            requestId: body?.params?.requestId,
+            reason: String(body?.params?.reason ?? ""),
+          },
+        }
+        : {}),
     });
     return app.handler(request);
   };
@@ -1130,6 +1147,26 @@ class Run {
     this.deleted.push(session);
   }
 
+  /**
+   * A `notifications/cancelled` the guard itself sent (carrying the headers of the request it
+   * stops) because the request's session ended: its owner deleted it (`ending`: in this very
+   * step). Allowed only for a request of that session the model knows was in flight, on
+   * behalf of its owner: never for another session, another principal, or a live session.
+   */
+  #serverCancel(r: HandlerRecord, ending: Session | undefined): boolean {
+    if (r.method !== "POST" || r.cancels === undefined || r.sessionId === null) return false;
+    if (!r.cancels.reason.startsWith(SERVER_CANCEL)) return false;
+    const rid = r.cancels.requestId;
+    if (typeof rid !== "string" && typeof rid !== "number") return false;
+    if (ending !== undefined && ending.id === r.sessionId) {
+      return r.principal === ending.owner &&
+        [...ending.tracked, ...ending.abandoned].includes(rid);
+    }
+    const ended = this.deleted.find((s) => s.id === r.sessionId);
+    return ended !== undefined && r.principal === ended.owner &&
+      this.mayStop.has(cancelKeyOf(ended.id, rid));
+  }
+
   #closeOpen(key: string): void {
     const response = this.open.get(key);
     if (response === undefined) return;
@@ -1224,7 +1261,10 @@ class Run {
     // session's owner (as the model knows it), with the caller's identity.
     const step = `${this.runNo}.${this.step}`;
     const reached = target.records.slice(recordsBefore).filter((r) => r.step === step);
-    const strays = target.records.slice(recordsBefore).filter((r) => r.step !== step);
+    const ending = out.method === "DELETE" && expect.outcome === "allow" ? resolved.session : null;
+    const strays = target.records.slice(recordsBefore).filter((r) =>
+      r.step !== step && !this.#serverCancel(r, ending ?? undefined)
+    );
     if (strays.length > 0) fail(`the handler got requests of no step: ${JSON.stringify(strays)}`);
     for (const r of reached) {
       if (r.principal !== (isIdentified(caller) ? caller : null)) {
