@@ -70,7 +70,7 @@ export function startV2Server(options: V2ServerOptions = {}): Promise<V2Server> 
       description: "Waits up to `ms`, stopping early when the request is cancelled.",
       inputSchema: z.object({ ms: z.number().int().min(0).max(60_000) }),
     }, async ({ ms }, ctx) => {
-      const signal = guarded.signalFor(ctx);
+      const signal = ctx.mcpReq.signal; // the SDK aborts it when the client goes away
       const who = ctx.http?.authInfo?.clientId;
       const aborted = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), ms);
