@@ -144,7 +144,9 @@ export class RingSender {
     }
     if (pending.size === 0) return;
     this.#host.armWatchdog();
-    if (channel.inFlight === 1 && pending.size === 1) {
+    // A lone small call to an awake worker: its answer is a few µs away. A sleeping worker takes
+    // tens of µs to wake, better spent on this thread's other work until the bell rings.
+    if (channel.inFlight === 1 && pending.size === 1 && channel.workerAwake()) {
       if (pending.oldest()!.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
     }
     this.harvest();

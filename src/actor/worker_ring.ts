@@ -6,7 +6,8 @@
  * while batches keep arriving within the spin, shorter when they do not),
  * then blocks in `Atomics.wait`, and returns to its event loop (for control
  * messages and the store's timers) whenever it is woken without a batch,
- * after each wait timeout and at least every {@linkcode YIELD_MS} of
+ * after each wait timeout (the waits lengthen while idle, up to
+ * {@linkcode IDLE_WAIT_MAX_MS}) and at least every {@linkcode YIELD_MS} of
  * continuous work.
  *
  * @module
@@ -23,8 +24,15 @@ import { ReplyEncoder } from "./wire_reply.ts";
 export const SPIN_MIN_US = 20;
 /** Longest spin for the next batch (µs). */
 export const SPIN_MAX_US = 300;
-/** Longest block in `Atomics.wait`, and longest stretch of work, between event-loop turns. */
+/** Longest stretch of work, and first block in `Atomics.wait`, between event-loop turns. */
 export const YIELD_MS = 250;
+/**
+ * Longest block in `Atomics.wait` once idle: each wait that times out
+ * doubles the next, from {@linkcode YIELD_MS} up to this (or the store's
+ * timer period, if shorter). A control message wakes the worker at once, so
+ * only the store's timers need the turns; each costs a few hundred µs of CPU.
+ */
+export const IDLE_WAIT_MAX_MS = 2_000;
 
 /** What the ring server needs from the worker hosting it. */
 export interface RingHost {
@@ -86,9 +94,11 @@ export class RingServer {
   }
 
   /** The serving loop; returns when the worker stops. */
-  async serve(timerMs = YIELD_MS): Promise<void> {
+  async serve(timerMs = Infinity): Promise<void> {
     const ch = this.#ch;
     const waitMs = Math.min(YIELD_MS, timerMs);
+    const idleMaxMs = Math.min(IDLE_WAIT_MAX_MS, timerMs);
+    let idleMs = waitMs;
     let spinUs = SPIN_MIN_US;
     let lastTurn = performance.now();
     while (!this.#host.stopped()) {
@@ -111,7 +121,8 @@ export class RingServer {
         continue;
       }
       const started = performance.now();
-      const outcome = ch.idle(spinUs, waitMs);
+      const outcome = ch.idle(spinUs, idleMs);
+      idleMs = outcome === "timeout" ? Math.min(idleMaxMs, idleMs * 2) : waitMs;
       if (outcome === "caught") continue;
       if (outcome === "work") {
         // It came soon after the spin gave up: spin longer next time, up to the bound.
