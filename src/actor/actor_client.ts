@@ -303,9 +303,6 @@ export class ActorClient {
         if (this.#pending.size > 0) this.#armWatchdog();
         return;
       }
-      case "bell":
-        this.#ring?.harvest();
-        return;
       case "wreply": {
         let reply: DecodedReply;
         try {

@@ -12,8 +12,8 @@
  * The facade sends batches in the compact format of `actor/wire.ts` (typed
  * arrays, a per-batch string table, typed results): with the in-memory store
  * through the shared-memory ring of `actor/shared_channel.ts` (whose `init`
- * carries `channel`; the worker then answers a `bell` when the facade asked
- * to be woken, `extras` carry argument values the format does not, and a
+ * carries `channel`; the worker wakes a waiting facade with `Atomics.notify`,
+ * `extras` carry argument values the format does not, and a
  * reply too large for its slot comes as a `reply` message), otherwise as
  * `wbatch`/`wreply` messages carrying one transferred buffer each.
  *
@@ -175,11 +175,6 @@ export interface WireReplyMessage {
   nums: number;
 }
 
-/** Shared-memory ring: a reply is waiting in a slot (sent only when the facade asked). */
-export interface BellMessage {
-  kind: "bell";
-}
-
 /** A message (or the whole batch) could not be applied; nothing of it was. */
 export interface FailMessage {
   kind: "fail";
@@ -237,7 +232,6 @@ export type FromWorker =
   | ReadyMessage
   | ReplyMessage
   | WireReplyMessage
-  | BellMessage
   | FailMessage
   | ClosedMessage
   | AbortEvent

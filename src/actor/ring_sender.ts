@@ -3,7 +3,7 @@
  * moves queued batches into free slots (a batch larger than a slot takes
  * several, in order), collects the answered slots in order, and decides how
  * to wait for the next answer: a short spin when one is due soon, otherwise
- * a one-word `bell` message from the worker.
+ * `Atomics.waitAsync` on the ring's reply counter (the thread stays free).
  *
  * @module
  */
@@ -42,15 +42,20 @@ export interface RingHost {
 const LONE_OPS = 4;
 /**
  * ...at most this long (µs): enough for a spinning worker (about 1 µs) or one
- * woken from `Atomics.wait` (tens of µs); past it, the worker rings a bell.
+ * woken from `Atomics.wait` (tens of µs); past it, `Atomics.waitAsync`.
  */
 const LONE_SPIN_US = 50;
 /**
  * With nothing to settle and the worker awake (working or spinning), the
- * facade spins this long (µs) for the oldest reply before asking for a bell:
- * a bell costs tens of µs to wake the thread, the worker's next reply a few.
+ * facade spins this long (µs) for the oldest reply before it waits without
+ * blocking: that wake-up costs tens of µs, the worker's next reply a few.
  */
 const BUSY_SPIN_US = 30;
+/**
+ * Longest `Atomics.waitAsync` for a reply before looking again (ms). The
+ * watchdog, not this, notices a worker that stopped answering.
+ */
+const WAIT_MS = 1_000;
 
 /** Sends batches through one worker's ring. */
 export class RingSender {
@@ -62,6 +67,12 @@ export class RingSender {
   #drained: (() => void) | null = null;
   /** Replies too large for their slot, arrived as messages, by piece id. */
   readonly #overflow = new Map<number, ReplyMessage>();
+  /** A `whenReplied` wait is out. */
+  #waiting = false;
+  readonly #woken = () => {
+    this.#waiting = false;
+    this.harvest();
+  };
 
   constructor(channel: MainChannel, encoder: BatchEncoder, host: RingHost) {
     this.#channel = channel;
@@ -145,7 +156,7 @@ export class RingSender {
     if (pending.size === 0) return;
     this.#host.armWatchdog();
     // A lone small call to an awake worker: its answer is a few µs away. A sleeping worker takes
-    // tens of µs to wake, better spent on this thread's other work until the bell rings.
+    // tens of µs to wake, better spent on this thread's other work until its reply wakes us.
     if (channel.inFlight === 1 && pending.size === 1 && channel.workerAwake()) {
       if (pending.oldest()!.ops.length <= LONE_OPS) channel.spin(LONE_SPIN_US);
     }
@@ -161,12 +172,18 @@ export class RingSender {
       const slot = channel.replied();
       if (slot === null) {
         if (channel.inFlight === 0) break;
-        // Nothing else to do yet: an awake worker answers sooner than a bell would wake us.
+        // Nothing else to do yet: an awake worker answers sooner than a wake-up would come.
         if (!freed && !spun && channel.workerAwake()) {
           spun = true;
           if (channel.spin(BUSY_SPIN_US)) continue;
         }
-        if (channel.ringWhenReplied()) continue;
+        // Wait for the worker's next reply without blocking; one waiter at a time (it is
+        // woken by the next reply, whoever harvests it), none once nothing is in flight.
+        if (this.#waiting || this.#host.pending.size === 0) break;
+        const replied = channel.whenReplied(WAIT_MS);
+        if (replied === null) continue;
+        this.#waiting = true;
+        replied.then(this.#woken);
         break;
       }
       let reply: DecodedReply | ReplyMessage;

@@ -9,7 +9,9 @@
  * - `SLEEPING` (word 1): 1 while the worker is in (or about to enter)
  *   `Atomics.wait`, so the facade calls `Atomics.notify` only then.
  * - `BELL` (word 2): 1 while the facade waits for a reply with nothing else
- *   to do; the worker clears it and posts one small `bell` message.
+ *   to do; the worker clears it and `Atomics.notify`s `REPLY_SEQ`.
+ * - `REPLY_SEQ` (word 3): bumped by the worker after each reply; the facade
+ *   waits on it with `Atomics.waitAsync` (its thread is never blocked).
  *
  * A slot is `[state, id]` (two words) followed by one {@linkcode Frame} of
  * fixed capacity, used first for the request, then overwritten by its reply
@@ -38,6 +40,7 @@ const SLOT_BYTES = SLOT_HEAD_BYTES + frameBytes(WORDS, NUMS, UNITS);
 const REQ_SEQ = 0;
 const SLEEPING = 1;
 const BELL = 2;
+const REPLY_SEQ = 3;
 
 /** Slot states. */
 export const Slot = { Free: 0, Request: 1, Reply: 2 } as const;
@@ -142,12 +145,18 @@ export class MainChannel {
   }
 
   /**
-   * Asks the worker to post a `bell` message after its next reply. Returns
-   * true when a reply is already there (no bell needed).
+   * Waits for the worker's next reply without blocking this thread: `null`
+   * when a reply is already there (or came meanwhile), else a promise that
+   * settles once the worker publishes one, or after `timeoutMs`.
    */
-  ringWhenReplied(): boolean {
-    Atomics.store(this.#ring.ctrl, BELL, 1);
-    return this.replied() !== null;
+  whenReplied(timeoutMs: number): Promise<unknown> | null {
+    const ctrl = this.#ring.ctrl;
+    const seq = Atomics.load(ctrl, REPLY_SEQ);
+    Atomics.store(ctrl, BELL, 1);
+    if (this.replied() !== null) return null;
+    // A reply published after `seq` was read makes this "not-equal" at once.
+    const waited = Atomics.waitAsync(ctrl, REPLY_SEQ, seq, timeoutMs);
+    return waited.async ? waited.value : null;
   }
 }
 
@@ -171,12 +180,15 @@ export class WorkerChannel {
     return { id: head[1], frame: this.#ring.frames[this.#head] };
   }
 
-  /** Publishes the reply written over the oldest request; true when a bell is wanted. */
-  answer(): boolean {
+  /** Publishes the reply written over the oldest request; wakes the facade if it waits. */
+  answer(): void {
     Atomics.store(this.#ring.heads[this.#head], 0, Slot.Reply);
     this.#head = (this.#head + 1) % SLOTS;
     const ctrl = this.#ring.ctrl;
-    return Atomics.load(ctrl, BELL) === 1 && Atomics.exchange(ctrl, BELL, 0) === 1;
+    Atomics.add(ctrl, REPLY_SEQ, 1);
+    if (Atomics.load(ctrl, BELL) === 1 && Atomics.exchange(ctrl, BELL, 0) === 1) {
+      Atomics.notify(ctrl, REPLY_SEQ);
+    }
   }
 
   /**

@@ -163,7 +163,7 @@ export class RingServer {
     } catch (err) {
       this.#replies.encodeFailure(frame, toWireError(err));
     }
-    if (this.#ch.answer()) host.send({ kind: "bell" });
+    this.#ch.answer();
     return true;
   }
 }
