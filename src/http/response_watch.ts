@@ -71,19 +71,23 @@ function isResponseFor(value: unknown, id: string | number): value is ResponseMe
     ("result" in value || "error" in value);
 }
 
+/** The messages of a JSON text (one message or a batch), or `null` when it is not JSON. */
+function messagesOf(text: string): { items: unknown[]; batch: boolean } | null {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  return Array.isArray(value) ? { items: value, batch: true } : { items: [value], batch: false };
+}
+
 /**
  * True when a JSON text (one message or a batch) holds the JSON-RPC response
  * to `id`, by the same rule as {@linkcode watchResponse}. Never throws.
  */
 export function carriesResponse(text: string, id: string | number): boolean {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return false;
-  }
-  const items = Array.isArray(value) ? value : [value];
-  return items.some((item) => isResponseFor(item, id));
+  return messagesOf(text)?.items.some((item) => isResponseFor(item, id)) ?? false;
 }
 
 /**
@@ -96,13 +100,9 @@ async function handle(
   onMatch: OnMatch,
   rewrite: boolean,
 ): Promise<string | null> {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return null; // the client cannot read it either
-  }
-  const items = Array.isArray(value) ? value : [value];
+  const messages = messagesOf(text);
+  if (messages === null) return null; // the client cannot read it either
+  const { items, batch } = messages;
   let matched = false;
   const out: unknown[] = [];
   for (const item of items) {
@@ -115,7 +115,7 @@ async function handle(
     out.push(rewrite ? replacement : item);
   }
   if (!matched || !rewrite) return null;
-  const json = JSON.stringify(Array.isArray(value) ? out : out[0]);
+  const json = JSON.stringify(batch ? out : out[0]);
   if (typeof json !== "string") {
     throw new TypeError("rewrite must return a JSON-serializable value");
   }
