@@ -21,7 +21,8 @@ import { redisStore } from "../redis.ts";
 import {
   bearer,
   initializeRequest,
-  sessionHeaders,
+  openSession,
+  postRpc,
   startServer,
   type TestServer,
   waitFor,
@@ -37,42 +38,14 @@ function initializeBody(id = 0): string {
   return JSON.stringify(initializeRequest(id));
 }
 
-function post(url: URL, token: string | null, body: string, sessionId?: string): Promise<Response> {
-  return fetch(url, {
-    method: "POST",
-    headers: {
-      ...JSON_HEADERS,
-      ...(sessionId === undefined ? bearer(token) : sessionHeaders(sessionId, token)),
-    },
-    body,
-  });
-}
-
 /** Initializes a session as `token`'s holder; returns its id. */
-async function initialize(server: TestServer, token: string): Promise<string> {
-  const response = await post(server.url, token, initializeBody());
-  await response.body?.cancel();
-  assert.equal(response.status, 200, `initialize as ${token}`);
-  const sid = response.headers.get("mcp-session-id");
-  assert.ok(sid !== null);
-  const done = await post(
-    server.url,
-    token,
-    JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-    sid,
-  );
-  await done.body?.cancel();
-  return sid;
+function initialize(server: TestServer, token: string): Promise<string> {
+  return openSession(server.url, token);
 }
 
 /** A ping in the session; returns the HTTP status. */
 async function ping(server: TestServer, token: string, sid: string, id = 1): Promise<number> {
-  const response = await post(
-    server.url,
-    token,
-    JSON.stringify({ jsonrpc: "2.0", id, method: "ping" }),
-    sid,
-  );
+  const response = await postRpc(server.url, token, sid, { jsonrpc: "2.0", id, method: "ping" });
   await response.body?.cancel();
   return response.status;
 }
@@ -225,7 +198,7 @@ Deno.test("guard: evicted sessions are closed in the handler (flood of initializ
   });
   const first = await initialize(server, "mallory-token");
   for (let i = 0; i < 59; i++) {
-    const response = await post(server.url, "mallory-token", initializeBody(i));
+    const response = await postRpc(server.url, "mallory-token", null, initializeBody(i));
     await response.body?.cancel();
     assert.equal(response.status, 200);
   }
@@ -300,11 +273,11 @@ Deno.test("guard: principal() can say 401 (UnauthenticatedError) apart from 503"
       },
     },
   });
-  const expired = await post(server.url, "expired", initializeBody());
+  const expired = await postRpc(server.url, "expired", null, initializeBody());
   assert.equal(expired.status, 401);
   assert.equal(expired.headers.get("www-authenticate"), 'Bearer error="invalid_token"');
   assert.match((await expired.json()).error.message, /credentials were not accepted/);
-  const down = await post(server.url, "keyserver-down", initializeBody());
+  const down = await postRpc(server.url, "keyserver-down", null, initializeBody());
   await down.body?.cancel();
   assert.equal(down.status, 503);
   assert.equal(down.headers.get("retry-after"), "1");

@@ -28,10 +28,9 @@ import {
   watchAnswer,
 } from "../src/http/server_cancel.ts";
 import {
-  bearer,
   connect,
-  initializeRequest,
-  sessionHeaders,
+  openSession,
+  postRpc,
   startServer,
   type TestServer,
   waitFor,
@@ -93,36 +92,6 @@ async function start(
   };
 }
 
-function post(url: URL, token: string, sid: string | null, message: unknown, signal?: AbortSignal) {
-  return fetch(url, {
-    method: "POST",
-    headers: {
-      "content-type": "application/json",
-      ...(sid === null
-        ? { accept: "application/json, text/event-stream", ...bearer(token) }
-        : sessionHeaders(sid, token)),
-    },
-    body: JSON.stringify(message),
-    signal,
-  });
-}
-
-/** A raw session: initialize, then notifications/initialized. */
-async function openSession(url: URL, token: string): Promise<string> {
-  const init = await post(url, token, null, initializeRequest());
-  assert.equal(init.status, 200);
-  const sid = init.headers.get("mcp-session-id");
-  assert.ok(sid !== null);
-  await init.body?.cancel();
-  const ready = await post(url, token, sid, {
-    jsonrpc: "2.0",
-    method: "notifications/initialized",
-  });
-  assert.equal(ready.status, 202);
-  await ready.body?.cancel();
-  return sid;
-}
-
 const count = (id: number, steps = 50, stepMs = 50) => ({
   jsonrpc: "2.0",
   id,
@@ -182,7 +151,7 @@ async function stoppedBy(tools: ToolEvent[], requestId: number): Promise<ToolEve
 }
 
 async function echoWorks(url: URL, token: string, sid: string, id: number): Promise<void> {
-  const response = await post(url, token, sid, {
+  const response = await postRpc(url, token, sid, {
     jsonrpc: "2.0",
     id,
     method: "tools/call",
@@ -207,7 +176,7 @@ Deno.test("server cancel (SSE): the stream ends with a -32000 error event; the t
   await using t = await start(false);
   const { url } = t.server;
   const sid = await openSession(url, "alice-token");
-  const response = await post(url, "alice-token", sid, count(7));
+  const response = await postRpc(url, "alice-token", sid, count(7));
   assert.equal(response.status, 200);
   assert.match(response.headers.get("content-type") ?? "", /^text\/event-stream/);
   await started(t.tools, 7);
@@ -237,7 +206,7 @@ Deno.test("server cancel (JSON): HTTP 200 with a -32000 error; the tool's own si
   await using t = await start(true);
   const { url } = t.server;
   const sid = await openSession(url, "alice-token");
-  const pending = post(url, "alice-token", sid, count(7));
+  const pending = postRpc(url, "alice-token", sid, count(7));
   await started(t.tools, 7);
   const before = performance.now();
   assert.equal(await t.server.cancellations.cancel(sid, 7, "maintenance window  "), true);
@@ -295,9 +264,9 @@ Deno.test("client cancel (SSE): the tool stops, the stream carries no answer", a
   await using t = await start(false);
   const { url } = t.server;
   const sid = await openSession(url, "alice-token");
-  const response = await post(url, "alice-token", sid, count(7));
+  const response = await postRpc(url, "alice-token", sid, count(7));
   await started(t.tools, 7);
-  const cancel = await post(url, "alice-token", sid, {
+  const cancel = await postRpc(url, "alice-token", sid, {
     jsonrpc: "2.0",
     method: "notifications/cancelled",
     params: { requestId: 7, reason: "user hit stop" },
@@ -318,10 +287,10 @@ Deno.test("client cancel (JSON): the tool stops, the POST gets no answer", async
   const { url } = t.server;
   const sid = await openSession(url, "alice-token");
   const abort = new AbortController();
-  const pending = post(url, "alice-token", sid, count(7), abort.signal);
+  const pending = postRpc(url, "alice-token", sid, count(7), abort.signal);
   pending.catch(() => {});
   await started(t.tools, 7);
-  const cancel = await post(url, "alice-token", sid, {
+  const cancel = await postRpc(url, "alice-token", sid, {
     jsonrpc: "2.0",
     method: "notifications/cancelled",
     params: { requestId: 7 },
@@ -385,7 +354,7 @@ for (const jsonResponse of [false, true]) {
     await using t = await start(jsonResponse, failingRegistrations(real));
     const { url } = t.server;
     const sid = await openSession(url, "alice-token");
-    const pending = post(url, "alice-token", sid, count(7, 4, 50));
+    const pending = postRpc(url, "alice-token", sid, count(7, 4, 50));
     if (jsonResponse) {
       // The JSON answer waits for the tool: an operator's cancel lands meanwhile, and is
       // neither told to the handler nor answered (the request is already condemned).
@@ -458,7 +427,7 @@ Deno.test("race (SSE): an answer that already went by wins over a later cancel",
   await using server = await startServer({ handler: h.handler });
   const sid = await openSession(server.url, "alice-token");
   assert.equal(sid, "s-race");
-  const response = await post(server.url, "alice-token", sid, ping(3));
+  const response = await postRpc(server.url, "alice-token", sid, ping(3));
   await waitFor(() => h.streams.has(3));
   h.send(3, { jsonrpc: "2.0", method: "notifications/progress", params: {} });
   h.send(3, { jsonrpc: "2.0", id: 3, result: { real: true } });
@@ -485,7 +454,7 @@ Deno.test("race (SSE): a cancel before the answer ends the stream and cancels th
   const h = scriptedHandler();
   await using server = await startServer({ handler: h.handler });
   const sid = await openSession(server.url, "alice-token");
-  const response = await post(server.url, "alice-token", sid, ping(4));
+  const response = await postRpc(server.url, "alice-token", sid, ping(4));
   await waitFor(() => h.streams.has(4));
   h.send(4, { jsonrpc: "2.0", method: "notifications/progress", params: { progress: 1 } });
   // Half an event: never reaches the client once the stream is cut.
@@ -519,7 +488,7 @@ Deno.test("race (JSON): an answer produced before the cancel lands wins; a late 
     return Response.json({ jsonrpc: "2.0", id, result: { real: id } });
   });
   for (let id = 10; id < 20; id++) {
-    const response = await post(server.url, "alice-token", sid, ping(id));
+    const response = await postRpc(server.url, "alice-token", sid, ping(id));
     assert.equal(response.status, 200);
     assert.deepEqual(await response.json(), { jsonrpc: "2.0", id, result: { real: id } });
   }
@@ -532,7 +501,7 @@ Deno.test("race (JSON): an answer produced before the cancel lands wins; a late 
       setTimeout(() => server.cancellations.cancel(sid, id), 20);
     })
   );
-  const response = await post(server.url, "alice-token", sid, ping(30));
+  const response = await postRpc(server.url, "alice-token", sid, ping(30));
   assert.deepEqual(await response.json(), {
     jsonrpc: "2.0",
     error: {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import assert from "node:assert/strict";
 // @ts-types="@modelcontextprotocol/sdk/client/index"
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
@@ -178,6 +179,46 @@ export function sessionHeaders(sessionId: string, token: string | null): Record<
     "mcp-protocol-version": "2025-11-25",
     ...bearer(token),
   };
+}
+
+/**
+ * A raw JSON-RPC POST with `token` (`message` as is when a string, else as
+ * JSON), in session `sessionId` when one is given.
+ */
+export function postRpc(
+  url: URL,
+  token: string | null,
+  sessionId: string | null,
+  message: unknown,
+  signal?: AbortSignal,
+): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      ...(sessionId === null
+        ? { accept: "application/json, text/event-stream", ...bearer(token) }
+        : sessionHeaders(sessionId, token)),
+    },
+    body: typeof message === "string" ? message : JSON.stringify(message),
+    signal,
+  });
+}
+
+/** Opens a raw session as `token`'s holder (initialize, then initialized); returns its id. */
+export async function openSession(url: URL, token: string): Promise<string> {
+  const init = await postRpc(url, token, null, initializeRequest());
+  await init.body?.cancel();
+  assert.equal(init.status, 200, `initialize as ${token}`);
+  const sid = init.headers.get("mcp-session-id");
+  assert.ok(sid !== null);
+  const ready = await postRpc(url, token, sid, {
+    jsonrpc: "2.0",
+    method: "notifications/initialized",
+  });
+  await ready.body?.cancel();
+  assert.equal(ready.status, 202, `initialized as ${token}`);
+  return sid;
 }
 
 /** Connects an SDK client (initialize + initialized) with `token`. */
