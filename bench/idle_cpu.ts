@@ -139,8 +139,14 @@ const SCENARIOS: Record<string, () => RegistryStore | undefined> = {
   default: () => undefined,
   idleTtlMs: () => memoryStore({ idleTtlMs: 60_000 }),
 };
-const ROUNDS = Number(Deno.args.find((a) => a.startsWith("--rounds="))?.split("=")[1] ?? 3);
-const only = Deno.args.find((a) => a.startsWith("--scenario="))?.split("=")[1];
+let ROUNDS = 3;
+let only: string | undefined; // set in the child processes
+for (const arg of Deno.args) {
+  const rounds = /^--rounds=([1-9]\d{0,3})$/.exec(arg);
+  if (rounds !== null) ROUNDS = Number(rounds[1]);
+  else if (arg.startsWith("--scenario=")) only = arg.slice("--scenario=".length);
+  else throw new Error(`bad argument ${JSON.stringify(arg)} (use --rounds=N, 1 <= N <= 9999)`);
+}
 
 if (only !== undefined) {
   // A child: one scenario in a fresh process, so no other scenario's garbage lands in its window.
