@@ -28,6 +28,68 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
     for (const settle of big.resolve) settle(null);
   });
 
+  await t.step("withdraw: settles the call at once and drops it from the batch", async () => {
+    const never = () => false;
+    const a = queue.push(Op.Register, "s1", 1, "e1", true);
+    const at = queue.lastQueued();
+    const b = queue.push(Op.Register, "s2", 2, "e2", true);
+    assert.equal(queue.withdraw(at, true, never), true);
+    assert.equal(await a, true, "settled before any batch is taken");
+    assert.equal(queue.withdraw(at, true, never), false, "only once");
+    const batch = queue.take();
+    assert.deepEqual(batch.ops, [Op.Register]);
+    assert.deepEqual(batch.args, ["s2", 2, "e2"]);
+    batch.resolve[0]("second");
+    assert.equal(await b, "second");
+    assert.equal(queue.withdraw(at, true, never), false, "its batch is gone: stale");
+  });
+
+  await t.step("withdraw: refused after a call somebody waits on, or a conflicting one", () => {
+    queue.push(Op.Register, "s1", 1, "e1", true);
+    const lazy = queue.lastQueued();
+    queue.push(Op.CancelSize, undefined, undefined, undefined); // eager
+    assert.equal(queue.withdraw(lazy, true, () => false), false);
+    queue.take().resolve.forEach((settle) => settle(null));
+
+    queue.push(Op.Register, "s1", 1, "e1", true);
+    const first = queue.lastQueued();
+    queue.push(Op.Deregister, "e0", undefined, undefined, true);
+    queue.push(Op.Register, "s1", 1, "e2", true);
+    const seen: unknown[][] = [];
+    const sameKey = (op: number, args: readonly unknown[], at: number) => {
+      seen.push([op, ...args.slice(at, at + 2)]);
+      return op === Op.Register && args[at] === "s1" && args[at + 1] === 1;
+    };
+    assert.equal(queue.withdraw(first, true, sameKey), false);
+    assert.deepEqual(seen, [[Op.Deregister, "e0", "s1"], [Op.Register, "s1", 1]]);
+    const batch = queue.take();
+    assert.deepEqual(batch.ops, [Op.Register, Op.Deregister, Op.Register]);
+    assert.deepEqual(batch.args, ["s1", 1, "e1", "e0", "s1", 1, "e2"]);
+    batch.resolve.forEach((settle) => settle(null));
+  });
+
+  await t.step("withdraw: a call whose batch was taken right after it is stale", () => {
+    queue.push(Op.Register, "s1", 1, "e1", true);
+    queue.take().resolve.forEach((settle) => settle(null)); // e.g. flushed at maxBatch
+    const at = queue.lastQueued();
+    queue.push(Op.Register, "s2", 2, "e2", true);
+    assert.equal(queue.withdraw(at, true, () => false), false);
+    assert.deepEqual(queue.take().ops, [Op.Register], "the later call stays");
+  });
+
+  await t.step("withdraw: a batch of only withdrawn calls is empty", async () => {
+    const calls = [1, 2, 3].map((n) => {
+      const promise = queue.push(Op.Register, `s${n}`, n, `e${n}`, true);
+      return { promise, at: queue.lastQueued() };
+    });
+    for (const { at } of calls.reverse()) {
+      assert.equal(queue.withdraw(at, n(at), () => false), true);
+    }
+    assert.deepEqual(await Promise.all(calls.map((c) => c.promise)), [2, 1, 0]);
+    const batch = queue.take();
+    assert.deepEqual([batch.ops.length, batch.args.length, batch.resolve.length], [0, 0, 0]);
+  });
+
   await t.step("rejectAll rejects what is queued and empties the queue", async () => {
     const a = queue.push(Op.OwnerOf, "x", 0, 0);
     const b = queue.push(Op.OwnerOf, "y", 0, 0);
@@ -37,6 +99,9 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
     await assert.rejects(b, /gone/);
   });
 });
+
+/** The index of a queued call, as a value to settle it with. */
+const n = (at: { index: number }) => at.index;
 
 Deno.test("InFlight: settles a piece once, and drops its references when settled", async (t) => {
   const heard: unknown[][] = [];

@@ -230,16 +230,49 @@ Deno.test("CancellationRegistry.track: no wait, same order, same rules", async (
   });
 
   await t.step(
-    "a quick request's registration and deregistration travel in one message",
+    "a quick request's registration and deregistration never reach the worker",
     async () => {
       await cancels.size();
       const before = client.batches;
+      const statsBefore = await cancels.stats();
+      const sent = client.batches;
       const tracked = cancels.track("s1", 7);
       await new Promise((resolve) => setTimeout(resolve, 0)); // the request "runs" a macrotask
       const removed = cancels.deregister(tracked.entryId);
-      assert.equal(client.batches, before, "nothing sent yet: both wait for company");
       assert.deepEqual(await Promise.all([tracked.registered, removed]), [true, true]);
-      assert.equal(client.batches, before + 1);
+      await new Promise((resolve) => setTimeout(resolve, 30)); // past the lazy window
+      assert.equal(client.batches, sent, "both withdrawn: nothing was sent");
+      assert.equal(await cancels.size(), 0);
+      const stats = await cancels.stats();
+      assert.equal(stats.registered, statsBefore.registered + 1, "still counted as registered");
+      assert.equal(stats.size, 0);
+      assert.ok(client.batches > before);
+    },
+  );
+
+  await t.step("a call somebody waits on, queued in between, keeps both on the wire", async () => {
+    const tracked = cancels.track("s1", 8);
+    const size = cancels.size(); // queued after the registration: it must count it
+    const removed = cancels.deregister(tracked.entryId);
+    assert.equal(await size, 1);
+    assert.deepEqual(await Promise.all([tracked.registered, removed]), [true, true]);
+    assert.equal(await cancels.size(), 0);
+  });
+
+  await t.step(
+    "a later registration of the same key keeps the earlier one on the wire",
+    async () => {
+      const statsBefore = await cancels.stats();
+      const first = cancels.track("s1", 9);
+      const second = cancels.track("s1", 9); // takes the slot in call order
+      // The first one's cleanup must not remove the slot the second one owns now.
+      assert.equal(await cancels.deregister(first.entryId), false);
+      assert.equal(await second.registered, true);
+      assert.equal((await cancels.stats()).displaced, statsBefore.displaced + 1);
+      assert.equal(await cancels.cancel("s1", 9, "stop"), true);
+      assert.equal(second.signal.aborted, true);
+      assert.equal(first.signal.aborted, false);
+      assert.equal(await cancels.deregister(second.entryId), true);
     },
   );
 

@@ -25,7 +25,7 @@ import {
   RegistryUnavailableError,
   toWireError,
 } from "../core/errors.ts";
-import { CallQueue } from "./call_queue.ts";
+import { CallQueue, type QueuedAt } from "./call_queue.ts";
 import { InFlight, type InFlightHooks } from "./in_flight.ts";
 import type { FromWorker, InitMessage, ReplyMessage, WorkerEvent } from "./protocol.ts";
 import { type Outgoing, type RingHost, RingSender } from "./ring_sender.ts";
@@ -157,7 +157,7 @@ export class ActorClient {
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
     if (this.#worker === null) this.#spawn();
-    const promise = this.#queue.push<T>(op, a, b, c);
+    const promise = this.#queue.push<T>(op, a, b, c, lazy);
     if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       if (!lazy) {
@@ -168,6 +168,24 @@ export class ActorClient {
       }
     }
     return promise;
+  }
+
+  /** Where the call queued last sits, for {@linkcode withdraw}. */
+  lastQueued(): QueuedAt {
+    return this.#queue.lastQueued();
+  }
+
+  /**
+   * Withdraws a lazy call that has not been sent yet (see
+   * `CallQueue.withdraw`): its promise resolves with `value` and the worker
+   * never sees it. Returns whether it did.
+   */
+  withdraw(
+    at: QueuedAt,
+    value: unknown,
+    conflicts: (op: number, args: readonly unknown[], argAt: number) => boolean,
+  ): boolean {
+    return this.#queue.withdraw(at, value, conflicts);
   }
 
   #clearLazyTimer(): void {
@@ -255,8 +273,9 @@ export class ActorClient {
     this.#scheduled = false;
     this.#clearLazyTimer();
     if (this.#queue.length === 0) return;
-    this.#batches++;
     const batch = this.#queue.take() as Outgoing;
+    if (batch.ops.length === 0) return; // every call was withdrawn
+    this.#batches++;
     batch.op = 0;
     batch.arg = 0;
     if (this.#ring === null) this.#sendMessage(batch);

@@ -7,6 +7,10 @@
  * size of the last one (no growth while a large tick queues its calls), and
  * every promise comes from one shared executor (no closure per call).
  *
+ * A call not sent yet can be withdrawn ({@linkcode CallQueue.withdraw}):
+ * its promise settles at once and it never travels. A request that starts
+ * and ends within one lazy window then costs the worker nothing.
+ *
  * @module
  */
 
@@ -41,6 +45,17 @@ const capture = (resolve: Settler, reject: Settler): void => {
 /** Smallest capacity a fresh batch starts with. */
 const MIN_CAPACITY = 8;
 
+/** Opcode of a withdrawn call (dropped when the batch is taken). */
+const WITHDRAWN = -1;
+
+/** Where a queued call sits: valid until its batch is taken. */
+export interface QueuedAt {
+  /** Which batch (increments at every take). */
+  batch: number;
+  /** Its index in that batch. */
+  index: number;
+}
+
 /** The calls of this tick, not yet sent. */
 export class CallQueue {
   #ops: number[];
@@ -49,12 +64,22 @@ export class CallQueue {
   #reject: Settler[];
   #count = 0;
   #argCount = 0;
+  /** Where each call's arguments start in `#args`. */
+  #argAt: number[];
+  /** Increments at every take: a {@linkcode QueuedAt} of an older batch is stale. */
+  #batch = 0;
+  /** Index of the last call queued without `lazy` (-1: none in this batch). */
+  #lastEager = -1;
+  #withdrawn = 0;
+  #lastBatch = -1;
+  #lastIndex = -1;
 
   constructor() {
     this.#ops = new Array(MIN_CAPACITY);
     this.#args = new Array(3 * MIN_CAPACITY);
     this.#resolve = new Array(MIN_CAPACITY);
     this.#reject = new Array(MIN_CAPACITY);
+    this.#argAt = new Array(MIN_CAPACITY);
   }
 
   /** Calls queued. */
@@ -62,12 +87,28 @@ export class CallQueue {
     return this.#count;
   }
 
-  /** Queues one call; its promise settles when the batch is answered. */
-  push<T>(op: number, a: unknown, b: unknown, c: unknown): Promise<T> {
+  /**
+   * Where the call queued last sits (for {@linkcode withdraw}), even if its
+   * batch was taken since (it is then stale).
+   */
+  lastQueued(): QueuedAt {
+    return { batch: this.#lastBatch, index: this.#lastIndex };
+  }
+
+  /**
+   * Queues one call; its promise settles when the batch is answered. `lazy`:
+   * nobody waits on it (a call after it does not stop an earlier call from
+   * being withdrawn).
+   */
+  push<T>(op: number, a: unknown, b: unknown, c: unknown, lazy = false): Promise<T> {
     const arity = ARITY[op];
     const n = this.#count++;
     this.#ops[n] = op;
+    this.#lastBatch = this.#batch;
+    this.#lastIndex = n;
+    if (!lazy) this.#lastEager = n;
     let at = this.#argCount;
+    this.#argAt[n] = at;
     if (arity > 0) this.#args[at++] = a;
     if (arity > 1) this.#args[at++] = b;
     if (arity > 2) this.#args[at++] = c;
@@ -78,8 +119,38 @@ export class CallQueue {
     return promise;
   }
 
+  /**
+   * Withdraws the call at `at` before it is sent: its promise resolves with
+   * `value` and it never reaches the worker. Only while its batch is still
+   * queued, no call after it is one somebody waits on, and no later call
+   * `conflicts` with it (given each later call's opcode, the arguments and
+   * where its own start). Returns whether it did.
+   */
+  withdraw(
+    at: QueuedAt,
+    value: unknown,
+    conflicts: (op: number, args: readonly unknown[], argAt: number) => boolean,
+  ): boolean {
+    const i = at.index;
+    if (at.batch !== this.#batch || i < 0 || i >= this.#count || this.#lastEager > i) {
+      return false;
+    }
+    const ops = this.#ops;
+    if (ops[i] === WITHDRAWN) return false;
+    for (let k = i + 1; k < this.#count; k++) {
+      if (ops[k] !== WITHDRAWN && conflicts(ops[k], this.#args, this.#argAt[k])) return false;
+    }
+    ops[i] = WITHDRAWN;
+    this.#withdrawn++;
+    const settle = this.#resolve[i];
+    this.#resolve[i] = this.#reject[i] = noop;
+    settle(value);
+    return true;
+  }
+
   /** Hands over the queued calls as one batch and starts an empty one. */
   take(): Batch {
+    if (this.#withdrawn > 0) this.#compact();
     const count = this.#count;
     const batch: Batch = {
       ops: this.#ops,
@@ -97,9 +168,32 @@ export class CallQueue {
     this.#args = new Array(3 * capacity);
     this.#resolve = new Array(capacity);
     this.#reject = new Array(capacity);
+    this.#argAt = new Array(capacity);
     this.#count = 0;
     this.#argCount = 0;
+    this.#batch++;
+    this.#lastEager = -1;
     return batch;
+  }
+
+  /** Drops the withdrawn calls, keeping the others in order. */
+  #compact(): void {
+    const ops = this.#ops, args = this.#args, resolve = this.#resolve, reject = this.#reject;
+    let n = 0, a = 0;
+    for (let i = 0; i < this.#count; i++) {
+      const op = ops[i];
+      if (op === WITHDRAWN) continue;
+      const from = this.#argAt[i], arity = ARITY[op];
+      for (let k = 0; k < arity; k++) args[a + k] = args[from + k];
+      ops[n] = op;
+      resolve[n] = resolve[i];
+      reject[n] = reject[i];
+      n++;
+      a += arity;
+    }
+    this.#count = n;
+    this.#argCount = a;
+    this.#withdrawn = 0;
   }
 
   /** Rejects every queued call with `error` and empties the queue. */

@@ -6,6 +6,7 @@
  */
 
 import type { ActorClient } from "../actor/actor_client.ts";
+import type { QueuedAt } from "../actor/call_queue.ts";
 import type { CancelStats } from "../core/cancel_table.ts";
 import { RequestCancelledError } from "../core/errors.ts";
 import { type AbortEvent, Op } from "../actor/protocol.ts";
@@ -16,7 +17,7 @@ import {
   REGISTRY_OPTION_KEYS,
   type RegistryOptions,
 } from "./registry_options.ts";
-import { checkCount, str } from "../core/validate.ts";
+import { checkCount, isValidRequestId, sanitizeSessionId, str } from "../core/validate.ts";
 
 export type { CancelStats } from "../core/cancel_table.ts";
 
@@ -87,7 +88,11 @@ interface Local {
   controller: AbortController;
   sessionId: string;
   requestId: string | number;
+  /** Its lazy registration, while it may still be waiting to be sent. */
+  queued: QueuedAt | null;
 }
+
+const TRUE = Promise.resolve(true);
 
 /**
  * Tracks in-flight requests by `(sessionId, requestId)` so a
@@ -118,6 +123,10 @@ export class CancellationRegistry implements AsyncDisposable {
   /** The store is shared with other processes (not the in-memory one). */
   readonly #shared: boolean;
   #next = 0;
+  /** Registrations withdrawn before they were sent (counted in `stats().registered`). */
+  #withdrawn = 0;
+  /** The key of the registration being withdrawn, for {@linkcode #conflicts}. */
+  #key: [sessionId: string, requestId: string | number] = ["", ""];
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: CancellationRegistryOptions = {}) {
@@ -131,6 +140,7 @@ export class CancellationRegistry implements AsyncDisposable {
     }, {
       instanceId: this.#prefix,
       onSpawn: (restart) => {
+        if (restart) this.#withdrawn = 0; // the new worker counts from zero
         if (restart && (options.store ?? { kind: "memory" }).kind === "memory") this.#replay();
       },
       onEvent: (event) => {
@@ -168,10 +178,13 @@ export class CancellationRegistry implements AsyncDisposable {
   /**
    * Like {@linkcode register}, without waiting: returns the entry id and
    * signal at once and, with the in-memory store, sends the registration with
-   * the next message to the worker (within 10 ms), so a
-   * request that finishes quickly has its registration and deregistration
-   * travel together. With a shared store it is sent at once, since a cancel
-   * may come through another process. Calls on
+   * the next message to the worker (within 10 ms). A request that finishes
+   * before then costs the worker nothing: its deregistration withdraws the
+   * registration still waiting to be sent (both resolve `true`, and
+   * `stats().registered` counts it), unless a call somebody waits on, or a
+   * later registration of the same key, was queued after it. With a shared
+   * store it is sent at once, since a cancel may come through another
+   * process. Calls on
    * this registry still apply in call order: a `cancel` made after `track`
    * always sees the registration. `registered` tells how it went.
    *
@@ -219,7 +232,11 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
-    if (id !== null) this.#local.delete(id);
+    if (id !== null) {
+      const local = this.#local.get(id);
+      this.#local.delete(id);
+      if (local?.queued != null && this.#withdraw(local)) return TRUE;
+    }
     return this.#client.callLazy(Op.Deregister, id);
   }
 
@@ -317,7 +334,11 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   async stats(): Promise<CancelStats> {
     const stats = await this.#client.call<CancelStats>(Op.CancelStats);
-    return { ...stats, restarts: this.#client.restarts };
+    return {
+      ...stats,
+      registered: stats.registered + this.#withdrawn,
+      restarts: this.#client.restarts,
+    };
   }
 
   /**
@@ -367,9 +388,13 @@ export class CancellationRegistry implements AsyncDisposable {
     const answer = lazy
       ? this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId)
       : this.#client.call<boolean>(Op.Register, sid, rid, entryId);
+    // A valid lazy registration still queued when its request ends is withdrawn (never sent).
+    const queued = lazy && sanitizeSessionId(sid) !== null && isValidRequestId(rid)
+      ? this.#client.lastQueued()
+      : null;
     // Queued first, remembered second: a worker restarted by this very call replays the
     // entries it finds in #local, and must not find this one (it would be registered twice).
-    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "" });
+    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "", queued });
     const registered = answer.then(
       (ok) => {
         if (!ok) this.#local.delete(entryId);
@@ -383,6 +408,24 @@ export class CancellationRegistry implements AsyncDisposable {
     registered.catch(() => {}); // a caller that does not look must not crash the process
     return { entryId, signal: controller.signal, registered };
   }
+
+  /**
+   * Withdraws a registration that is still waiting to be sent, together with
+   * its deregistration: the worker would have applied both back to back,
+   * since nothing anyone waits on was queued after it (a `cancel` is sent at
+   * once and would have taken it along). Not when a later registration takes
+   * the same key: that one displaces this one in call order.
+   */
+  #withdraw(local: Local): boolean {
+    this.#key[0] = local.sessionId;
+    this.#key[1] = local.requestId;
+    if (!this.#client.withdraw(local.queued!, true, this.#conflicts)) return false;
+    this.#withdrawn++;
+    return true;
+  }
+
+  readonly #conflicts = (op: number, args: readonly unknown[], at: number): boolean =>
+    op === Op.Register && args[at] === this.#key[0] && args[at + 1] === this.#key[1];
 
   #abort(entryId: string, reason: unknown): void {
     this.#local.get(entryId)?.controller.abort(reason);
