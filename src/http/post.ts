@@ -98,8 +98,9 @@ export function postRequest(guard: SessionGuard): Post {
   }
 
   /** Counts an allowed request as a use of its session (coalesced by the registry). */
+  const touchFailed = (err: unknown) => guard.report(err, "touch");
   function touch(sid: string, fp: string): void {
-    owners.touch?.(sid, fp).catch((err) => guard.report(err, "touch"));
+    owners.touch?.(sid, fp).catch(touchFailed);
   }
 
   /** Discards a response and asks the handler to terminate the session it issued. */

@@ -30,6 +30,9 @@ import {
   type SessionOwnerRegistryOptions,
 } from "./owner_options.ts";
 
+/** What a touch nobody needs to wait for resolves with. */
+const DONE: Promise<void> = Promise.resolve();
+
 /**
  * Binds MCP session ids to the fingerprint of the principal that created them.
  * State lives in a dedicated worker that applies calls one at a time, in call
@@ -188,10 +191,10 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * console.log(await owners.ownerOf("s-2")); // null
    * ```
    */
-  async touch(sessionId: string, fingerprint: string): Promise<void> {
-    if (typeof sessionId !== "string" || typeof fingerprint !== "string") return;
-    if (this.#client.closed) await this.#client.call(Op.Touch, sessionId, fingerprint);
-    await this.#touches.touch(sessionId, fingerprint);
+  touch(sessionId: string, fingerprint: string): Promise<void> {
+    if (typeof sessionId !== "string" || typeof fingerprint !== "string") return DONE;
+    if (this.#client.closed) return this.#client.call<void>(Op.Touch, sessionId, fingerprint);
+    return this.#touches.touch(sessionId, fingerprint);
   }
 
   /**

@@ -11,14 +11,31 @@
 /** Most (caller, session) pairs remembered before stale ones are pruned. */
 const MAX_REMEMBERED = 10_000;
 
+const DONE: Promise<void> = Promise.resolve();
+
+/** One (caller, session) pair. */
+interface Pair {
+  readonly sessionId: string;
+  readonly fingerprint: string;
+  /** When a touch was last sent. */
+  sent: number;
+  /** A touch was absorbed since: one goes out at the end of the interval. */
+  trailing: boolean;
+}
+
 /** Decides which touches are sent; `send` delivers one to the store. */
 export class TouchCoalescer {
   readonly #intervalMs: number;
   readonly #send: (sessionId: string, fingerprint: string) => Promise<unknown>;
-  /** "<fingerprint>\n<session id>" -> when a touch was last sent. */
-  #sent = new Map<string, number>();
-  /** Touches absorbed within their interval: sent once at its end. */
-  #trailing = new Map<string, [sessionId: string, fingerprint: string]>();
+  /**
+   * The session's owner's pair, by session id (the common case: only the
+   * owner's requests get through to be touched, so no key is built per touch).
+   */
+  #bySession = new Map<string, Pair>();
+  /** Pairs of other callers of a session already in `#bySession`, by "<fp>\n<session id>". */
+  #others = new Map<string, Pair>();
+  /** Pairs with a trailing touch due. */
+  #due: Pair[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   /** `intervalMs` 0: every touch is sent. */
@@ -30,49 +47,73 @@ export class TouchCoalescer {
     this.#send = send;
   }
 
-  /** Sends the touch now, or absorbs it into the trailing one. */
-  async touch(sessionId: string, fingerprint: string): Promise<void> {
-    if (this.#intervalMs > 0) {
-      const key = `${fingerprint}\n${sessionId}`;
-      const now = performance.now();
-      const last = this.#sent.get(key);
-      if (last !== undefined && now - last < this.#intervalMs) {
-        this.#trailing.set(key, [sessionId, fingerprint]);
-        if (this.#timer === undefined) {
-          this.#timer = setTimeout(this.#flush, this.#intervalMs - (now - last));
-          Deno.unrefTimer(this.#timer as unknown as number);
-        }
-        return;
-      }
-      if (this.#sent.size >= MAX_REMEMBERED) this.#prune(now);
-      this.#sent.set(key, now);
-      this.#trailing.delete(key);
+  /** Sends the touch now, or absorbs it into the trailing one (then resolves at once). */
+  touch(sessionId: string, fingerprint: string): Promise<void> {
+    if (this.#intervalMs === 0) return this.#sendNow(sessionId, fingerprint);
+    const now = performance.now();
+    let pair = this.#bySession.get(sessionId);
+    let others = false;
+    if (pair !== undefined && pair.fingerprint !== fingerprint) {
+      others = true;
+      pair = this.#others.get(`${fingerprint}\n${sessionId}`);
     }
-    await this.#send(sessionId, fingerprint);
+    if (pair !== undefined && now - pair.sent < this.#intervalMs) {
+      if (!pair.trailing) {
+        pair.trailing = true;
+        this.#due.push(pair);
+      }
+      if (this.#timer === undefined) {
+        this.#timer = setTimeout(this.#flush, this.#intervalMs - (now - pair.sent));
+        Deno.unrefTimer(this.#timer as unknown as number);
+      }
+      return DONE;
+    }
+    if (pair !== undefined) {
+      pair.sent = now;
+      pair.trailing = false; // this touch carries the latest use
+    } else {
+      if (this.#bySession.size + this.#others.size >= MAX_REMEMBERED) this.#prune(now);
+      pair = { sessionId, fingerprint, sent: now, trailing: false };
+      if (others) this.#others.set(`${fingerprint}\n${sessionId}`, pair);
+      else this.#bySession.set(sessionId, pair);
+    }
+    return this.#sendNow(sessionId, fingerprint);
   }
 
   /** Drops pending trailing touches (the registry is closing). */
   clear(): void {
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#trailing.clear();
+    for (const pair of this.#due) pair.trailing = false;
+    this.#due = [];
+  }
+
+  async #sendNow(sessionId: string, fingerprint: string): Promise<void> {
+    await this.#send(sessionId, fingerprint);
   }
 
   #flush = (): void => {
     this.#timer = undefined;
-    const due = this.#trailing;
-    this.#trailing = new Map();
+    const due = this.#due;
+    this.#due = [];
     const now = performance.now();
-    for (const [key, [sid, fp]] of due) {
-      this.#sent.set(key, now);
-      this.#send(sid, fp).catch(() => {});
+    for (const pair of due) {
+      if (!pair.trailing) continue; // sent meanwhile
+      pair.trailing = false;
+      pair.sent = now;
+      this.#send(pair.sessionId, pair.fingerprint).catch(() => {});
     }
   };
 
   #prune(now: number): void {
-    for (const [key, at] of this.#sent) {
-      if (now - at >= this.#intervalMs) this.#sent.delete(key);
+    for (const map of [this.#bySession, this.#others]) {
+      for (const [key, pair] of map) {
+        if (!pair.trailing && now - pair.sent >= this.#intervalMs) map.delete(key);
+      }
     }
-    if (this.#sent.size >= MAX_REMEMBERED) this.#sent = new Map();
+    if (this.#bySession.size + this.#others.size >= MAX_REMEMBERED) {
+      this.#bySession = new Map();
+      this.#others = new Map();
+    }
   }
 }
