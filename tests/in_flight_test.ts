@@ -68,6 +68,17 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
     batch.resolve.forEach((settle) => settle(null));
   });
 
+  await t.step("withdraw: not past 256 later calls (it stays cheap under load)", () => {
+    queue.push(Op.Register, "s1", 1, "e1", true);
+    const early = queue.lastQueued();
+    for (let k = 0; k < 256; k++) queue.push(Op.Deregister, `x${k}`, undefined, undefined, true);
+    const late = queue.lastQueued();
+    queue.push(Op.Deregister, "one-more", undefined, undefined, true);
+    assert.equal(queue.withdraw(early, true, () => false), false);
+    assert.equal(queue.withdraw(late, true, () => false), true);
+    assert.equal(queue.take().ops.length, 257);
+  });
+
   await t.step("withdraw: a call whose batch was taken right after it is stale", () => {
     queue.push(Op.Register, "s1", 1, "e1", true);
     queue.take().resolve.forEach((settle) => settle(null)); // e.g. flushed at maxBatch

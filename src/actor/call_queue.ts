@@ -45,6 +45,13 @@ const capture = (resolve: Settler, reject: Settler): void => {
 /** Smallest capacity a fresh batch starts with. */
 const MIN_CAPACITY = 8;
 
+/**
+ * Most later calls {@linkcode CallQueue.withdraw} looks through for a
+ * conflict: past that, the call is simply sent (withdrawing is an
+ * optimization, and each deregistration must stay cheap).
+ */
+const MAX_SCAN = 256;
+
 /** Opcode of a withdrawn call (dropped when the batch is taken). */
 const WITHDRAWN = -1;
 
@@ -124,7 +131,8 @@ export class CallQueue {
    * `value` and it never reaches the worker. Only while its batch is still
    * queued, no call after it is one somebody waits on, and no later call
    * `conflicts` with it (given each later call's opcode, the arguments and
-   * where its own start). Returns whether it did.
+   * where its own start), looking through at most 256 later calls. Returns
+   * whether it did.
    */
   withdraw(
     at: QueuedAt,
@@ -132,7 +140,10 @@ export class CallQueue {
     conflicts: (op: number, args: readonly unknown[], argAt: number) => boolean,
   ): boolean {
     const i = at.index;
-    if (at.batch !== this.#batch || i < 0 || i >= this.#count || this.#lastEager > i) {
+    if (
+      at.batch !== this.#batch || i < 0 || i >= this.#count || this.#lastEager > i ||
+      this.#count - i - 1 > MAX_SCAN
+    ) {
       return false;
     }
     const ops = this.#ops;
