@@ -13,7 +13,9 @@
  * Every request is a `tools/call` of the `echo` tool inside an initialized
  * session (each connection has its own session and bearer token), so the
  * guarded server does what it does in production: an owner check, a
- * cancellation registration and its removal per request. A third server is
+ * cancellation registration and its removal per request (withdrawn before
+ * they reach the worker when, as here, the answer comes within the 10 ms a
+ * registration waits to be sent). A third server is
  * guarded with `knownOwners: false`, asking the owner worker on every
  * request, to show what `knownOwner` saves. Rounds alternate
  * between the servers so background noise hits them alike.

@@ -1,0 +1,226 @@
+/**
+ * What the HTTP guard costs the main thread per request, without the network
+ * (whose noise on a shared VM hides a few µs): `guardSessions` around a
+ * handler that answers at once, 32 requests in flight, main-thread CPU time
+ * per request (Linux `/proc/thread-self/schedstat`, which Deno lets a
+ * program read only with `--allow-all`), in interleaved rounds of one process.
+ *
+ * - Default: the guarded handler against the same handler unguarded (which
+ *   then reads the body itself, as the SDK does when the guard does not hand
+ *   it over).
+ * - `--against=<path or URL of another checkout's mod.ts>`: this checkout's
+ *   guard against that one's (an A/B run of two builds).
+ *
+ * ```sh
+ * deno task bench:guard                                  # JSON answers
+ * deno task bench:guard --sse                            # SSE answers
+ * deno task bench:guard --against=/tmp/old/mod.ts --rounds=40
+ * ```
+ *
+ * Prints the median per-request CPU of both sides and the median of the
+ * per-round differences with its quartiles.
+ *
+ * @module
+ */
+
+import * as current from "../mod.ts";
+
+type Mod = typeof current;
+
+interface Settings {
+  sse: boolean;
+  rounds: number;
+  requests: number;
+  against: string | null;
+}
+
+function parseArgs(args: string[]): Settings {
+  const settings: Settings = { sse: false, rounds: 20, requests: 10_000, against: null };
+  for (const arg of args) {
+    const count = /^--(rounds|requests)=(\d[\d_]*)$/.exec(arg);
+    if (count !== null) {
+      const value = Number(count[2].replaceAll("_", ""));
+      if (!Number.isSafeInteger(value) || value < 1) throw new Error(`bad value in ${arg}`);
+      settings[count[1] as "rounds" | "requests"] = value;
+    } else if (arg === "--sse") settings.sse = true;
+    else if (arg.startsWith("--against=") && arg.length > 10) settings.against = arg.slice(10);
+    else {
+      throw new Error(
+        `unknown argument ${arg} (use --sse, --rounds=N, --requests=N, --against=<mod.ts>)`,
+      );
+    }
+  }
+  return settings;
+}
+
+const settings = parseArgs(Deno.args);
+const IN_FLIGHT = 32;
+const SESSIONS = 32;
+const TOKENS: Record<string, string> = { "alice-token": "alice", "bob-token": "bob" };
+const URL_ = "http://127.0.0.1/mcp";
+const encoder = new TextEncoder();
+
+let nextSession = 0;
+/** Answers at once: initialize opens a session, a request gets a one-event SSE or a JSON answer. */
+async function inner(request: Request, ctx?: { parsedBody?: unknown }): Promise<Response> {
+  const body = (ctx?.parsedBody ?? await request.json()) as { id?: number; method: string };
+  if (body.method === "initialize") {
+    const sid = `00000000-0000-4000-8000-${String(nextSession++).padStart(12, "0")}`;
+    return Response.json({ jsonrpc: "2.0", id: body.id, result: {} }, {
+      headers: { "mcp-session-id": sid },
+    });
+  }
+  if (body.id === undefined) return new Response(null, { status: 202 });
+  const answer = {
+    jsonrpc: "2.0",
+    id: body.id,
+    result: { content: [{ type: "text", text: "hi" }] },
+  };
+  if (!settings.sse) return Response.json(answer);
+  const event = encoder.encode(`event: message\ndata: ${JSON.stringify(answer)}\n\n`);
+  const stream = new ReadableStream({
+    start(controller) {
+      controller.enqueue(event);
+      controller.close();
+    },
+  });
+  return new Response(stream, { headers: { "content-type": "text/event-stream" } });
+}
+
+const principal = (request: Request) =>
+  TOKENS[request.headers.get("authorization")?.slice(7) ?? ""] ?? null;
+
+function headers(token: string, sid?: string): Record<string, string> {
+  return {
+    "content-type": "application/json",
+    accept: "application/json, text/event-stream",
+    authorization: `Bearer ${token}`,
+    "mcp-protocol-version": "2025-06-18",
+    ...(sid === undefined ? {} : { "mcp-session-id": sid }),
+  };
+}
+
+interface Side {
+  name: string;
+  handler: (request: Request) => Promise<Response>;
+  sessions: { token: string; sid: string }[];
+  close(): Promise<void>;
+}
+
+async function guarded(name: string, mod: Mod): Promise<Side> {
+  const owners = new mod.SessionOwnerRegistry();
+  const cancellations = new mod.CancellationRegistry();
+  const handler = mod.guardSessions(inner, {
+    owners,
+    cancellations,
+    principal,
+    forwardBody: "parsed",
+  });
+  return {
+    name,
+    handler,
+    sessions: await openSessions(handler),
+    close: async () => {
+      await owners.close();
+      await cancellations.close();
+    },
+  };
+}
+
+async function openSessions(handler: Side["handler"]): Promise<Side["sessions"]> {
+  const tokens = Object.keys(TOKENS);
+  const sessions: Side["sessions"] = [];
+  for (let i = 0; i < SESSIONS; i++) {
+    const token = tokens[i % tokens.length];
+    const response = await handler(
+      new Request(URL_, {
+        method: "POST",
+        headers: headers(token),
+        body: JSON.stringify({ jsonrpc: "2.0", id: 0, method: "initialize", params: {} }),
+      }),
+    );
+    await response.body?.cancel();
+    const sid = response.headers.get("mcp-session-id");
+    if (sid === null) throw new Error(`initialize answered HTTP ${response.status}`);
+    sessions.push({ token, sid });
+  }
+  return sessions;
+}
+
+/** CPU time this thread has used (ns). */
+const cpuNs = () => Number(Deno.readTextFileSync("/proc/thread-self/schedstat").split(" ")[0]);
+
+let nextId = 1;
+/** `count` requests, `IN_FLIGHT` at a time; returns main-thread CPU µs per request. */
+async function run(side: Side, count: number): Promise<number> {
+  let sent = 0;
+  const client = async () => {
+    while (sent < count) {
+      const { token, sid } = side.sessions[sent++ % side.sessions.length];
+      const response = await side.handler(
+        new Request(URL_, {
+          method: "POST",
+          headers: headers(token, sid),
+          body: JSON.stringify({
+            jsonrpc: "2.0",
+            id: nextId++,
+            method: "tools/call",
+            params: { name: "echo", arguments: { text: "hi" } },
+          }),
+        }),
+      );
+      const text = await response.text();
+      if (response.status !== 200 || !text.includes('"hi"')) {
+        throw new Error(`${side.name}: HTTP ${response.status}: ${text.slice(0, 200)}`);
+      }
+    }
+  };
+  const started = cpuNs();
+  await Promise.all(Array.from({ length: IN_FLIGHT }, client));
+  return (cpuNs() - started) / count / 1000;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+const quantile = (xs: number[], q: number) =>
+  [...xs].sort((a, b) => a - b)[Math.round(q * (xs.length - 1))];
+
+const a: Side = settings.against === null
+  ? {
+    name: "unguarded",
+    handler: (request) => inner(request),
+    sessions: await openSessions((request) => inner(request)),
+    close: () => Promise.resolve(),
+  }
+  : await guarded(
+    `guarded (${settings.against})`,
+    await import(new URL(settings.against, `file://${Deno.cwd()}/`).href) as Mod,
+  );
+const b = await guarded("guarded (this checkout)", current);
+try {
+  for (let i = 0; i < 3; i++) await Promise.all([run(a, 2_000), run(b, 2_000)]); // JIT warm-up
+  const costA: number[] = [], costB: number[] = [], diff: number[] = [];
+  for (let round = 0; round < settings.rounds; round++) {
+    // Alternate which side goes first, so neither always follows the other.
+    const [first, second] = round % 2 === 0 ? [a, b] : [b, a];
+    const x = await run(first, settings.requests);
+    const y = await run(second, settings.requests);
+    const [ua, ub] = first === a ? [x, y] : [y, x];
+    costA.push(ua);
+    costB.push(ub);
+    diff.push(ub - ua);
+  }
+  const f = (n: number) => n.toFixed(2);
+  console.log(
+    `${settings.sse ? "SSE" : "JSON"} answers, ${settings.rounds} rounds of ${settings.requests} ` +
+      `requests, main-thread CPU per request (median):`,
+  );
+  console.log(`  ${a.name}: ${f(median(costA))} µs`);
+  console.log(`  ${b.name}: ${f(median(costB))} µs`);
+  console.log(
+    `  difference, median of rounds: ${f(median(diff))} µs ` +
+      `(quartiles ${f(quantile(diff, 0.25))} / ${f(quantile(diff, 0.75))})`,
+  );
+} finally {
+  await a.close();
+  await b.close();
+}
