@@ -115,20 +115,31 @@ export function postRequest(guard: SessionGuard): Post {
    * be bound, the session is closed through the handler and the caller gets
    * an error instead of the id.
    */
-  async function bindIssued(
+  function bindIssued(
     request: Request,
     response: Response,
     sid: string | null,
     ctx: GuardContext,
     rpcMethod: string | null,
-  ): Promise<Response> {
-    const fp = ctx.fingerprint;
+  ): Response | Promise<Response> {
     if (sid !== null && response.status === 404) {
       guard.owners.drop(sid);
       guard.local.drop(sid);
     }
     const raw = response.headers.get("mcp-session-id");
+    // Most answers issue no session id: no promise for them.
     if (raw === null || raw === sid) return response;
+    return bindNew(request, response, raw, ctx, rpcMethod);
+  }
+
+  async function bindNew(
+    request: Request,
+    response: Response,
+    raw: string,
+    ctx: GuardContext,
+    rpcMethod: string | null,
+  ): Promise<Response> {
+    const fp = ctx.fingerprint;
     const at = { method: "POST", rpcMethod };
     const issued = sanitizeSessionId(raw);
     if (issued === null) {
@@ -215,8 +226,13 @@ export function postRequest(guard: SessionGuard): Post {
     // the handler or answer the caller. `cancelled`: cancelled before the answer streamed.
     let settled = false;
     let cancelled: string | null = null;
-    let wake = () => {};
-    const woken = new Promise<void>((resolve) => wake = resolve);
+    // Settles with the handler's answer, or with null once a cancellation overtook it.
+    let decide!: (first: Response | null) => void;
+    let fail!: (err: unknown) => void;
+    const first = new Promise<Response | null>((resolve, reject) => {
+      decide = resolve;
+      fail = reject;
+    });
     let stream: AnswerWatch | null = null;
     const release = () => {
       if (released) return;
@@ -226,7 +242,6 @@ export function postRequest(guard: SessionGuard): Post {
     const end = () => {
       if (ended) return;
       ended = true;
-      signal.removeEventListener("abort", release);
       signal.removeEventListener("abort", onAbort);
       if (guard.inflight.get(key) === signal) guard.inflight.delete(key);
       release();
@@ -234,8 +249,12 @@ export function postRequest(guard: SessionGuard): Post {
     const stopInner = (reason = "the session registry is unavailable") =>
       notifyCancelled(handler, request, sid, ctx, message.id, reason)
         .catch((err) => guard.report(err, "cancel-in-handler"));
-    /** A cancellation: the server side's is told to the handler and answered here. */
+    /**
+     * A cancellation: the entry leaves the registry at once (a cancelled entry can never be
+     * cancelled again); the server side's is told to the handler and answered here.
+     */
     function onAbort(): void {
+      release();
       if (settled) return;
       settled = true;
       if (isClientCancel(signal.reason)) return; // the client told the handler itself
@@ -245,11 +264,9 @@ export function postRequest(guard: SessionGuard): Post {
         stream.interrupt(cancelledEvent(message.id, why));
       } else {
         cancelled = why;
-        wake();
+        decide(null);
       }
     }
-    // A cancelled entry can never be cancelled again: drop it from the registry at once.
-    signal.addEventListener("abort", release);
     signal.addEventListener("abort", onAbort);
     let failure: { cause: unknown } | null = null;
     let answered = false;
@@ -271,9 +288,10 @@ export function postRequest(guard: SessionGuard): Post {
     const handled = invoke(inner, ctx, wrap, (answer) => {
       if (!isEventStream(answer)) settled = true;
     });
+    handled.then(decide, fail);
     let response: Response;
     try {
-      const first = await Promise.race([handled, woken]);
+      const answer = await first;
       if (cancelled !== null) {
         // Cancelled before the handler answered: its answer, now or later, goes nowhere.
         handled.then(
@@ -283,7 +301,7 @@ export function postRequest(guard: SessionGuard): Post {
         end();
         return cancelledJson(message.id, cancelled);
       }
-      response = first as Response;
+      response = answer!;
       if (failure === null) {
         response = await bindIssued(request, response, sid, ctx, message.method);
       }
