@@ -291,6 +291,8 @@ Deno.test("CancellationRegistry.track: no wait, same order, same rules", async (
     const tracked = other.track("s1", 1);
     await assert.rejects(tracked.registered, RegistryClosedError);
     assert.equal(tracked.signal.aborted, false);
+    // Never queued, so never withdrawn: the deregistration is refused the same way.
+    await assert.rejects(other.deregister(tracked.entryId), RegistryClosedError);
   });
 });
 

@@ -92,6 +92,8 @@ export class ActorClient {
   #batches = 0;
   readonly #queue = new CallQueue();
   #scheduled = false;
+  /** The last call was queued (not refused at once). */
+  #lastQueued = false;
   #lazyTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #pending: InFlight;
   #closeWaiter: (() => void) | null = null;
@@ -154,10 +156,12 @@ export class ActorClient {
   }
 
   #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown, lazy: boolean): Promise<T> {
+    this.#lastQueued = false;
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
     if (this.#worker === null) this.#spawn();
     const promise = this.#queue.push<T>(op, a, b, c, lazy);
+    this.#lastQueued = true;
     if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       if (!lazy) {
@@ -170,9 +174,12 @@ export class ActorClient {
     return promise;
   }
 
-  /** Where the call queued last sits, for {@linkcode withdraw}. */
-  lastQueued(): QueuedAt {
-    return this.#queue.lastQueued();
+  /**
+   * Where the last call sits in the queue, for {@linkcode withdraw}; `null`
+   * when it was refused (a closed registry) instead of queued.
+   */
+  lastQueued(): QueuedAt | null {
+    return this.#lastQueued ? this.#queue.lastQueued() : null;
   }
 
   /**
