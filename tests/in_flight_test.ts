@@ -29,54 +29,35 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
   });
 
   await t.step("withdraw: settles the call at once and drops it from the batch", async () => {
-    const never = () => false;
     const a = queue.push(Op.Register, "s1", 1, "e1", true);
     const at = queue.lastQueued();
     const b = queue.push(Op.Register, "s2", 2, "e2", true);
-    assert.equal(queue.withdraw(at, true, never), true);
+    assert.equal(queue.withdraw(at, true), true);
     assert.equal(await a, true, "settled before any batch is taken");
-    assert.equal(queue.withdraw(at, true, never), false, "only once");
+    assert.equal(queue.withdraw(at, true), false, "only once");
     const batch = queue.take();
     assert.deepEqual(batch.ops, [Op.Register]);
     assert.deepEqual(batch.args, ["s2", 2, "e2"]);
     batch.resolve[0]("second");
     assert.equal(await b, "second");
-    assert.equal(queue.withdraw(at, true, never), false, "its batch is gone: stale");
+    assert.equal(queue.withdraw(at, true), false, "its batch is gone: stale");
   });
 
-  await t.step("withdraw: refused after a call somebody waits on, or a conflicting one", () => {
+  await t.step("withdraw: refused after a call somebody waits on", () => {
     queue.push(Op.Register, "s1", 1, "e1", true);
     const lazy = queue.lastQueued();
     queue.push(Op.CancelSize, undefined, undefined, undefined); // eager
-    assert.equal(queue.withdraw(lazy, true, () => false), false);
+    assert.equal(queue.withdraw(lazy, true), false);
     queue.take().resolve.forEach((settle) => settle(null));
 
     queue.push(Op.Register, "s1", 1, "e1", true);
     const first = queue.lastQueued();
-    queue.push(Op.Deregister, "e0", undefined, undefined, true);
-    queue.push(Op.Register, "s1", 1, "e2", true);
-    const seen: unknown[][] = [];
-    const sameKey = (op: number, args: readonly unknown[], at: number) => {
-      seen.push([op, ...args.slice(at, at + 2)]);
-      return op === Op.Register && args[at] === "s1" && args[at + 1] === 1;
-    };
-    assert.equal(queue.withdraw(first, true, sameKey), false);
-    assert.deepEqual(seen, [[Op.Deregister, "e0", "s1"], [Op.Register, "s1", 1]]);
+    queue.push(Op.Deregister, "e0", undefined, undefined, true); // lazy: no obstacle
+    assert.equal(queue.withdraw(first, true), true);
     const batch = queue.take();
-    assert.deepEqual(batch.ops, [Op.Register, Op.Deregister, Op.Register]);
-    assert.deepEqual(batch.args, ["s1", 1, "e1", "e0", "s1", 1, "e2"]);
+    assert.deepEqual(batch.ops, [Op.Deregister]);
+    assert.deepEqual(batch.args, ["e0"], "the arguments of the calls after it move up");
     batch.resolve.forEach((settle) => settle(null));
-  });
-
-  await t.step("withdraw: not past 256 later calls (it stays cheap under load)", () => {
-    queue.push(Op.Register, "s1", 1, "e1", true);
-    const early = queue.lastQueued();
-    for (let k = 0; k < 256; k++) queue.push(Op.Deregister, `x${k}`, undefined, undefined, true);
-    const late = queue.lastQueued();
-    queue.push(Op.Deregister, "one-more", undefined, undefined, true);
-    assert.equal(queue.withdraw(early, true, () => false), false);
-    assert.equal(queue.withdraw(late, true, () => false), true);
-    assert.equal(queue.take().ops.length, 257);
   });
 
   await t.step("withdraw: a call whose batch was taken right after it is stale", () => {
@@ -84,7 +65,7 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
     queue.take().resolve.forEach((settle) => settle(null)); // e.g. flushed at maxBatch
     const at = queue.lastQueued();
     queue.push(Op.Register, "s2", 2, "e2", true);
-    assert.equal(queue.withdraw(at, true, () => false), false);
+    assert.equal(queue.withdraw(at, true), false);
     assert.deepEqual(queue.take().ops, [Op.Register], "the later call stays");
   });
 
@@ -94,7 +75,7 @@ Deno.test("CallQueue: one batch per take, in call order, arguments by arity", as
       return { promise, at: queue.lastQueued() };
     });
     for (const { at } of calls.reverse()) {
-      assert.equal(queue.withdraw(at, n(at), () => false), true);
+      assert.equal(queue.withdraw(at, n(at)), true);
     }
     assert.deepEqual(await Promise.all(calls.map((c) => c.promise)), [2, 1, 0]);
     const batch = queue.take();

@@ -197,6 +197,25 @@ Deno.test("CancellationRegistry through its worker", async (t) => {
   });
 });
 
+Deno.test("CancellationRegistry: a withdrawal never changes who a full table refuses", async () => {
+  await using cancels = new CancellationRegistry({ maxEntries: 1 });
+  const client = clients.get(cancels)!;
+  await cancels.size(); // the worker is up
+  const a = cancels.track("s", 1);
+  const b = cancels.track("s", 2); // the table is full in call order: refused
+  assert.equal(await cancels.deregister(a.entryId), true);
+  assert.equal(await b.registered, false);
+  assert.equal(await cancels.cancel("s", 2), false);
+  const stats = await cancels.stats();
+  assert.deepEqual([stats.size, stats.registered, stats.ignored], [0, 1, 1]);
+  // With room to spare the pair is withdrawn again.
+  const sent = client.batches;
+  const c = cancels.track("s", 3);
+  assert.equal(await cancels.deregister(c.entryId), true);
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.equal(client.batches, sent, "nothing sent");
+});
+
 Deno.test("CancellationRegistry.track: no wait, same order, same rules", async (t) => {
   await using cancels = new CancellationRegistry({ maxEntries: 2 });
   const client = clients.get(cancels)!;
@@ -283,6 +302,27 @@ Deno.test("CancellationRegistry.track: no wait, same order, same rules", async (
     assert.equal(client.batches, before + 1);
     assert.equal(await tracked.registered, true);
     await cancels.deregister(tracked.entryId);
+  });
+
+  await t.step("an earlier live entry of the same key keeps the pair on the wire", async () => {
+    const statsBefore = await cancels.stats();
+    const a = await cancels.register("s1", 10);
+    assert.ok(a !== null);
+    const b = cancels.track("s1", 10); // displaces a in call order
+    assert.equal(await cancels.deregister(b.entryId), true); // and drops the slot
+    assert.equal(await cancels.cancel("s1", 10), false, "a can no longer be reached by key");
+    assert.equal(a.signal.aborted, false);
+    assert.equal(await cancels.deregister(a.entryId), false, "its slot was taken");
+    assert.equal((await cancels.stats()).displaced, statsBefore.displaced + 1);
+  });
+
+  await t.step("stats() counts only the withdrawals made before it", async () => {
+    const before = (await cancels.stats()).registered;
+    const stats = cancels.stats();
+    const tracked = cancels.track("s1", 11);
+    assert.equal(await cancels.deregister(tracked.entryId), true);
+    assert.equal((await stats).registered, before);
+    assert.equal((await cancels.stats()).registered, before + 1);
   });
 
   await t.step("a closed registry rejects registered; the signal never aborts", async () => {

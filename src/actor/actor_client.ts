@@ -187,12 +187,8 @@ export class ActorClient {
    * `CallQueue.withdraw`): its promise resolves with `value` and the worker
    * never sees it. Returns whether it did.
    */
-  withdraw(
-    at: QueuedAt,
-    value: unknown,
-    conflicts: (op: number, args: readonly unknown[], argAt: number) => boolean,
-  ): boolean {
-    return this.#queue.withdraw(at, value, conflicts);
+  withdraw(at: QueuedAt, value: unknown): boolean {
+    return this.#queue.withdraw(at, value);
   }
 
   #clearLazyTimer(): void {

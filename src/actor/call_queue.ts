@@ -45,13 +45,6 @@ const capture = (resolve: Settler, reject: Settler): void => {
 /** Smallest capacity a fresh batch starts with. */
 const MIN_CAPACITY = 8;
 
-/**
- * Most later calls {@linkcode CallQueue.withdraw} looks through for a
- * conflict: past that, the call is simply sent (withdrawing is an
- * optimization, and each deregistration must stay cheap).
- */
-const MAX_SCAN = 256;
-
 /** Opcode of a withdrawn call (dropped when the batch is taken). */
 const WITHDRAWN = -1;
 
@@ -128,30 +121,16 @@ export class CallQueue {
 
   /**
    * Withdraws the call at `at` before it is sent: its promise resolves with
-   * `value` and it never reaches the worker. Only while its batch is still
-   * queued, no call after it is one somebody waits on, and no later call
-   * `conflicts` with it (given each later call's opcode, the arguments and
-   * where its own start), looking through at most 256 later calls. Returns
-   * whether it did.
+   * `value` at once (possibly before calls queued earlier settle) and it never
+   * reaches the worker. Only while its batch is still queued and no call
+   * somebody waits on was queued after it; the caller makes sure no other
+   * call's answer depends on it. Returns whether it did.
    */
-  withdraw(
-    at: QueuedAt,
-    value: unknown,
-    conflicts: (op: number, args: readonly unknown[], argAt: number) => boolean,
-  ): boolean {
+  withdraw(at: QueuedAt, value: unknown): boolean {
     const i = at.index;
-    if (
-      at.batch !== this.#batch || i < 0 || i >= this.#count || this.#lastEager > i ||
-      this.#count - i - 1 > MAX_SCAN
-    ) {
-      return false;
-    }
-    const ops = this.#ops;
-    if (ops[i] === WITHDRAWN) return false;
-    for (let k = i + 1; k < this.#count; k++) {
-      if (ops[k] !== WITHDRAWN && conflicts(ops[k], this.#args, this.#argAt[k])) return false;
-    }
-    ops[i] = WITHDRAWN;
+    if (at.batch !== this.#batch || i < 0 || i >= this.#count || this.#lastEager > i) return false;
+    if (this.#ops[i] === WITHDRAWN) return false;
+    this.#ops[i] = WITHDRAWN;
     this.#withdrawn++;
     const settle = this.#resolve[i];
     this.#resolve[i] = this.#reject[i] = noop;

@@ -18,6 +18,7 @@ import {
   type RegistryOptions,
 } from "./registry_options.ts";
 import { checkCount, isValidRequestId, sanitizeSessionId, str } from "../core/validate.ts";
+import { type PairMark, Withdrawals } from "./withdrawals.ts";
 
 export type { CancelStats } from "../core/cancel_table.ts";
 
@@ -88,6 +89,8 @@ interface Local {
   controller: AbortController;
   sessionId: string;
   requestId: string | number;
+  /** Counted for withdrawals (in-memory store, valid ids), else `null`. */
+  mark: PairMark | null;
   /** Its lazy registration, while it may still be waiting to be sent. */
   queued: QueuedAt | null;
 }
@@ -123,10 +126,8 @@ export class CancellationRegistry implements AsyncDisposable {
   /** The store is shared with other processes (not the in-memory one). */
   readonly #shared: boolean;
   #next = 0;
-  /** Registrations withdrawn before they were sent (counted in `stats().registered`). */
-  #withdrawn = 0;
-  /** The key of the registration being withdrawn, for {@linkcode #conflicts}. */
-  #key: [sessionId: string, requestId: string | number] = ["", ""];
+  /** When a registration may be withdrawn (in-memory store only), else `null`. */
+  readonly #pairs: Withdrawals | null;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: CancellationRegistryOptions = {}) {
@@ -134,13 +135,14 @@ export class CancellationRegistry implements AsyncDisposable {
     const maxEntries = checkCount("maxEntries", options.maxEntries ?? 100_000, 1);
     this.#prefix = crypto.randomUUID();
     this.#shared = (options.store?.kind ?? "memory") !== "memory";
+    this.#pairs = this.#shared ? null : new Withdrawals(maxEntries);
     this.#client = makeClient("CancellationRegistry", options, {
       registry: "cancel",
       options: { maxEntries },
     }, {
       instanceId: this.#prefix,
       onSpawn: (restart) => {
-        if (restart) this.#withdrawn = 0; // the new worker counts from zero
+        if (restart && this.#pairs !== null) this.#pairs.withdrawn = 0; // a new worker counts anew
         if (restart && (options.store ?? { kind: "memory" }).kind === "memory") this.#replay();
       },
       onEvent: (event) => {
@@ -180,13 +182,14 @@ export class CancellationRegistry implements AsyncDisposable {
    * signal at once and, with the in-memory store, sends the registration with
    * the next message to the worker (within 10 ms). A request that finishes
    * before then costs the worker nothing: its deregistration withdraws the
-   * registration still waiting to be sent (both resolve `true`, and
-   * `stats().registered` counts it), unless a call somebody waits on, or a
-   * later registration of the same key, was queued after it. With a shared
-   * store it is sent at once, since a cancel may come through another
-   * process. Calls on
-   * this registry still apply in call order: a `cancel` made after `track`
-   * always sees the registration. `registered` tells how it went.
+   * registration still waiting to be sent (both resolve `true` at once, and
+   * `stats().registered` counts it), whenever every other call is answered
+   * as if both had been applied: not after a call somebody waits on, nor
+   * while another live entry has the same key, nor when the table may have
+   * been full meanwhile. With a shared store it is sent at once, since a
+   * cancel may come through another process. Calls on this registry still
+   * apply in call order: a `cancel` made after `track` always sees the
+   * registration. `registered` tells how it went.
    *
    * This is what the HTTP guard uses; prefer `register` when the caller must
    * know the request is cancellable before it starts.
@@ -232,10 +235,16 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
-    if (id !== null) {
-      const local = this.#local.get(id);
-      this.#local.delete(id);
-      if (local?.queued != null && this.#withdraw(local)) return TRUE;
+    const local = id === null ? undefined : this.#local.get(id);
+    if (local !== undefined) {
+      const pairs = this.#pairs;
+      const withdrawn = local.queued !== null && pairs!.allows(local.mark!) &&
+        this.#client.withdraw(local.queued, true);
+      this.#forget(id!, local);
+      if (withdrawn) {
+        pairs!.withdrawn++;
+        return TRUE;
+      }
     }
     return this.#client.callLazy(Op.Deregister, id);
   }
@@ -333,10 +342,11 @@ export class CancellationRegistry implements AsyncDisposable {
    * ```
    */
   async stats(): Promise<CancelStats> {
+    const withdrawn = this.#pairs?.withdrawn ?? 0; // the ones before this call
     const stats = await this.#client.call<CancelStats>(Op.CancelStats);
     return {
       ...stats,
-      registered: stats.registered + this.#withdrawn,
+      registered: stats.registered + withdrawn,
       restarts: this.#client.restarts,
     };
   }
@@ -385,23 +395,28 @@ export class CancellationRegistry implements AsyncDisposable {
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
+    const live = this.#local.size;
     const answer = lazy
       ? this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId)
       : this.#client.call<boolean>(Op.Register, sid, rid, entryId);
-    // A valid lazy registration still queued when its request ends is withdrawn (never sent).
-    const queued = lazy && sanitizeSessionId(sid) !== null && isValidRequestId(rid)
-      ? this.#client.lastQueued()
-      : null;
+    // A valid lazy registration still queued when its request ends may be withdrawn.
+    let mark: PairMark | null = null;
+    let queued: QueuedAt | null = null;
+    if (this.#pairs !== null && sanitizeSessionId(sid) !== null && isValidRequestId(rid)) {
+      mark = this.#pairs.add(sid!, rid!, live);
+      if (lazy) queued = this.#client.lastQueued();
+    }
     // Queued first, remembered second: a worker restarted by this very call replays the
     // entries it finds in #local, and must not find this one (it would be registered twice).
-    this.#local.set(entryId, { controller, sessionId: sid ?? "", requestId: rid ?? "", queued });
+    const local: Local = { controller, sessionId: sid ?? "", requestId: rid ?? "", mark, queued };
+    this.#local.set(entryId, local);
     const registered = answer.then(
       (ok) => {
-        if (!ok) this.#local.delete(entryId);
+        if (!ok) this.#forget(entryId, local);
         return ok;
       },
       (err) => {
-        this.#local.delete(entryId);
+        this.#forget(entryId, local);
         throw err;
       },
     );
@@ -409,23 +424,12 @@ export class CancellationRegistry implements AsyncDisposable {
     return { entryId, signal: controller.signal, registered };
   }
 
-  /**
-   * Withdraws a registration that is still waiting to be sent, together with
-   * its deregistration: the worker would have applied both back to back,
-   * since nothing anyone waits on was queued after it (a `cancel` is sent at
-   * once and would have taken it along). Not when a later registration takes
-   * the same key: that one displaces this one in call order.
-   */
-  #withdraw(local: Local): boolean {
-    this.#key[0] = local.sessionId;
-    this.#key[1] = local.requestId;
-    if (!this.#client.withdraw(local.queued!, true, this.#conflicts)) return false;
-    this.#withdrawn++;
-    return true;
+  /** Drops a local entry (once: a later call for the same entry does nothing). */
+  #forget(entryId: string, local: Local): void {
+    if (this.#local.get(entryId) !== local) return;
+    this.#local.delete(entryId);
+    if (local.mark !== null) this.#pairs!.remove(local.mark);
   }
-
-  readonly #conflicts = (op: number, args: readonly unknown[], at: number): boolean =>
-    op === Op.Register && args[at] === this.#key[0] && args[at + 1] === this.#key[1];
 
   #abort(entryId: string, reason: unknown): void {
     this.#local.get(entryId)?.controller.abort(reason);
