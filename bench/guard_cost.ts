@@ -24,6 +24,7 @@
  */
 
 import * as current from "../mod.ts";
+import { headers } from "./mcp_headers.ts";
 
 type Mod = typeof current;
 
@@ -89,16 +90,6 @@ async function inner(request: Request, ctx?: { parsedBody?: unknown }): Promise<
 
 const principal = (request: Request) =>
   TOKENS[request.headers.get("authorization")?.slice(7) ?? ""] ?? null;
-
-function headers(token: string, sid?: string): Record<string, string> {
-  return {
-    "content-type": "application/json",
-    accept: "application/json, text/event-stream",
-    authorization: `Bearer ${token}`,
-    "mcp-protocol-version": "2025-06-18",
-    ...(sid === undefined ? {} : { "mcp-session-id": sid }),
-  };
-}
 
 interface Side {
   name: string;

@@ -29,6 +29,7 @@
  */
 
 import autocannon from "autocannon";
+import { headers } from "./mcp_headers.ts";
 
 const ROUNDS = 5;
 const SECONDS = 3;
@@ -68,16 +69,6 @@ async function start(name: string, ...flags: string[]): Promise<Server> {
   child.stdout.cancel().catch(() => {});
   const port = text.match(/listening (\d+)/)![1];
   return { name, url: `http://127.0.0.1:${port}/mcp`, child };
-}
-
-function headers(token: string, sessionId?: string): Record<string, string> {
-  return {
-    "content-type": "application/json",
-    accept: "application/json, text/event-stream",
-    authorization: `Bearer ${token}`,
-    "mcp-protocol-version": "2025-06-18",
-    ...(sessionId === undefined ? {} : { "mcp-session-id": sessionId }),
-  };
 }
 
 /** Initializes a session the way an SDK client does; returns its id. */
