@@ -62,6 +62,11 @@ interface Entry {
   cancelled: boolean;
 }
 
+/** True when `(sessionId, requestId)` can be tracked: a valid session id and request id. */
+export function isTrackable(sessionId: unknown, requestId: unknown): boolean {
+  return sanitizeSessionId(sessionId) !== null && isValidRequestId(requestId);
+}
+
 /** The registry key of `(sessionId, requestId)`; `1` and `"1"` differ. */
 export function cancelKey(sessionId: string, requestId: string | number): string {
   // Session ids are visible ASCII, so "\n" cannot occur in them.
@@ -91,7 +96,7 @@ export class CancelTable {
    */
   register(sessionId: unknown, requestId: unknown, entryId: unknown): boolean {
     if (
-      sanitizeSessionId(sessionId) === null || !isValidRequestId(requestId) ||
+      !isTrackable(sessionId, requestId) ||
       typeof entryId !== "string" || entryId.length === 0 || this.#entries.has(entryId) ||
       this.#entries.size >= this.#maxEntries
     ) {
@@ -99,7 +104,7 @@ export class CancelTable {
       return false;
     }
     const sid = sessionId as string;
-    const key = cancelKey(sid, requestId);
+    const key = cancelKey(sid, requestId as string | number);
     if (this.#slots.has(key)) this.#stats.displaced++;
     this.#slots.set(key, entryId);
     this.#entries.set(entryId, { sessionId: sid, key, cancelled: false });
@@ -136,8 +141,8 @@ export class CancelTable {
    * already cancelled, invalid input).
    */
   cancel(sessionId: unknown, requestId: unknown): string | null {
-    if (sanitizeSessionId(sessionId) === null || !isValidRequestId(requestId)) return null;
-    const entryId = this.#slots.get(cancelKey(sessionId as string, requestId));
+    if (!isTrackable(sessionId, requestId)) return null;
+    const entryId = this.#slots.get(cancelKey(sessionId as string, requestId as string | number));
     if (entryId === undefined) return null;
     const entry = this.#entries.get(entryId)!;
     if (entry.cancelled) return null;

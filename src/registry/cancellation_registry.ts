@@ -7,7 +7,7 @@
 
 import type { ActorClient } from "../actor/actor_client.ts";
 import type { QueuedAt } from "../actor/call_queue.ts";
-import type { CancelStats } from "../core/cancel_table.ts";
+import { type CancelStats, isTrackable } from "../core/cancel_table.ts";
 import { RequestCancelledError } from "../core/errors.ts";
 import { type AbortEvent, Op } from "../actor/protocol.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
@@ -17,7 +17,7 @@ import {
   REGISTRY_OPTION_KEYS,
   type RegistryOptions,
 } from "./registry_options.ts";
-import { checkCount, isValidRequestId, sanitizeSessionId, str } from "../core/validate.ts";
+import { checkCount, str } from "../core/validate.ts";
 import { type PairMark, Withdrawals } from "./withdrawals.ts";
 
 export type { CancelStats } from "../core/cancel_table.ts";
@@ -402,7 +402,7 @@ export class CancellationRegistry implements AsyncDisposable {
     // A valid lazy registration still queued when its request ends may be withdrawn.
     let mark: PairMark | null = null;
     let queued: QueuedAt | null = null;
-    if (this.#pairs !== null && sanitizeSessionId(sid) !== null && isValidRequestId(rid)) {
+    if (this.#pairs !== null && isTrackable(sid, rid)) {
       mark = this.#pairs.add(sid!, rid!, live);
       if (lazy) queued = this.#client.lastQueued();
     }

@@ -8,7 +8,7 @@ import type { ActorClient } from "../actor/actor_client.ts";
 import { InvalidInputError } from "../core/errors.ts";
 import { type BindResult, type OwnerStats, resolveOwnerOptions } from "../core/owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
-import { TouchCoalescer } from "./touches.ts";
+import { DONE, TouchCoalescer } from "./touches.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { Op } from "../actor/protocol.ts";
 import { clients, makeClient, REGISTRY_OPTION_KEYS } from "./registry_options.ts";
@@ -29,9 +29,6 @@ import {
   type RemovedSessions,
   type SessionOwnerRegistryOptions,
 } from "./owner_options.ts";
-
-/** What a touch nobody needs to wait for resolves with. */
-const DONE: Promise<void> = Promise.resolve();
 
 /**
  * Binds MCP session ids to the fingerprint of the principal that created them.

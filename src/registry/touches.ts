@@ -11,7 +11,8 @@
 /** Most (caller, session) pairs remembered before stale ones are pruned. */
 const MAX_REMEMBERED = 10_000;
 
-const DONE: Promise<void> = Promise.resolve();
+/** What a touch nobody needs to wait for resolves with. */
+export const DONE: Promise<void> = Promise.resolve();
 
 /** One (caller, session) pair. */
 interface Pair {
