@@ -143,7 +143,14 @@ async function main(job: ChildJob): Promise<void> {
       const { startServer } = await import("./mcp_server.ts");
       await using owners = new SessionOwnerRegistry({ store });
       await using cancellations = new CancellationRegistry({ store });
-      await using server = await startServer({ guard: { owners, cancellations } });
+      await using server = await startServer({
+        guard: {
+          owners,
+          cancellations,
+          // On stderr (inherited by the parent's test): why a request was answered 503.
+          onError: (error, context) => console.error(`[serve child] ${context}:`, error),
+        },
+      });
       out({ port: Number(server.url.port) });
       let seen = 0;
       const pump = setInterval(() => {
