@@ -135,7 +135,7 @@ Deno.test("options: typos and wrong types are refused with the nearest valid key
     );
     assert.throws(
       () => guardSessions(handler, { ...base, sharedPrincipals: ["ok", " "] }),
-      /sharedPrincipals\[1\] must be a non-blank string/,
+      /sharedPrincipals\[1\] must be a non-blank string, got " "/,
     );
   });
 });

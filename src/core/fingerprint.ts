@@ -58,12 +58,53 @@ function hmacKey(secret: string | Uint8Array): Promise<CryptoKey> {
   return key;
 }
 
+/** Strings a `principal()` returns by mistake: a stringified `null`, `undefined` or object. */
+const MISTAKES: ReadonlySet<string> = new Set(["null", "undefined", "[object Object]", "NaN"]);
+
+/** Index of the first lone surrogate of an ill-formed string. */
+function loneSurrogateAt(text: string): number {
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0xd800 || unit > 0xdfff) continue;
+    const next = text.charCodeAt(i + 1);
+    if (unit <= 0xdbff && next >= 0xdc00 && next <= 0xdfff) i++;
+    else return i;
+  }
+  return -1;
+}
+
+/**
+ * Why `principal` cannot name a caller, or `null` when it can. Identities are
+ * compared as their UTF-8 bytes, which is lossless only for well-formed
+ * strings: a lone surrogate would turn into U+FFFD, so `"a\uD835"` and
+ * `"a\uD83D"` would share a fingerprint. Blank strings and the strings a
+ * stringified `null`, `undefined` or object gives are bugs, never a caller.
+ */
+export function identityProblem(principal: unknown): string | null {
+  if (typeof principal !== "string") return `must be a string, got ${typeof principal}`;
+  if (principal.trim().length === 0) {
+    return `must be a non-blank string, got ${JSON.stringify(principal)}`;
+  }
+  if (!principal.isWellFormed()) {
+    const at = loneSurrogateAt(principal);
+    return `must be well-formed Unicode, got a lone surrogate (\\u${
+      principal.charCodeAt(at).toString(16).toUpperCase()
+    }) at index ${at}; identities are compared as UTF-8 bytes, which would lose it`;
+  }
+  if (MISTAKES.has(principal.trim())) {
+    return `looks like a stringified value, not an identity: ${JSON.stringify(principal)}`;
+  }
+  return null;
+}
+
 /**
  * Derives the fingerprint of a principal (a user id, an API key, a bearer
  * token): 64 lowercase hex characters of SHA-256, or of HMAC-SHA-256 keyed
- * with `options.secret`. Throws {@linkcode InvalidInputError} for a blank or
- * non-string principal, so an anonymous caller can never share a fingerprint
- * with another anonymous caller by accident.
+ * with `options.secret`. Throws {@linkcode InvalidInputError}, naming the
+ * cause, for a principal that cannot name one caller losslessly: not a
+ * string, blank, not well-formed Unicode (a lone surrogate, which UTF-8 would
+ * turn into U+FFFD and so merge with other identities), or a stringified
+ * `null`, `undefined` or object (`"null"`, `"undefined"`, `"[object Object]"`).
  *
  * @example
  * ```ts
@@ -73,18 +114,22 @@ function hmacKey(secret: string | Uint8Array): Promise<CryptoKey> {
  * const b = await fingerprint("Bearer alice-token", { secret: "cluster-secret" });
  * console.log(a.length, b.length, a !== b); // 64 64 true
  * ```
+ *
+ * @example Identities that cannot name one caller are refused
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { fingerprint, InvalidInputError } from "@mcp-guard/session";
+ *
+ * await assert.rejects(fingerprint("ops-team-\uD835"), InvalidInputError);
+ * await assert.rejects(fingerprint("undefined"), /stringified/);
+ * ```
  */
 export async function fingerprint(
   principal: string,
   options: FingerprintOptions = {},
 ): Promise<string> {
-  if (typeof principal !== "string" || principal.trim().length === 0) {
-    throw new InvalidInputError(
-      `principal must be a non-blank string, got ${
-        typeof principal === "string" ? JSON.stringify(principal) : typeof principal
-      }`,
-    );
-  }
+  const problem = identityProblem(principal);
+  if (problem !== null) throw new InvalidInputError(`principal ${problem}`);
   checkOptionKeys("fingerprint", options, ["secret"]);
   const data = encoder.encode(principal);
   if (options.secret === undefined) {

@@ -7,7 +7,7 @@
  */
 
 import { InvalidInputError } from "../core/errors.ts";
-import { fingerprint } from "../core/fingerprint.ts";
+import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { checkCount } from "../core/validate.ts";
 import type {
@@ -124,9 +124,8 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     );
   }
   shared.forEach((identity: unknown, i: number) => {
-    if (typeof identity !== "string" || identity.trim().length === 0) {
-      fail(`sharedPrincipals[${i}] must be a non-blank string, got ${shown(identity)}`);
-    }
+    const problem = identityProblem(identity);
+    if (problem !== null) fail(`sharedPrincipals[${i}] ${problem}`);
   });
   const sharedFps = Promise.all(shared.map((identity) => fingerprint(identity, { secret })))
     .then((fps) => new Set(fps));

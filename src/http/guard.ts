@@ -125,7 +125,9 @@ export class SessionGuard {
         });
       }
       this.report(err, "principal");
-      return this.refuse("principal-error", { method, sid });
+      // A principal() that answers what cannot name a caller is a bug: retrying will not help.
+      const invalid = err instanceof InvalidInputError;
+      return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
     }
     if (ctx.fingerprint === null && this.config.strict) {
       return this.refuse("anonymous", { method, sid });

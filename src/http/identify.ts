@@ -7,7 +7,7 @@
  */
 
 import { InvalidInputError } from "../core/errors.ts";
-import { fingerprint } from "../core/fingerprint.ts";
+import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import type { GuardContext, GuardOptions } from "./types.ts";
 
 /** Turns a request into the context the handler will get. */
@@ -35,8 +35,9 @@ export class Identifier {
 
   /**
    * The caller's identity and fingerprint. Throws what `principal()` threw,
-   * or `InvalidInputError` when it answered something other than a string
-   * or `null`.
+   * or `InvalidInputError` naming the cause when it answered something that
+   * cannot name one caller (not a string or `null`; blank; ill-formed
+   * Unicode; `"null"`, `"undefined"`: see `identityProblem`).
    */
   async identify(request: Request): Promise<GuardContext> {
     const principal = await this.#principal(request);
@@ -52,7 +53,12 @@ export class Identifier {
         `principal() must return a string or null, got ${typeof principal}`,
       );
     }
-    if (principal.trim().length === 0) return ctx;
+    const problem = identityProblem(principal);
+    if (problem !== null) {
+      throw new InvalidInputError(
+        `principal() must return an identity or null: its answer ${problem}`,
+      );
+    }
     ctx.principal = principal;
     if (this.#cacheSize === 0) {
       ctx.fingerprint = await fingerprint(principal, { secret: this.#secret });

@@ -63,6 +63,11 @@ export const REFUSALS = {
     message: "Service Unavailable: could not identify the caller",
     headers: { "retry-after": "1" },
   },
+  "principal-invalid": {
+    status: 500,
+    code: RpcCode.InternalError,
+    message: "Internal Server Error: the server could not name the caller; see the server log",
+  },
   "unsupported-media-type": {
     status: 415,
     code: RpcCode.ServerError,

@@ -94,8 +94,15 @@ export type GuardReason =
   | "anonymous"
   /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */
   | "unauthenticated"
-  /** 503: `principal()` threw anything else, or answered something other than a string or `null`. */
+  /** 503: `principal()` threw anything but an `UnauthenticatedError` or an `InvalidInputError`. */
   | "principal-error"
+  /**
+   * 500: `principal()` answered something that cannot name one caller: not
+   * a string or `null`, blank, ill-formed Unicode (a lone surrogate), or a
+   * stringified `null`/`undefined`/object; the error naming the cause goes
+   * to `onError`.
+   */
+  | "principal-invalid"
   /** 400: the client went away (or broke off) while sending the body. */
   | "client-aborted"
   /** 403 (or 404 with `notOwnerStatus: 404`): the session belongs to another principal. */
@@ -159,7 +166,11 @@ export interface GuardOptions {
   cancellations: GuardCancellations;
   /**
    * The caller's identity (a user id, an API key, a verified token subject),
-   * or `null` for anonymous. Only its fingerprint is stored.
+   * or `null` for anonymous. Only its fingerprint is stored. Identities are
+   * compared losslessly (as UTF-8 of a well-formed string); an answer that
+   * cannot name one caller (blank, a lone surrogate, `"null"`,
+   * `"undefined"`) is a bug, answered 500 (`"principal-invalid"`) with the
+   * cause in `onError`.
    *
    * Throw {@linkcode UnauthenticatedError} for a credential that is bad or
    * expired: the caller gets 401 with its `challenge` as `WWW-Authenticate`.
