@@ -5,6 +5,7 @@ import {
   decodeMcpHeaderValue,
   isModernRequest,
   isValidTaskId,
+  relatedTask,
   taskIdOfResult,
   taskRequest,
 } from "../src/http/tasks.ts";
@@ -158,13 +159,49 @@ Deno.test("taskRequest classifies every kind", async (t) => {
         method,
         taskId: "t-1",
         modern: false,
+        serverRefuses: false,
       });
+      // A 2026-07-28 client that did not declare the tasks extension: the server refuses (-32021).
       assert.deepEqual(req(method, { taskId: "t-é", _meta: MODERN }), {
         kind: "access",
         method,
         taskId: "t-é",
         modern: true,
+        serverRefuses: true,
       });
+      const declared = { ...MODERN, ...TASKS_CAPS };
+      assert.deepEqual(req(method, { taskId: "t-2", _meta: declared }), {
+        kind: "access",
+        method,
+        taskId: "t-2",
+        modern: true,
+        // tasks/result is gone from the extension (SEP-2663): the server answers -32601.
+        serverRefuses: method === "tasks/result",
+      });
+    }
+  });
+  await t.step("relatedTask: _meta of params, result or error.data", () => {
+    const key = "io.modelcontextprotocol/related-task";
+    const none = { kind: "none" };
+    assert.deepEqual(relatedTask({ params: { _meta: { [key]: { taskId: "t" } } } }), {
+      kind: "task",
+      taskId: "t",
+    });
+    assert.deepEqual(relatedTask({ result: { _meta: { [key]: { taskId: "r" } } } }), {
+      kind: "task",
+      taskId: "r",
+    });
+    assert.deepEqual(relatedTask({ error: { data: { _meta: { [key]: { taskId: "e" } } } } }), {
+      kind: "task",
+      taskId: "e",
+    });
+    assert.deepEqual(relatedTask({ params: { _meta: { [key]: {} } } }), none);
+    assert.deepEqual(relatedTask({ params: { _meta: { [key]: "t" } } }), none);
+    assert.deepEqual(relatedTask({ params: {} }), none);
+    assert.deepEqual(relatedTask({}), none);
+    for (const taskId of [5, "", null, "\ud800", "x".repeat(1025)]) {
+      const out = relatedTask({ params: { _meta: { [key]: { taskId } } } });
+      assert.equal(out.kind, "invalid", JSON.stringify(taskId));
     }
   });
   await t.step("invalid: missing or malformed taskId", () => {

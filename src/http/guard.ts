@@ -72,7 +72,7 @@ export class SessionGuard {
     );
     this.tasks = config.tasks === undefined
       ? undefined
-      : new TaskGate(config.tasks, config.strict, config.hideOthers, this.report);
+      : new TaskGate(config.tasks, config.hideOthers, this.report, config.secret);
     this.#post = postRequest(this);
     config.owners.onRemoved?.(({ cause, sessionIds }) => {
       for (const sid of sessionIds) this.local.removed(sid, cause);

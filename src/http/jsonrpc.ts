@@ -36,7 +36,7 @@ export const RpcCode = {
 export type RpcMessage =
   | { kind: "request"; id: string | number; method: string; params: unknown }
   | { kind: "notification"; method: string; params: unknown }
-  | { kind: "response"; id: string | number | null };
+  | { kind: "response"; id: string | number | null; result: unknown; error: unknown };
 
 /** Why a body was refused, with the HTTP status and JSON-RPC error to answer. */
 export interface RpcProblem {
@@ -112,7 +112,7 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
   const method = value.method;
   if (method === undefined) {
     if (("result" in value) !== ("error" in value) && hasId) {
-      return { kind: "response", id };
+      return { kind: "response", id, result: value.result, error: value.error };
     }
     return problem(
       400,

@@ -32,7 +32,7 @@ import {
   isEventStream,
   watchAnswer,
 } from "./server_cancel.ts";
-import type { ResponseWrap } from "./task_gate.ts";
+import type { GatePass, ResponseWrap } from "./task_gate.ts";
 import type { GuardContext, GuardReason } from "./types.ts";
 
 /** The POST handler of one guard. */
@@ -375,29 +375,36 @@ export function postRequest(guard: SessionGuard): Post {
     const rpcMethod = message.kind === "response" ? null : message.method;
     ctx.parsedBody = json.value;
     if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
-    const inner = config.forwardParsed ? request : copy(request, body.text);
     const id = message.kind === "notification" ? null : message.id;
     const refuse = (
       reason: Parameters<SessionGuard["refuse"]>[0],
-      rid: string | number,
+      rid: string | number | null,
       detail?: string,
       as?: Parameters<SessionGuard["refuse"]>[0],
     ) => guard.refuse(reason, { method: "POST", rpcMethod, sid, id: rid }, detail, { as });
-    const gateOf = () => guard.tasks?.check(request, message, ctx, refuse) ?? null;
+    const gateOf = () => guard.tasks?.check(request, message, ctx, sid, refuse) ?? null;
+    /** The request the handler gets: the body as read, or as the task gate rewrote it. */
+    const innerOf = (pass: GatePass | null) =>
+      config.forwardParsed
+        ? request
+        : copy(request, pass?.rewritten ? JSON.stringify(json.value) : body.text);
 
     if (sid === null) {
       // No session yet: `initialize`, or a stateless server's traffic.
-      const gate = await gateOf();
-      if (gate instanceof Response) return gate;
+      const pass = await gateOf();
+      if (pass instanceof Response) return pass;
       guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
-      return await bindIssued(request, await invoke(inner, ctx, gate), null, ctx, rpcMethod);
+      const answer = await invoke(innerOf(pass), ctx, pass?.wrap ?? null);
+      return await bindIssued(request, answer, null, ctx, rpcMethod);
     }
     if (config.strict) {
       const refusal = await guard.checkOwner({ ...at, rpcMethod, sid, id }, fp!, owner!, epoch);
       if (refusal !== null) return refusal;
     }
-    const gate = await gateOf();
-    if (gate instanceof Response) return gate;
+    const pass = await gateOf();
+    if (pass instanceof Response) return pass;
+    const inner = innerOf(pass);
+    const gate = pass?.wrap ?? null;
     // Never overtake a GET or DELETE of this session that arrived earlier.
     if (ahead !== undefined) await ahead;
     // Every allowed request is a use of the session (LRU recency, idle expiry); the registry

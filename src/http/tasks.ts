@@ -29,6 +29,14 @@ export const CLIENT_CAPABILITIES_META = "io.modelcontextprotocol/clientCapabilit
 /** Extension id of the 2026-07-28 tasks extension. */
 export const TASKS_EXTENSION = "io.modelcontextprotocol/tasks";
 
+/**
+ * `_meta` key naming the task a message belongs to. A request carrying it is
+ * run as part of that task (the SDK queues its answer and every message it
+ * sends into the task), a response carrying it answers a request the task
+ * made: both are uses of the task.
+ */
+export const RELATED_TASK_META = "io.modelcontextprotocol/related-task";
+
 /** The task methods that address one task by `params.taskId`. */
 export const TASK_ACCESS_METHODS: ReadonlySet<string> = new Set([
   "tasks/get",
@@ -43,9 +51,14 @@ export type TaskRequest =
   | { kind: "create" }
   /**
    * A request addressing one task: allow it only for the task's owner.
-   * `modern` is true for a 2026-07-28 request (it must carry `Mcp-Name`).
+   * `modern` is true for a 2026-07-28 request. `serverRefuses` is true when
+   * a 2026-07-28 server must refuse it whatever the task (`tasks/result`,
+   * which the tasks extension removed, or a client that did not declare the
+   * extension): the guard still refuses another principal's task, and
+   * leaves the rest to the server's own answer. `Mcp-Name` is required for
+   * the other modern ones.
    */
-  | { kind: "access"; method: string; taskId: string; modern: boolean }
+  | { kind: "access"; method: string; taskId: string; modern: boolean; serverRefuses: boolean }
   /** A task method with a missing or malformed `taskId`: refuse with `-32602`. */
   | { kind: "invalid"; message: string }
   /** `tasks/list`: filter the result down to the requester's tasks. */
@@ -125,7 +138,54 @@ export function taskRequest(
         `Invalid params: ${method} needs taskId to be a non-empty string of at most ${MAX_TASK_ID_BYTES} UTF-8 bytes`,
     };
   }
-  return { kind: "access", method, taskId, modern: isModernRequest(params) };
+  const modern = isModernRequest(params);
+  const serverRefuses = modern &&
+    (method === "tasks/result" || !declaresTasksExtension(params));
+  return { kind: "access", method, taskId, modern, serverRefuses };
+}
+
+/** What {@linkcode relatedTask} found. */
+export type RelatedTask =
+  | { kind: "none" }
+  | { kind: "task"; taskId: string }
+  | { kind: "invalid"; message: string };
+
+/**
+ * The task a client message says it belongs to:
+ * `_meta["io.modelcontextprotocol/related-task"].taskId` of a request's or
+ * notification's `params`, or of a response's `result` (or `error.data`).
+ * A `taskId` that is present but not a valid task id is `"invalid"` (an SDK
+ * would still use a truthy one).
+ */
+export function relatedTask(
+  message: { params?: unknown; result?: unknown; error?: unknown },
+): RelatedTask {
+  let meta = metaOf(message.params) ?? metaOf(message.result);
+  if (meta === null && isObject(message.error)) meta = metaOf(message.error.data);
+  const related = meta?.[RELATED_TASK_META];
+  if (!isObject(related) || related.taskId === undefined) return { kind: "none" };
+  if (!isValidTaskId(related.taskId)) {
+    return {
+      kind: "invalid",
+      message:
+        `Invalid params: _meta["${RELATED_TASK_META}"].taskId must be a non-empty string of at most ${MAX_TASK_ID_BYTES} UTF-8 bytes`,
+    };
+  }
+  return { kind: "task", taskId: related.taskId };
+}
+
+/**
+ * How long (ms) a task lives by its creation answer (`ttl`), or `null` when
+ * the answer gives none (or `null`: unlimited).
+ */
+export function taskTtlOfResult(result: unknown): number | null {
+  if (!isObject(result)) return null;
+  const ttl = result.resultType === "task"
+    ? result.ttl
+    : isObject(result.task)
+    ? result.task.ttl
+    : undefined;
+  return typeof ttl === "number" && Number.isFinite(ttl) && ttl > 0 ? Math.ceil(ttl) : null;
 }
 
 /**

@@ -66,7 +66,9 @@ export type GuardOwners =
  * makes for tasks (give it a registry of its own, so tasks never count
  * against sessions' bounds).
  */
-export type GuardTaskOwners = Pick<SessionOwnerRegistry, "bind" | "ownerOf">;
+export type GuardTaskOwners =
+  & Pick<SessionOwnerRegistry, "bind" | "ownerOf">
+  & Partial<Pick<SessionOwnerRegistry, "touch">>;
 
 /** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
 export type GuardCancellations = Pick<

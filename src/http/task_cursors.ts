@@ -1,0 +1,118 @@
+/**
+ * Opaque `tasks/list` cursors, sealed to the principal they were issued to.
+ *
+ * A server's cursor may name a task (the SDK's is the last task id of the
+ * page), so the guard never shows one raw: it encrypts it (AES-256-GCM) with
+ * the caller's owner as associated data. Only the same owner can open it
+ * again; a cursor that does not open (forged, another principal's, raw, from
+ * a guard with another key) is passed on in the sealed form, a cursor the
+ * server never issued, so the caller gets exactly the server's answer to a
+ * made-up one.
+ *
+ * The key derives from the guard's `secret` (the same on every process of a
+ * fleet, so a cursor opens anywhere), else it is random per guard: cursors
+ * then do not outlive the process, and a client restarts its listing.
+ *
+ * @module
+ */
+
+const PREFIX = "gc1.";
+const IV_BYTES = 12;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+function base64url(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
+  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+}
+
+function fromBase64url(text: string): Uint8Array<ArrayBuffer> | null {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
+  try {
+    const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
+    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
+  } catch {
+    return null;
+  }
+}
+
+async function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> {
+  const usages: KeyUsage[] = ["encrypt", "decrypt"];
+  if (secret === undefined) {
+    return await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, usages);
+  }
+  const raw = typeof secret === "string" ? encoder.encode(secret) : secret.slice();
+  const hmac = await crypto.subtle.importKey(
+    "raw",
+    raw,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  // A key of its own: a cursor key never equals a fingerprint key.
+  const bytes = await crypto.subtle.sign(
+    "HMAC",
+    hmac,
+    encoder.encode("mcp-session-guard/task-cursor/v1"),
+  );
+  return await crypto.subtle.importKey("raw", bytes, "AES-GCM", false, usages);
+}
+
+/** Seals and opens the task-list cursors of one guard. */
+export class CursorSeal {
+  readonly #key: Promise<CryptoKey>;
+
+  /** `secret`: the guard's; without one, a random key for this guard only. */
+  constructor(secret?: string | Uint8Array) {
+    this.#key = deriveKey(secret);
+    this.#key.catch(() => {});
+  }
+
+  /** The opaque form of the server's `cursor`, for `owner` alone. */
+  async seal(cursor: string, owner: string): Promise<string> {
+    const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+    const sealed = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: encoder.encode(owner) },
+        await this.#key,
+        encoder.encode(cursor),
+      ),
+    );
+    const out = new Uint8Array(IV_BYTES + sealed.length);
+    out.set(iv);
+    out.set(sealed, IV_BYTES);
+    return PREFIX + base64url(out);
+  }
+
+  /**
+   * A cursor the server never issued, for one that did not open: `cursor`
+   * itself when it has the sealed form, else `cursor` in that form. A raw
+   * cursor (another principal's task id) so never reaches the server as one
+   * it knows, and every cursor that does not open gets the same answer.
+   */
+  static unissued(cursor: string): string {
+    return cursor.startsWith(PREFIX) ? cursor : PREFIX + cursor;
+  }
+
+  /** The server's cursor inside `sealed`, or `null` when it was not sealed for `owner` here. */
+  async open(sealed: string, owner: string): Promise<string | null> {
+    if (!sealed.startsWith(PREFIX) || sealed.length > 8192) return null;
+    const bytes = fromBase64url(sealed.slice(PREFIX.length));
+    if (bytes === null || bytes.length <= IV_BYTES + 16) return null;
+    try {
+      const plain = await crypto.subtle.decrypt(
+        {
+          name: "AES-GCM",
+          iv: bytes.subarray(0, IV_BYTES),
+          additionalData: encoder.encode(owner),
+        },
+        await this.#key,
+        bytes.subarray(IV_BYTES),
+      );
+      return decoder.decode(plain);
+    } catch {
+      return null;
+    }
+  }
+}
