@@ -422,7 +422,9 @@ Deno.test("guard: JSON responses (enableJsonResponse) are guarded and tracked to
 Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for that long", async () => {
   await using owners = new SessionOwnerRegistry({ knownOwners: false });
   const { counting, lookups } = countingLookups(owners);
-  await using server = await startServer({ guard: { owners: counting, ownerCacheMs: 400 } });
+  await using server = await startServer({
+    guard: { owners: counting, tasks: false, ownerCacheMs: 400 },
+  });
   await using alice = await connect(server.url, "alice-token", { listen: false });
 
   // Another principal is never let in by the cache: it is looked up, and refused.
@@ -467,7 +469,7 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
 Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is looked up and refused", async () => {
   await using owners = new SessionOwnerRegistry();
   const { counting, lookups } = countingLookups(owners);
-  await using server = await startServer({ guard: { owners: counting } });
+  await using server = await startServer({ guard: { owners: counting, tasks: false } });
   await using alice = await connect(server.url, "alice-token", { listen: false });
   lookups.reset();
   for (let i = 0; i < 5; i++) {

@@ -271,7 +271,7 @@ Deno.test("guard: bad input gets a clear 4xx and leaves other sessions alone", a
 Deno.test("guard: invalid session ids get 400 and never reach the registry", async () => {
   const { owners, calls, real } = spyOwners();
   try {
-    await using server = await startServer({ guard: { owners } });
+    await using server = await startServer({ guard: { owners, tasks: false } });
     const bad = ["has space", "x".repeat(257), "caf\u00e9", "tab\there", "a,b"];
     const duplicated = new Headers({ accept: "text/event-stream", ...bearer("alice-token") });
     duplicated.append("mcp-session-id", "one");

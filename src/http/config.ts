@@ -10,6 +10,7 @@ import { InvalidInputError } from "../core/errors.ts";
 import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { checkCount } from "../core/validate.ts";
+import { derivedRegistry, SessionOwnerRegistry } from "../registry/session_owner_registry.ts";
 import type {
   GuardCancellations,
   GuardDecision,
@@ -18,6 +19,9 @@ import type {
   GuardTaskOwners,
   RequestHandler,
 } from "./types.ts";
+
+/** Where the guard's own task registry keeps its bindings in the owners' store. */
+const TASK_NAMESPACE = { redis: "t:", kv: ":t" };
 
 /** Every key of {@linkcode GuardOptions}. */
 const GUARD_OPTION_KEYS: readonly string[] = [
@@ -52,6 +56,7 @@ export interface GuardConfig {
   /** `notOwnerStatus: 404`: another principal's session is answered as an unknown one. */
   hideOthers: boolean;
   forwardParsed: boolean;
+  /** Who owns which task (`undefined`: `tasks: false`, task requests pass unchecked). */
   tasks: GuardTaskOwners | undefined;
   /** Fingerprints of `sharedPrincipals` (hashed with `secret`). */
   shared: Promise<Set<string>>;
@@ -103,10 +108,21 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     }
   }
   if (
-    tasks !== undefined &&
+    tasks !== undefined && tasks !== false &&
     (typeof tasks?.bind !== "function" || typeof tasks.ownerOf !== "function")
   ) {
-    fail("options.tasks must be a SessionOwnerRegistry (with bind and ownerOf)");
+    fail(
+      `options.tasks must be a SessionOwnerRegistry (with bind and ownerOf) or false, got ${
+        shown(tasks)
+      }`,
+    );
+  }
+  if (tasks === undefined && !(owners instanceof SessionOwnerRegistry)) {
+    fail(
+      "options.tasks is required when options.owners is not a SessionOwnerRegistry " +
+        "(task bindings cannot be derived from it): pass a registry for tasks, " +
+        "or tasks: false to let task requests through unchecked",
+    );
   }
   const secret = options.secret;
   if (
@@ -148,7 +164,9 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     hideOthers: oneOf("notOwnerStatus", options.notOwnerStatus, [403, 404] as const, 403) === 404,
     forwardParsed:
       oneOf("forwardBody", options.forwardBody, ["copy", "parsed"] as const, "copy") === "parsed",
-    tasks,
+    tasks: tasks === false
+      ? undefined
+      : tasks ?? derivedRegistry(owners as SessionOwnerRegistry, TASK_NAMESPACE),
     shared: sharedFps,
     onDecision: options.onDecision,
     onSessionClosed: options.onSessionClosed,

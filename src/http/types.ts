@@ -236,15 +236,27 @@ export interface GuardOptions {
   notOwnerStatus?: 403 | 404;
   /**
    * Task ownership (MCP 2025-11-25 tasks utility and the 2026-07-28 tasks
-   * extension). When given, the guard binds the task id of every result
-   * that creates a task to the caller before the caller can read it,
-   * refuses `tasks/get`, `tasks/result`, `tasks/update` and `tasks/cancel`
-   * for another principal's task (and, in strict mode, for a task bound to
-   * nobody), checks `Mcp-Name` against `params.taskId`, and filters a
-   * `tasks/list` result to the caller's own tasks. Without it, task
-   * requests pass as any other request of their session.
+   * extension), on by default. The guard binds the task id of every answer
+   * that creates a task to the caller before the caller can read it (for at
+   * least the task's own `ttl`; each use refreshes it), refuses every
+   * reference to another principal's task (`params.taskId` of `tasks/get`,
+   * `tasks/result`, `tasks/update`, `tasks/cancel`, and
+   * `_meta["io.modelcontextprotocol/related-task"]` on any message) and to a
+   * task bound to nobody, checks `Mcp-Name` against `params.taskId`, keeps a
+   * `tasks/list` answer to the caller's own tasks and seals its cursor to
+   * the caller.
+   *
+   * By default the bindings live in a registry made from `owners` (its
+   * options and store, under a key space of its own: prefix + `t:` on
+   * Redis, + `:t` on Deno KV; a worker of its own in memory, started on the
+   * first task request), closed with `owners`. Pass a registry to choose;
+   * `false` lets task requests through unchecked (only for a server whose
+   * task store already scopes tasks to their creator). Required when
+   * `owners` is not a `SessionOwnerRegistry`.
+   *
+   * @default {a registry derived from `owners`}
    */
-  tasks?: GuardTaskOwners;
+  tasks?: GuardTaskOwners | false;
   /**
    * Called with each decision (errors thrown by it are reported to
    * `onError`): one per request, plus, for a request whose answer issued a

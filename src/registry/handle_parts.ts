@@ -8,8 +8,7 @@
 
 import { InvalidInputError } from "../core/errors.ts";
 import type { OwnerBounds } from "../core/owner_table.ts";
-import { type ResolvedKvOptions, resolveKvOptions } from "../store/kv/kv_store.ts";
-import { type ResolvedRedisOptions, resolveRedisOptions } from "../store/redis/redis_options.ts";
+import { type Namespace, namespacedStore } from "../store/namespace.ts";
 import type { RegistryStore } from "../store/store.ts";
 import type { RegistryOptions } from "./registry_options.ts";
 
@@ -70,12 +69,8 @@ const HANDLE = /^[\x21-\x7e]+$/;
 /** Draws `mint` makes before giving up (a clash is a 2^-192 event). */
 export const MINT_ATTEMPTS = 3;
 
-/** Suffix added to a Redis store's key prefix for handles: keys `<prefix>h:o:…`. */
-const REDIS_SUFFIX = "h:";
-/** Suffix added to a Deno KV store's prefix for handles: keys `["<prefix>:h", "o", …]`. */
-const KV_SUFFIX = ":h";
-const REDIS_BACKEND = new URL("../store/redis/redis_backend.ts", import.meta.url).href;
-const KV_BACKEND = new URL("../store/kv/kv_backend.ts", import.meta.url).href;
+/** The key space handles get in a shared store: keys `<prefix>h:o:…` (Redis), `["<prefix>:h", "o", …]` (KV). */
+const HANDLES: Namespace = { redis: "h:", kv: ":h" };
 
 /** True when `value` can be a handle: 1 to 128 visible ASCII characters. */
 export function isHandle(value: unknown): value is string {
@@ -92,38 +87,10 @@ export function randomPart(): string {
 }
 
 /**
- * The store a handle registry uses for `store`: the in-memory store as is
- * (every registry has its own worker, so nothing is shared), a Redis or
- * Deno KV store moved to its own key space (the prefix plus
- * {@linkcode REDIS_SUFFIX} / {@linkcode KV_SUFFIX}). Any other store is refused:
- * its key layout is unknown, so a distinct key space cannot be guaranteed.
+ * The store a handle registry uses for `store`: the in-memory store as is, a
+ * Redis or Deno KV store moved to the handles' own key space. Any other store
+ * is refused: its key layout is unknown.
  */
 export function handleStore(store: RegistryStore | undefined): RegistryStore | undefined {
-  if (typeof store !== "object" || store === null || store.kind !== "module") return store;
-  const derive = <T extends { prefix: string }>(
-    suffix: string,
-    resolve: (options: unknown) => T,
-  ): RegistryStore => {
-    const options = store.options as T;
-    const prefix = `${options.prefix}${suffix}`;
-    try {
-      return { kind: "module", url: store.url, options: resolve({ ...options, prefix }) };
-    } catch {
-      throw new InvalidInputError(
-        `HandleRegistry: handles live under the store prefix ${
-          JSON.stringify(prefix)
-        } (the store's prefix plus ${
-          JSON.stringify(suffix)
-        }), which that store refuses: use a shorter prefix`,
-      );
-    }
-  };
-  if (store.url === REDIS_BACKEND) {
-    return derive<ResolvedRedisOptions>(REDIS_SUFFIX, resolveRedisOptions);
-  }
-  if (store.url === KV_BACKEND) return derive<ResolvedKvOptions>(KV_SUFFIX, resolveKvOptions);
-  throw new InvalidInputError(
-    "HandleRegistry: store must be memoryStore(), redisStore() or kvStore() " +
-      "(their handle key space is derived from the store's prefix)",
-  );
+  return namespacedStore(store, HANDLES, "HandleRegistry");
 }

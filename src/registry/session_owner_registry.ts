@@ -5,7 +5,8 @@
  */
 
 import type { ActorClient } from "../actor/actor_client.ts";
-import { InvalidInputError } from "../core/errors.ts";
+import { InvalidInputError, RegistryClosedError } from "../core/errors.ts";
+import { type Namespace, namespacedStore } from "../store/namespace.ts";
 import { type BindResult, type OwnerStats, resolveOwnerOptions } from "../core/owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
 import { DONE, TouchCoalescer } from "./touches.ts";
@@ -29,6 +30,9 @@ import {
   type RemovedSessions,
   type SessionOwnerRegistryOptions,
 } from "./owner_options.ts";
+
+/** Set by `SessionOwnerRegistry`'s static block: it reads private fields. */
+let derive: (registry: SessionOwnerRegistry, namespace: Namespace) => SessionOwnerRegistry;
 
 /**
  * Binds MCP session ids to the fingerprint of the principal that created them.
@@ -55,6 +59,9 @@ import {
  */
 export class SessionOwnerRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
+  /** Registries made from this one's options (`derivedRegistry`), closed with it. */
+  readonly #derived = new Map<string, SessionOwnerRegistry>();
+  readonly #options: SessionOwnerRegistryOptions;
   /** Owners the worker confirmed and has not reported gone since (in-memory store only). */
   readonly #known: KnownOwners | null;
   readonly #listeners = new Set<(event: RemovedSessions) => void>();
@@ -69,6 +76,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
       "touchIntervalMs",
     ]);
     const resolved = resolveOwnerOptions(options);
+    this.#options = options;
     const touchIntervalMs = checkCount("touchIntervalMs", options.touchIntervalMs ?? 1_000, 0);
     const ttl = idleTtlOf(options.store);
     if (ttl > 0 && touchIntervalMs * 2 > ttl) {
@@ -375,9 +383,30 @@ export class SessionOwnerRegistry implements AsyncDisposable {
    * await owners.close();
    * ```
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
     this.#touches.clear();
-    return this.#client.close();
+    const derived = [...this.#derived.values()];
+    this.#derived.clear();
+    await Promise.all([this.#client.close(), ...derived.map((registry) => registry.close())]);
+  }
+
+  static {
+    derive = (registry, namespace) => {
+      const key = `${namespace.redis}\n${namespace.kv}`;
+      let derived = registry.#derived.get(key);
+      if (derived === undefined) {
+        if (registry.#client.closed) {
+          throw new RegistryClosedError("SessionOwnerRegistry");
+        }
+        const options = registry.#options;
+        derived = new SessionOwnerRegistry({
+          ...options,
+          store: namespacedStore(options.store, namespace, "SessionOwnerRegistry"),
+        });
+        registry.#derived.set(key, derived);
+      }
+      return derived;
+    };
   }
 
   /**
@@ -396,4 +425,21 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+
+/**
+ * A registry with `registry`'s options (bounds, idle expiry, store) over a
+ * namespace of its own in the same store (a shared store's `prefix` gains
+ * `namespace`; the in-memory store gets a worker of its own), made once per
+ * namespace and closed with `registry`. The guard binds tasks in one, so
+ * tasks never count against sessions' bounds. Throws `RegistryClosedError`
+ * once `registry` is closed, `InvalidInputError` when the store cannot hold
+ * the namespace.
+ */
+export function derivedRegistry(
+  registry: SessionOwnerRegistry,
+  namespace: Namespace,
+): SessionOwnerRegistry {
+  return derive(registry, namespace);
 }
