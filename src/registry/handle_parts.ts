@@ -6,7 +6,6 @@
  * @module
  */
 
-import { InvalidInputError } from "../core/errors.ts";
 import type { OwnerBounds } from "../core/owner_table.ts";
 import { type Namespace, namespacedStore } from "../store/namespace.ts";
 import type { RegistryStore } from "../store/store.ts";
