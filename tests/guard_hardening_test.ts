@@ -20,6 +20,7 @@ import { clients } from "../src/registry/registry_options.ts";
 import { redisStore } from "../redis.ts";
 import {
   bearer,
+  connect,
   initializeRequest,
   openSession,
   postRpc,
@@ -208,6 +209,52 @@ Deno.test("guard: evicted sessions are closed in the handler (flood of initializ
   assert.ok(closed.includes(`evicted:${first}`));
   assert.equal(await ping(server, "mallory-token", first), 404);
   assert.deepEqual(server.errors, []);
+});
+
+Deno.test("guard: a call in flight in an evicted or expired session is answered -32000 before it closes", async (t) => {
+  const cases = [
+    { name: "evicted, SSE answer", jsonResponse: false, cause: "evicted" },
+    { name: "evicted, JSON answer", jsonResponse: true, cause: "evicted" },
+    { name: "expired, SSE answer", jsonResponse: false, cause: "expired" },
+  ] as const;
+  for (const { name, jsonResponse, cause } of cases) {
+    await t.step(name, async () => {
+      const closed: string[] = [];
+      await using server = await startServer({
+        jsonResponse,
+        ownerOptions: cause === "evicted"
+          ? { maxPerPrincipal: 2 }
+          : { store: memoryStore({ idleTtlMs: 300 }), touchIntervalMs: 100 },
+        guard: { onSessionClosed: (sid, why) => closed.push(`${why}:${sid}`) },
+      });
+      // The SDK 1.32 client, whose own timeout (60 s) would be all it gets without an answer.
+      await using alice = await connect(server.url, "alice-token", { listen: false });
+      const call = alice.client.callTool({ name: "count", arguments: { steps: 50, stepMs: 100 } });
+      call.catch(() => {});
+      await waitFor(() => server.tools.some((e) => e.kind === "started"), 5_000, "the tool");
+      const startedAt = performance.now();
+      if (cause === "evicted") {
+        await initialize(server, "alice-token");
+        await initialize(server, "alice-token"); // Alice's third: her oldest (the call's) goes
+      }
+      await assert.rejects(call, (err: unknown) => {
+        assert.equal((err as { code?: number }).code, -32000, String(err));
+        assert.match(
+          String(err),
+          new RegExp(`Request cancelled by the server: session ${alice.sessionId} ${cause}`),
+        );
+        return true;
+      });
+      const waited = performance.now() - startedAt;
+      assert.ok(waited < 3_000, `answered after ${Math.round(waited)} ms`);
+      await waitFor(() => closed.length === 1, 3_000, "the session closed");
+      assert.deepEqual(closed, [`${cause}:${alice.sessionId}`]);
+      assert.equal(server.app.sessions.has(alice.sessionId), false);
+      await waitFor(() => server.tools.some((e) => e.kind === "stopped"), 3_000, "the tool stops");
+      assert.ok(!server.tools.some((e) => e.kind === "completed"));
+      assert.deepEqual(server.errors, []);
+    });
+  }
 });
 
 Deno.test("guard: idle sessions expire and close; active ones stay (memoryStore idleTtlMs)", async () => {

@@ -17,6 +17,7 @@ import { cancelKey } from "../core/cancel_table.ts";
 import {
   InvalidInputError,
   RegistryMisconfiguredError,
+  RequestCancelledError,
   UnauthenticatedError,
 } from "../core/errors.ts";
 import { SessionOrder } from "./session_order.ts";
@@ -265,7 +266,9 @@ export class SessionGuard {
   /**
    * Closes, in the handler, a session of this process whose binding was
    * evicted or expired (sessions of other processes are their guards' to
-   * close), cancels its requests, and tells `onSessionClosed`.
+   * close), and tells `onSessionClosed`. Its requests are cancelled first, so
+   * each caller gets its `-32000` answer before the handler closes the
+   * streams they would have been written to.
    */
   #closeRemoved(sid: string, session: LocalSession, cause: RemovalCause): void {
     this.owners.ended(sid);
@@ -276,12 +279,14 @@ export class SessionGuard {
       era: "legacy",
     };
     (async () => {
-      const [closed, cancelled] = await Promise.allSettled([
-        closeSession(this.config.handler, session.url, sid, ctx),
-        this.config.cancellations.cancelAll(sid),
-      ]);
-      if (cancelled.status === "rejected") this.report(cancelled.reason, "cancelAll");
-      if (closed.status === "rejected") throw closed.reason;
+      const why = new RequestCancelledError(
+        sid,
+        null,
+        `session ${sid} ${cause}: request cancelled`,
+      );
+      await this.config.cancellations.cancelAll(sid, why)
+        .catch((err) => this.report(err, "cancelAll"));
+      await closeSession(this.config.handler, session.url, sid, ctx);
       try {
         this.config.onSessionClosed?.(sid, cause);
       } catch (err) {
