@@ -113,8 +113,6 @@ export class SessionGuard {
     if (rawSid !== null) {
       sid = sanitizeSessionId(rawSid);
       if (sid === null) return this.refuse("invalid-session-id", { method });
-    } else if (method !== "POST") {
-      return this.refuse("missing-session-id", { method }, method);
     }
     let ctx: GuardContext;
     try {
@@ -130,6 +128,12 @@ export class SessionGuard {
     }
     if (ctx.fingerprint === null && this.config.strict) {
       return this.refuse("anonymous", { method, sid });
+    }
+    if (sid === null && method !== "POST") {
+      // A GET or DELETE of no session asks no ownership question: the handler answers it
+      // (an SDK server: 405 or 400), as it would unguarded.
+      this.decide("allow", "allowed", null, { method });
+      return await this.config.handler(request, ctx);
     }
     try {
       if (method === "POST") return await this.#post(request, sid, ctx, ahead);
@@ -359,8 +363,9 @@ export class SessionGuard {
  * (refused or full: the session is closed and the caller gets 409/503, never
  * the id); GET, POST and DELETE with another principal's session id get 403;
  * unknown ids 404; anonymous callers 401; malformed ids 400 before any
- * lookup; a live GET stream pins its session until it ends; DELETE by the
- * owner cancels the session's requests and forgets it; a
+ * lookup; a GET or DELETE without a session id asks no ownership question
+ * and reaches the handler; a live GET stream pins its session until it
+ * ends; DELETE by the owner cancels the session's requests and forgets it; a
  * `notifications/cancelled` aborts only a request of the same session; a
  * failed registry call answers 503, never allow. Requests are tracked so
  * `signalFor(extra)` gives tool handlers an `AbortSignal`; a cancellation
@@ -371,6 +376,7 @@ export class SessionGuard {
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts
+ * import assert from "node:assert/strict";
  * import {
  *   CancellationRegistry,
  *   guardSessions,
@@ -379,7 +385,9 @@ export class SessionGuard {
  *
  * const owners = new SessionOwnerRegistry();
  * const cancellations = new CancellationRegistry();
- * const mcpHandler = (_request: Request) => new Response(null, { status: 202 });
+ * // A stand-in for an MCP server without a listening stream: GET is 405.
+ * const mcpHandler = (request: Request) =>
+ *   new Response(null, { status: request.method === "GET" ? 405 : 202 });
  *
  * const guard = guardSessions(mcpHandler, {
  *   owners,
@@ -388,7 +396,19 @@ export class SessionGuard {
  * });
  *
  * const anonymous = await guard(new Request("http://localhost/mcp", { method: "GET" }));
- * console.log(anonymous.status); // 400: a GET needs Mcp-Session-Id
+ * assert.equal(anonymous.status, 401); // strict mode wants an identified caller
+ * const stranger = await guard(
+ *   new Request("http://localhost/mcp", {
+ *     method: "GET",
+ *     headers: { authorization: "Bearer alice", "mcp-session-id": "someone-elses" },
+ *   }),
+ * );
+ * assert.equal(stranger.status, 404); // nobody owns that session id
+ * // A GET of no session asks no ownership question: the handler answers it.
+ * const noSession = await guard(
+ *   new Request("http://localhost/mcp", { headers: { authorization: "Bearer alice" } }),
+ * );
+ * assert.equal(noSession.status, 405);
  * await owners.close();
  * await cancellations.close();
  * ```
