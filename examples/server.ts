@@ -65,7 +65,11 @@ export interface DemoServerOptions {
 export interface DemoServer {
   /** The MCP endpoint, e.g. `http://127.0.0.1:8787/mcp`. */
   url: URL;
-  /** Closes sessions, stops the server and the registries. */
+  /**
+   * Stops serving (new connections refused; the open sessions are closed so
+   * their streams end), then closes the registries, whose workers would
+   * otherwise keep the process alive.
+   */
   close(): Promise<void>;
 }
 
@@ -137,8 +141,9 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
         resolve({
           url,
           async close() {
+            const stopped = server.shutdown();
             await app.close();
-            await server.shutdown();
+            await stopped;
             await Promise.all([owners.close(), cancellations.close()]);
           },
         });
@@ -166,13 +171,15 @@ if (import.meta.main) {
   });
   console.log(`listening on ${server.url}`);
   console.log(`tokens: ${Object.keys(DEMO_TOKENS).join(", ")} (Authorization: Bearer <token>)`);
+  // Ctrl-C or SIGTERM: the server stops, then the registries; nothing is left to keep the
+  // process alive, so it exits (0) on its own.
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     await server.close();
-    Deno.exit(0);
+    console.log("stopped");
   };
   Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
 }
