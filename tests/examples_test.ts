@@ -2,7 +2,9 @@
  * The README quick start and `examples/server.ts` as a user runs them, in a
  * child `deno run`: after real use (an `initialize`, so the registries'
  * workers are running) they stop when asked and the process exits, within a
- * few seconds: nothing (a worker, a stream, a timer) keeps it alive.
+ * few seconds: nothing (a worker, a stream, a timer) keeps it alive. The
+ * README's own checks (Alice's call, a mistyped token's 401 naming the
+ * resource metadata, the metadata document) are read from its output.
  */
 
 import assert from "node:assert/strict";
@@ -121,6 +123,15 @@ Deno.test("README quick start: after real requests it stops and the process exit
     assert.ok(exited !== null, `still running ${EXIT_WITHIN_MS} ms after it stopped`);
     assert.equal(exited.code, 0, await child.stderr);
     assert.ok(exited.at - stopped.at < EXIT_WITHIN_MS);
+    const out = child.lines.join("\n");
+    assert.match(out, /text: "alice in session [0-9a-f-]{36}"/);
+    // A mistyped token: a 401 that says so and names the RFC 9728 metadata, which is served
+    // outside the guard.
+    const metadata =
+      /^401 Bearer error="invalid_token", resource_metadata="(http:\/\/localhost:\d+)\/\.well-known\/oauth-protected-resource\/mcp"$/m
+        .exec(out);
+    assert.ok(metadata !== null, out);
+    assert.ok(out.includes(`resource: "${metadata[1]}/mcp"`), out);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

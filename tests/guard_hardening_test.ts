@@ -29,6 +29,8 @@ import {
   waitFor,
 } from "./support/mcp_server.ts";
 import { startRedis } from "./support/redis_server.ts";
+// @ts-types="@modelcontextprotocol/sdk/client/auth"
+import { extractWWWAuthenticateParams } from "@modelcontextprotocol/sdk/client/auth.js";
 
 const JSON_HEADERS = {
   "content-type": "application/json",
@@ -331,6 +333,60 @@ Deno.test("guard: principal() can say 401 (UnauthenticatedError) apart from 503"
   assert.deepEqual(server.decisions.map((d) => d.reason), ["unauthenticated", "principal-error"]);
   assert.equal(server.errors.length, 1, "only the outage is reported as an error");
   assert.match(String(server.errors[0].error), /JWKS fetch failed/);
+});
+
+Deno.test("UnauthenticatedError: resourceMetadata puts RFC 9728 resource_metadata in the challenge", () => {
+  const url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+  assert.equal(
+    new UnauthenticatedError("no token", { resourceMetadata: url }).challenge,
+    `Bearer resource_metadata="${url}"`,
+  );
+  assert.equal(
+    new UnauthenticatedError("bad token", {
+      challenge: 'Bearer error="invalid_token"',
+      resourceMetadata: new URL(url),
+    }).challenge,
+    `Bearer error="invalid_token", resource_metadata="${url}"`,
+  );
+  for (const bad of ["/.well-known/oauth-protected-resource", "ftp://x/y", "", 42]) {
+    assert.throws(
+      () => new UnauthenticatedError("x", { resourceMetadata: bad as string }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidInputError, String(err));
+        assert.ok(err.message.includes(JSON.stringify(String(bad))), err.message);
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("guard: a bad token's 401 tells an MCP client where the resource metadata is", async () => {
+  let metadata = "";
+  await using server = await startServer({
+    guard: {
+      principal: (request) => {
+        const auth = request.headers.get("authorization");
+        if (auth === null) return null;
+        if (auth === "Bearer alice-token") return "alice";
+        metadata = new URL("/.well-known/oauth-protected-resource/mcp", request.url).href;
+        throw new UnauthenticatedError("invalid token", {
+          challenge: 'Bearer error="invalid_token"',
+          resourceMetadata: metadata,
+        });
+      },
+    },
+  });
+  const typo = await postRpc(server.url, "alice-tokn", null, initializeBody());
+  assert.equal(typo.status, 401);
+  await typo.body?.cancel();
+  assert.equal(
+    typo.headers.get("www-authenticate"),
+    `Bearer error="invalid_token", resource_metadata="${metadata}"`,
+  );
+  // What the SDK client reads from it to find the authorization server.
+  const params = extractWWWAuthenticateParams(typo);
+  assert.equal(params.resourceMetadataUrl?.href, metadata);
+  assert.equal(params.error, "invalid_token");
 });
 
 Deno.test("guard: a session evicted through another server (shared Redis) is closed where it lives", async () => {
