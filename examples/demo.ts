@@ -48,7 +48,6 @@ class ServerProcess {
         new URL("deno.json", root).pathname,
         "--allow-net=127.0.0.1",
         "--allow-read",
-        "--allow-env",
         new URL("examples/server.ts", root).pathname,
         "--port=0",
         `--steps=${STEPS}`,

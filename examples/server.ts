@@ -6,7 +6,7 @@
  * several seconds, reports progress, and stops when its request is cancelled.
  *
  * ```sh
- * deno task serve                 # http://127.0.0.1:8787/mcp
+ * deno task serve                 # http://127.0.0.1:8787/mcp (or $PORT, with --allow-env)
  * deno task serve --port=0        # any free port (printed)
  * deno task serve --steps=5 --step-ms=1000 --mode=attach-only
  * ```
@@ -157,6 +157,12 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
   });
 }
 
+/** `PORT` from the environment, read only when the process may (`--allow-env`): not needed. */
+function envPort(): string | undefined {
+  const env = Deno.permissions.querySync({ name: "env", variable: "PORT" });
+  return env.state === "granted" ? Deno.env.get("PORT") : undefined;
+}
+
 function flag(name: string): string | undefined {
   const prefix = `--${name}=`;
   return Deno.args.find((arg) => arg.startsWith(prefix))?.slice(prefix.length);
@@ -164,7 +170,7 @@ function flag(name: string): string | undefined {
 
 if (import.meta.main) {
   const server = await startDemoServer({
-    port: Number(flag("port") ?? Deno.env.get("PORT") ?? 8787),
+    port: Number(flag("port") ?? envPort() ?? 8787),
     countSteps: flag("steps") === undefined ? undefined : Number(flag("steps")),
     countStepMs: flag("step-ms") === undefined ? undefined : Number(flag("step-ms")),
     mode: flag("mode") as GuardMode | undefined,

@@ -143,8 +143,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
       "run",
       "--quiet",
       "--allow-net",
-      "--allow-read",
-      "--allow-env",
+      "--allow-read", // no --allow-env: docs/deploy.md's permission table
       "examples/server.ts",
       "--port=0",
     ]);
