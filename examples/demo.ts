@@ -46,6 +46,8 @@ class ServerProcess {
         "--quiet",
         "--config",
         new URL("deno.json", root).pathname,
+        // The demo's own lock: only the packages the demo runs, not the tests' (see the README).
+        `--lock=${new URL("examples/demo.lock", root).pathname}`,
         "--allow-net=127.0.0.1",
         "--allow-read",
         new URL("examples/server.ts", root).pathname,

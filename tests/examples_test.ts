@@ -170,3 +170,38 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     }
   });
 }
+
+Deno.test("examples/demo.lock holds what the demo runs, and no test dependency", async () => {
+  const lockPath = new URL("examples/demo.lock", ROOT);
+  const packages = async (path: string | URL) =>
+    Object.keys(JSON.parse(await Deno.readTextFile(path)).npm ?? {}).sort();
+  const committed = await packages(lockPath);
+  // The demo's graph, resolved against a copy of the lock: nothing may be missing from it.
+  const dir = await Deno.makeTempDir({ prefix: "mcp-guard-demo-lock-" });
+  try {
+    const copy = `${dir}/demo.lock`;
+    await Deno.copyFile(lockPath, copy);
+    const cached = await new Deno.Command(Deno.execPath(), {
+      args: ["cache", "--quiet", `--lock=${copy}`, "examples/demo.ts", "examples/server.ts"],
+      cwd: ROOT.pathname,
+      env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+      stdin: "null",
+    }).output();
+    assert.equal(cached.code, 0, new TextDecoder().decode(cached.stderr));
+    assert.deepEqual(await packages(copy), committed, "refresh it: see the README's demo");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  const devOnly = [
+    "fast-check@",
+    "@sinonjs/",
+    "autocannon@",
+    "redis@",
+    "@hono/mcp@",
+    "@modelcontextprotocol/server@",
+    "@modelcontextprotocol/client@",
+  ];
+  for (const dev of devOnly) {
+    assert.ok(!committed.some((p) => p.startsWith(dev)), `${dev} is not the demo's`);
+  }
+});
