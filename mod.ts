@@ -69,6 +69,7 @@ export {
   RegistryUnavailableError,
   RequestCancelledError,
   UnauthenticatedError,
+  type UnauthenticatedOptions,
 } from "./src/core/errors.ts";
 export { guardSessions } from "./src/http/guard.ts";
 export type {

@@ -46,9 +46,10 @@ class ServerProcess {
         "--quiet",
         "--config",
         new URL("deno.json", root).pathname,
+        // The demo's own lock: only the packages the demo runs, not the tests' (see the README).
+        `--lock=${new URL("examples/demo.lock", root).pathname}`,
         "--allow-net=127.0.0.1",
         "--allow-read",
-        "--allow-env",
         new URL("examples/server.ts", root).pathname,
         "--port=0",
         `--steps=${STEPS}`,

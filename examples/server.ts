@@ -6,7 +6,7 @@
  * several seconds, reports progress, and stops when its request is cancelled.
  *
  * ```sh
- * deno task serve                 # http://127.0.0.1:8787/mcp
+ * deno task serve                 # http://127.0.0.1:8787/mcp (or $PORT, with --allow-env)
  * deno task serve --port=0        # any free port (printed)
  * deno task serve --steps=5 --step-ms=1000 --mode=attach-only
  * ```
@@ -65,7 +65,11 @@ export interface DemoServerOptions {
 export interface DemoServer {
   /** The MCP endpoint, e.g. `http://127.0.0.1:8787/mcp`. */
   url: URL;
-  /** Closes sessions, stops the server and the registries. */
+  /**
+   * Stops serving (new connections refused; the open sessions are closed so
+   * their streams end), then closes the registries, whose workers would
+   * otherwise keep the process alive.
+   */
   close(): Promise<void>;
 }
 
@@ -137,8 +141,9 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
         resolve({
           url,
           async close() {
+            const stopped = server.shutdown();
             await app.close();
-            await server.shutdown();
+            await stopped;
             await Promise.all([owners.close(), cancellations.close()]);
           },
         });
@@ -152,6 +157,12 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
   });
 }
 
+/** `PORT` from the environment, read only when the process may (`--allow-env`): not needed. */
+function envPort(): string | undefined {
+  const env = Deno.permissions.querySync({ name: "env", variable: "PORT" });
+  return env.state === "granted" ? Deno.env.get("PORT") : undefined;
+}
+
 function flag(name: string): string | undefined {
   const prefix = `--${name}=`;
   return Deno.args.find((arg) => arg.startsWith(prefix))?.slice(prefix.length);
@@ -159,20 +170,22 @@ function flag(name: string): string | undefined {
 
 if (import.meta.main) {
   const server = await startDemoServer({
-    port: Number(flag("port") ?? Deno.env.get("PORT") ?? 8787),
+    port: Number(flag("port") ?? envPort() ?? 8787),
     countSteps: flag("steps") === undefined ? undefined : Number(flag("steps")),
     countStepMs: flag("step-ms") === undefined ? undefined : Number(flag("step-ms")),
     mode: flag("mode") as GuardMode | undefined,
   });
   console.log(`listening on ${server.url}`);
   console.log(`tokens: ${Object.keys(DEMO_TOKENS).join(", ")} (Authorization: Bearer <token>)`);
+  // Ctrl-C or SIGTERM: the server stops, then the registries; nothing is left to keep the
+  // process alive, so it exits (0) on its own.
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     await server.close();
-    Deno.exit(0);
+    console.log("stopped");
   };
   Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
 }

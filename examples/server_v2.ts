@@ -8,7 +8,7 @@
  * request's signal, so a client that disconnects cancels its tool call.
  *
  * ```sh
- * deno run --allow-net --allow-read --allow-env examples/server_v2.ts   # http://127.0.0.1:8788/mcp
+ * deno run --allow-net --allow-read examples/server_v2.ts   # http://127.0.0.1:8788/mcp
  * ```
  *
  * @module

@@ -131,6 +131,8 @@ Deno.test("guard fuzz: a scripted sequence through every rule (same checks as th
     { t: "get", caller: "bob", target: other(), jsonOnly: false },
     { t: "get", caller: "anonymous", target: own(), jsonOnly: false },
     { t: "get", caller: "bob", target: none, jsonOnly: false },
+    { t: "get", caller: "anonymous", target: none, jsonOnly: false },
+    { t: "delete", caller: "bob", target: none, badVersion: false },
     { t: "delete", caller: "bob", target: other(), badVersion: false },
     { t: "delete", caller: "alice", target: own(), badVersion: true },
     ...(["PUT", "patch", "PURGE"] as const).map((method): Command => ({
@@ -155,6 +157,9 @@ Deno.test("guard fuzz: a scripted sequence through every rule (same checks as th
       "POST 401 anonymous",
       "POST 400 invalid-session-id",
       "GET 200 allowed/sse-open",
+      "GET 400 allowed/json-error",
+      "GET 401 anonymous",
+      "DELETE 400 allowed/json-error",
       "GET 403 not-owner",
       "DELETE 403 not-owner",
       "DELETE 200 allowed/empty",

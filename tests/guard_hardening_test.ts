@@ -20,6 +20,7 @@ import { clients } from "../src/registry/registry_options.ts";
 import { redisStore } from "../redis.ts";
 import {
   bearer,
+  connect,
   initializeRequest,
   openSession,
   postRpc,
@@ -28,6 +29,8 @@ import {
   waitFor,
 } from "./support/mcp_server.ts";
 import { startRedis } from "./support/redis_server.ts";
+// @ts-types="@modelcontextprotocol/sdk/client/auth"
+import { extractWWWAuthenticateParams } from "@modelcontextprotocol/sdk/client/auth.js";
 
 const JSON_HEADERS = {
   "content-type": "application/json",
@@ -210,6 +213,52 @@ Deno.test("guard: evicted sessions are closed in the handler (flood of initializ
   assert.deepEqual(server.errors, []);
 });
 
+Deno.test("guard: a call in flight in an evicted or expired session is answered -32000 before it closes", async (t) => {
+  const cases = [
+    { name: "evicted, SSE answer", jsonResponse: false, cause: "evicted" },
+    { name: "evicted, JSON answer", jsonResponse: true, cause: "evicted" },
+    { name: "expired, SSE answer", jsonResponse: false, cause: "expired" },
+  ] as const;
+  for (const { name, jsonResponse, cause } of cases) {
+    await t.step(name, async () => {
+      const closed: string[] = [];
+      await using server = await startServer({
+        jsonResponse,
+        ownerOptions: cause === "evicted"
+          ? { maxPerPrincipal: 2 }
+          : { store: memoryStore({ idleTtlMs: 300 }), touchIntervalMs: 100 },
+        guard: { onSessionClosed: (sid, why) => closed.push(`${why}:${sid}`) },
+      });
+      // The SDK 1.32 client, whose own timeout (60 s) would be all it gets without an answer.
+      await using alice = await connect(server.url, "alice-token", { listen: false });
+      const call = alice.client.callTool({ name: "count", arguments: { steps: 50, stepMs: 100 } });
+      call.catch(() => {});
+      await waitFor(() => server.tools.some((e) => e.kind === "started"), 5_000, "the tool");
+      const startedAt = performance.now();
+      if (cause === "evicted") {
+        await initialize(server, "alice-token");
+        await initialize(server, "alice-token"); // Alice's third: her oldest (the call's) goes
+      }
+      await assert.rejects(call, (err: unknown) => {
+        assert.equal((err as { code?: number }).code, -32000, String(err));
+        assert.match(
+          String(err),
+          new RegExp(`Request cancelled by the server: session ${alice.sessionId} ${cause}`),
+        );
+        return true;
+      });
+      const waited = performance.now() - startedAt;
+      assert.ok(waited < 3_000, `answered after ${Math.round(waited)} ms`);
+      await waitFor(() => closed.length === 1, 3_000, "the session closed");
+      assert.deepEqual(closed, [`${cause}:${alice.sessionId}`]);
+      assert.equal(server.app.sessions.has(alice.sessionId), false);
+      await waitFor(() => server.tools.some((e) => e.kind === "stopped"), 3_000, "the tool stops");
+      assert.ok(!server.tools.some((e) => e.kind === "completed"));
+      assert.deepEqual(server.errors, []);
+    });
+  }
+});
+
 Deno.test("guard: idle sessions expire and close; active ones stay (memoryStore idleTtlMs)", async () => {
   const closed: string[] = [];
   await using server = await startServer({
@@ -284,6 +333,60 @@ Deno.test("guard: principal() can say 401 (UnauthenticatedError) apart from 503"
   assert.deepEqual(server.decisions.map((d) => d.reason), ["unauthenticated", "principal-error"]);
   assert.equal(server.errors.length, 1, "only the outage is reported as an error");
   assert.match(String(server.errors[0].error), /JWKS fetch failed/);
+});
+
+Deno.test("UnauthenticatedError: resourceMetadata puts RFC 9728 resource_metadata in the challenge", () => {
+  const url = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp";
+  assert.equal(
+    new UnauthenticatedError("no token", { resourceMetadata: url }).challenge,
+    `Bearer resource_metadata="${url}"`,
+  );
+  assert.equal(
+    new UnauthenticatedError("bad token", {
+      challenge: 'Bearer error="invalid_token"',
+      resourceMetadata: new URL(url),
+    }).challenge,
+    `Bearer error="invalid_token", resource_metadata="${url}"`,
+  );
+  for (const bad of ["/.well-known/oauth-protected-resource", "ftp://x/y", "", 42]) {
+    assert.throws(
+      () => new UnauthenticatedError("x", { resourceMetadata: bad as string }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidInputError, String(err));
+        assert.ok(err.message.includes(JSON.stringify(String(bad))), err.message);
+        return true;
+      },
+    );
+  }
+});
+
+Deno.test("guard: a bad token's 401 tells an MCP client where the resource metadata is", async () => {
+  let metadata = "";
+  await using server = await startServer({
+    guard: {
+      principal: (request) => {
+        const auth = request.headers.get("authorization");
+        if (auth === null) return null;
+        if (auth === "Bearer alice-token") return "alice";
+        metadata = new URL("/.well-known/oauth-protected-resource/mcp", request.url).href;
+        throw new UnauthenticatedError("invalid token", {
+          challenge: 'Bearer error="invalid_token"',
+          resourceMetadata: metadata,
+        });
+      },
+    },
+  });
+  const typo = await postRpc(server.url, "alice-tokn", null, initializeBody());
+  assert.equal(typo.status, 401);
+  await typo.body?.cancel();
+  assert.equal(
+    typo.headers.get("www-authenticate"),
+    `Bearer error="invalid_token", resource_metadata="${metadata}"`,
+  );
+  // What the SDK client reads from it to find the authorization server.
+  const params = extractWWWAuthenticateParams(typo);
+  assert.equal(params.resourceMetadataUrl?.href, metadata);
+  assert.equal(params.error, "invalid_token");
 });
 
 Deno.test("guard: a session evicted through another server (shared Redis) is closed where it lives", async () => {

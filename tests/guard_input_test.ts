@@ -31,8 +31,6 @@ interface Case {
   method?: string;
   body?: BodyInit | null;
   headers?: Record<string, string>;
-  /** Use alice's session id (default true for POST). */
-  session?: boolean;
   status: number;
   code: number;
   reason: string;
@@ -182,25 +180,6 @@ const CASES: Case[] = [
     reason: "method-not-allowed",
     message: /Method Not Allowed: PUT/,
   },
-  {
-    name: "GET without Mcp-Session-Id",
-    method: "GET",
-    session: false,
-    headers: { accept: "text/event-stream" },
-    status: 400,
-    code: -32600,
-    reason: "missing-session-id",
-    message: /Mcp-Session-Id header is required for GET/,
-  },
-  {
-    name: "DELETE without Mcp-Session-Id",
-    method: "DELETE",
-    session: false,
-    status: 400,
-    code: -32600,
-    reason: "missing-session-id",
-    message: /required for DELETE/,
-  },
 ];
 
 function chunkedOversize(): ReadableStream<Uint8Array> {
@@ -233,7 +212,7 @@ Deno.test("guard: bad input gets a clear 4xx and leaves other sessions alone", a
         ...bearer("alice-token"),
       });
       if (method === "POST") headers.set("content-type", "application/json");
-      if (c.session ?? true) headers.set("mcp-session-id", alice.sessionId);
+      headers.set("mcp-session-id", alice.sessionId);
       for (const [k, v] of Object.entries(c.headers ?? {})) {
         if (v === "") headers.delete(k);
         else headers.set(k, v);
@@ -266,6 +245,37 @@ Deno.test("guard: bad input gets a clear 4xx and leaves other sessions alone", a
     await alice.client.ping();
     await waitFor(async () => (await server.cancellations.size!()) === 0, 5_000, "deregistered");
   });
+});
+
+Deno.test("guard: GET and DELETE without Mcp-Session-Id reach the handler, as unguarded", async () => {
+  async function answers(url: URL) {
+    const seen = [];
+    for (const method of ["GET", "DELETE"]) {
+      const response = await fetch(url, {
+        method,
+        headers: { accept: "text/event-stream", ...bearer("alice-token") },
+      });
+      seen.push([method, response.status, await response.text()]);
+    }
+    return seen;
+  }
+  let unguarded;
+  {
+    await using control = await startServer({ guarded: false });
+    unguarded = await answers(control.url);
+  }
+  const { owners, calls, real } = spyOwners();
+  try {
+    await using server = await startServer({ guard: { owners } });
+    assert.deepEqual(await answers(server.url), unguarded);
+    assert.deepEqual(calls, [], "no ownership question was asked");
+    assert.deepEqual(server.decisions.map((d) => [d.method, d.outcome, d.reason]), [
+      ["GET", "allow", "allowed"],
+      ["DELETE", "allow", "allowed"],
+    ]);
+  } finally {
+    await real.close();
+  }
 });
 
 Deno.test("guard: invalid session ids get 400 and never reach the registry", async () => {

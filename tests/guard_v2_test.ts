@@ -108,3 +108,53 @@ for (
     assert.ok(performance.now() - started < 5_000, "stopped long before its 10 s");
   });
 }
+
+Deno.test("v2: GET and DELETE without Mcp-Session-Id get the server's own answer, guarded as unguarded", async () => {
+  /** Status, Allow, content type and JSON-RPC error code of each no-session GET and DELETE. */
+  async function answers(url: URL, token: string | null) {
+    const seen = [];
+    for (const method of ["GET", "DELETE"]) {
+      const response = await fetch(url, {
+        method,
+        headers: {
+          accept: "text/event-stream",
+          ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+        },
+      });
+      const body = await response.text();
+      seen.push({
+        method,
+        status: response.status,
+        allow: response.headers.get("allow"),
+        code: body === "" ? null : JSON.parse(body).error?.code ?? null,
+      });
+    }
+    return seen;
+  }
+  const decisions: GuardDecision[] = [];
+  let unguarded;
+  {
+    await using control = await startV2Server({ port: 0, guarded: false });
+    unguarded = await answers(control.url, "alice-token");
+  }
+  assert.ok(unguarded.every((a) => a.status === 405), JSON.stringify(unguarded));
+  await using server = await startV2Server({ port: 0, onDecision: (d) => decisions.push(d) });
+  assert.deepEqual(await answers(server.url, "alice-token"), unguarded);
+  assert.deepEqual(
+    decisions.map((d) => [d.method, d.outcome, d.reason, d.sessionId]),
+    [["GET", "allow", "allowed", null], ["DELETE", "allow", "allowed", null]],
+  );
+  // Strict mode still wants an identified caller, as for a POST without a session id.
+  assert.deepEqual((await answers(server.url, null)).map((a) => a.status), [401, 401]);
+  // The SDK v2 client's own probe of the listening stream is a normal 405, not an error.
+  const errors: Error[] = [];
+  const transport = new StreamableHTTPClientTransport(server.url, {
+    requestInit: { headers: { authorization: "Bearer alice-token" } },
+  });
+  const c = new Client({ name: "test", version: "1.0.0" });
+  c.onerror = (error) => errors.push(error);
+  await c.connect(transport);
+  await c.callTool({ name: "whoami", arguments: {} });
+  await c.close();
+  assert.deepEqual(errors.map(String), []);
+});

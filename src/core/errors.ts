@@ -102,6 +102,19 @@ export class InvalidInputError extends RegistryError {}
  */
 export class RegistryMisconfiguredError extends RegistryError {}
 
+/** Options of {@linkcode UnauthenticatedError}. */
+export interface UnauthenticatedOptions {
+  /** The `WWW-Authenticate` challenge. @default {"Bearer"} */
+  challenge?: string;
+  /**
+   * The absolute http(s) URL of this server's OAuth 2.0 Protected Resource
+   * Metadata (RFC 9728), added to the challenge as `resource_metadata="..."`:
+   * what an MCP client reads to find the authorization server to get a token
+   * from.
+   */
+  resourceMetadata?: string | URL;
+}
+
 /**
  * Thrown by a guard's `principal()` to say "this caller is not
  * authenticated" (a bad or expired token): the guard answers 401 with a
@@ -114,21 +127,55 @@ export class RegistryMisconfiguredError extends RegistryError {}
  *
  * const err = new UnauthenticatedError("token expired", {
  *   challenge: 'Bearer error="invalid_token"',
+ *   resourceMetadata: "https://mcp.example.com/.well-known/oauth-protected-resource/mcp",
  * });
- * console.log(err.challenge); // 'Bearer error="invalid_token"'
+ * console.log(err.challenge);
+ * // Bearer error="invalid_token", resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
  * ```
  */
 export class UnauthenticatedError extends Error {
   /** The `WWW-Authenticate` header value of the 401 answer. */
   readonly challenge: string;
-  /** Builds the error; `challenge` defaults to `"Bearer"`. */
-  constructor(message = "not authenticated", options: { challenge?: string } = {}) {
+  /**
+   * Builds the error; `challenge` defaults to `"Bearer"`. Throws
+   * `InvalidInputError` when `resourceMetadata` is not an absolute http(s)
+   * URL.
+   */
+  constructor(message = "not authenticated", options: UnauthenticatedOptions = {}) {
     super(message);
     this.name = "UnauthenticatedError";
-    this.challenge = typeof options.challenge === "string" && options.challenge.length > 0
-      ? options.challenge
+    const challenge = typeof options.challenge === "string" && options.challenge.trim() !== ""
+      ? options.challenge.trim()
       : "Bearer";
+    const metadata = options.resourceMetadata;
+    if (metadata === undefined) {
+      this.challenge = challenge;
+      return;
+    }
+    const href = absoluteHttpUrl(metadata);
+    if (href === null) {
+      throw new InvalidInputError(
+        `UnauthenticatedError: resourceMetadata must be an absolute http(s) URL, got ${
+          JSON.stringify(String(metadata))
+        }`,
+      );
+    }
+    // After the scheme, auth-params are separated by commas (RFC 9110, section 11.6.1).
+    const separator = /\s/.test(challenge) ? ", " : " ";
+    this.challenge = `${challenge}${separator}resource_metadata="${href}"`;
   }
+}
+
+/** `value` as an absolute http(s) URL (serialized: no quote left in it), or `null`. */
+function absoluteHttpUrl(value: unknown): string | null {
+  if (typeof value !== "string" && !(value instanceof URL)) return null;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return null;
+  }
+  return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
 }
 
 /**

@@ -17,6 +17,7 @@ import { cancelKey } from "../core/cancel_table.ts";
 import {
   InvalidInputError,
   RegistryMisconfiguredError,
+  RequestCancelledError,
   UnauthenticatedError,
 } from "../core/errors.ts";
 import { SessionOrder } from "./session_order.ts";
@@ -112,8 +113,6 @@ export class SessionGuard {
     if (rawSid !== null) {
       sid = sanitizeSessionId(rawSid);
       if (sid === null) return this.refuse("invalid-session-id", { method });
-    } else if (method !== "POST") {
-      return this.refuse("missing-session-id", { method }, method);
     }
     let ctx: GuardContext;
     try {
@@ -131,6 +130,12 @@ export class SessionGuard {
     }
     if (ctx.fingerprint === null && this.config.strict) {
       return this.refuse("anonymous", { method, sid });
+    }
+    if (sid === null && method !== "POST") {
+      // A GET or DELETE of no session asks no ownership question: the handler answers it
+      // (an SDK server: 405 or 400), as it would unguarded.
+      this.decide("allow", "allowed", null, { method });
+      return await this.config.handler(request, ctx);
     }
     try {
       if (method === "POST") return await this.#post(request, sid, ctx, ahead);
@@ -267,7 +272,9 @@ export class SessionGuard {
   /**
    * Closes, in the handler, a session of this process whose binding was
    * evicted or expired (sessions of other processes are their guards' to
-   * close), cancels its requests, and tells `onSessionClosed`.
+   * close), and tells `onSessionClosed`. Its requests are cancelled first, so
+   * each caller gets its `-32000` answer before the handler closes the
+   * streams they would have been written to.
    */
   #closeRemoved(sid: string, session: LocalSession, cause: RemovalCause): void {
     this.owners.ended(sid);
@@ -278,12 +285,14 @@ export class SessionGuard {
       era: "legacy",
     };
     (async () => {
-      const [closed, cancelled] = await Promise.allSettled([
-        closeSession(this.config.handler, session.url, sid, ctx),
-        this.config.cancellations.cancelAll(sid),
-      ]);
-      if (cancelled.status === "rejected") this.report(cancelled.reason, "cancelAll");
-      if (closed.status === "rejected") throw closed.reason;
+      const why = new RequestCancelledError(
+        sid,
+        null,
+        `session ${sid} ${cause}: request cancelled`,
+      );
+      await this.config.cancellations.cancelAll(sid, why)
+        .catch((err) => this.report(err, "cancelAll"));
+      await closeSession(this.config.handler, session.url, sid, ctx);
       try {
         this.config.onSessionClosed?.(sid, cause);
       } catch (err) {
@@ -356,8 +365,9 @@ export class SessionGuard {
  * (refused or full: the session is closed and the caller gets 409/503, never
  * the id); GET, POST and DELETE with another principal's session id get 403;
  * unknown ids 404; anonymous callers 401; malformed ids 400 before any
- * lookup; a live GET stream pins its session until it ends; DELETE by the
- * owner cancels the session's requests and forgets it; a
+ * lookup; a GET or DELETE without a session id asks no ownership question
+ * and reaches the handler; a live GET stream pins its session until it
+ * ends; DELETE by the owner cancels the session's requests and forgets it; a
  * `notifications/cancelled` aborts only a request of the same session; a
  * failed registry call answers 503, never allow. Requests are tracked so
  * `signalFor(extra)` gives tool handlers an `AbortSignal`; a cancellation
@@ -368,6 +378,7 @@ export class SessionGuard {
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts
+ * import assert from "node:assert/strict";
  * import {
  *   CancellationRegistry,
  *   guardSessions,
@@ -376,7 +387,9 @@ export class SessionGuard {
  *
  * const owners = new SessionOwnerRegistry();
  * const cancellations = new CancellationRegistry();
- * const mcpHandler = (_request: Request) => new Response(null, { status: 202 });
+ * // A stand-in for an MCP server without a listening stream: GET is 405.
+ * const mcpHandler = (request: Request) =>
+ *   new Response(null, { status: request.method === "GET" ? 405 : 202 });
  *
  * const guard = guardSessions(mcpHandler, {
  *   owners,
@@ -385,7 +398,19 @@ export class SessionGuard {
  * });
  *
  * const anonymous = await guard(new Request("http://localhost/mcp", { method: "GET" }));
- * console.log(anonymous.status); // 400: a GET needs Mcp-Session-Id
+ * assert.equal(anonymous.status, 401); // strict mode wants an identified caller
+ * const stranger = await guard(
+ *   new Request("http://localhost/mcp", {
+ *     method: "GET",
+ *     headers: { authorization: "Bearer alice", "mcp-session-id": "someone-elses" },
+ *   }),
+ * );
+ * assert.equal(stranger.status, 404); // nobody owns that session id
+ * // A GET of no session asks no ownership question: the handler answers it.
+ * const noSession = await guard(
+ *   new Request("http://localhost/mcp", { headers: { authorization: "Bearer alice" } }),
+ * );
+ * assert.equal(noSession.status, 405);
  * await owners.close();
  * await cancellations.close();
  * ```

@@ -40,11 +40,6 @@ export const REFUSALS = {
     code: RpcCode.InvalidRequest,
     message: "Bad Request: Mcp-Session-Id must be 1 to 256 visible ASCII characters (0x21-0x7E)",
   },
-  "missing-session-id": {
-    status: 400,
-    code: RpcCode.InvalidRequest,
-    message: (method) => `Bad Request: Mcp-Session-Id header is required for ${method}`,
-  },
   anonymous: {
     status: 401,
     code: RpcCode.InvalidRequest,

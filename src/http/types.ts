@@ -90,8 +90,6 @@ export type GuardReason =
   | "method-not-allowed"
   /** 400: `Mcp-Session-Id` is malformed (not 1-256 visible ASCII characters). */
   | "invalid-session-id"
-  /** 400: GET or DELETE without `Mcp-Session-Id`. */
-  | "missing-session-id"
   /** 401: strict mode and `principal()` answered `null`. */
   | "anonymous"
   /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */

@@ -584,7 +584,6 @@ type Expectation = Refusal | Allowance;
 const REFUSAL_CODES: Record<string, number> = {
   "method-not-allowed": -32000,
   "invalid-session-id": -32600,
-  "missing-session-id": -32600,
   anonymous: -32600,
   "not-owner": -32600,
   "unknown-session": -32001,
@@ -832,7 +831,6 @@ class Run {
       return refusal(405, "method-not-allowed");
     }
     if (sent !== null && !validSessionId(sent)) return refusal(400, "invalid-session-id");
-    if (sent === null && method !== "POST") return refusal(400, "missing-session-id");
     if (!isIdentified(caller)) return refusal(401, "anonymous");
     if (method === "POST" && body !== null) return body;
     if (sent === null) return null;
@@ -1031,16 +1029,19 @@ class Run {
       rpcMethod: null,
     };
     const refused = this.#gate("GET", cmd.caller, resolved, null, null);
+    // No session id: the handler's own answer (the example app: 400, as the SDK 1.32 transport).
     const expect: Expectation = refused ?? {
       outcome: "allow",
       reason: "allowed",
-      answer: cmd.jsonOnly
+      answer: resolved.header === null
+        ? { kind: "json-error", status: 400, code: -32000 }
+        : cmd.jsonOnly
         ? { kind: "json-error", status: 406, code: -32000 }
         : { kind: "sse-open", status: 200 },
     };
     const where = `${cmd.caller} → ${resolved.label}`;
     await this.#send(out, line, where, expect, resolved, cmd.caller, false);
-    if (expect.outcome === "allow") {
+    if (expect.outcome === "allow" && resolved.header !== null) {
       // The stream was closed at once: its pin must go (and the SDK's stream with it).
       await eventually(
         async () => (await this.target.owners.stats()).pinned === 0,
@@ -1065,13 +1066,15 @@ class Run {
     const expect: Expectation = refused ?? {
       outcome: "allow",
       reason: "allowed",
-      answer: cmd.badVersion
+      answer: cmd.badVersion || resolved.header === null
         ? { kind: "json-error", status: 400, code: -32000 }
         : { kind: "empty", status: 200 },
     };
     const where = `${cmd.caller} → ${resolved.label}`;
     await this.#send(out, line, where, expect, resolved, cmd.caller, false);
-    if (expect.outcome === "allow" && !cmd.badVersion) this.#ended(resolved.session!);
+    if (expect.outcome === "allow" && !cmd.badVersion && resolved.header !== null) {
+      this.#ended(resolved.session!);
+    }
   }
 
   async #malformed(cmd: Extract<Command, { t: "malformed" }>, line: string): Promise<void> {
@@ -1294,7 +1297,7 @@ class Run {
     const shown = JSON.stringify(decisions);
     if (expect.outcome === "refuse") {
       const d = decisions[0];
-      const before = ["method-not-allowed", "invalid-session-id", "missing-session-id"];
+      const before = ["method-not-allowed", "invalid-session-id"];
       const ownerCheck = expect.reason === "not-owner" || expect.reason === "unknown-session";
       if (
         decisions.length !== 1 || d.outcome !== "refuse" || d.reason !== expect.reason ||
