@@ -19,6 +19,7 @@ import { OwnerTable } from "../src/core/owner_table.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { Child, claimInTurns, runChild, waitUntil } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
+import { FLOOD_BOUNDS, sharedFlood } from "./support/bounds.ts";
 
 const ROOMY = { maxEntries: 100_000, maxPerPrincipal: 10_000 };
 
@@ -51,6 +52,15 @@ Deno.test("Deno KV store: one database file, several registries and processes", 
   try {
     await t.step("several registries sharing a file behave like ONE table", async () => {
       await sharedStoreIsOneTable(() => kvStore({ path, prefix: prefix() }), 30);
+    });
+
+    await t.step("a shared principal floods: bounded, evicting no one else's binding", async () => {
+      const store = kvStore({ path, prefix: prefix() });
+      await using a = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+      await using b = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+      await sharedFlood(a);
+      assert.equal(await b.ownerOf("bob-1"), "fp-bob"); // one table for every process
+      assert.equal(await b.ownerOf("k29"), "fp-key");
     });
 
     await t.step("long batches (several commits, many evictions) keep call order", async () => {

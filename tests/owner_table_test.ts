@@ -159,8 +159,13 @@ Deno.test("OwnerTable bounds", async (t) => {
     },
   );
 
-  await t.step("shared principals are exempt from the per-principal cap", () => {
-    const table = new OwnerTable({ maxEntries: 10, maxPerPrincipal: 2, sharedPrincipals: ["mk"] });
+  await t.step("shared principals get maxPerSharedPrincipal instead of maxPerPrincipal", () => {
+    const table = new OwnerTable({
+      maxEntries: 10,
+      maxPerPrincipal: 2,
+      sharedPrincipals: ["mk"],
+      maxPerSharedPrincipal: 5,
+    });
     for (let i = 0; i < 5; i++) table.bind(`s${i}`, "mk");
     assert.equal(table.size(), 5);
     assert.equal(table.stats().evictions, 0);
@@ -208,8 +213,89 @@ Deno.test("OwnerTable options are validated with errors naming the bad value", (
   assert.throws(() => new OwnerTable({ maxEntries: 0 }), InvalidInputError);
   assert.throws(() => new OwnerTable({ maxEntries: 1.5 }), /maxEntries.*1\.5/);
   assert.throws(() => new OwnerTable({ maxPerPrincipal: -1 }), /maxPerPrincipal.*-1/);
+  for (const bad of [0, -3, 2.5, "5", Number.NaN]) {
+    assert.throws(
+      () => new OwnerTable({ maxPerSharedPrincipal: bad as number }),
+      (err: unknown) =>
+        err instanceof InvalidInputError && /^maxPerSharedPrincipal must be/.test(err.message),
+      `maxPerSharedPrincipal: ${String(bad)}`,
+    );
+  }
   assert.throws(
     () => new OwnerTable({ sharedPrincipals: [""] as string[] }),
     /sharedPrincipals/,
   );
+});
+
+Deno.test("OwnerTable: a shared principal is bounded and never evicts anyone else", async (t) => {
+  await t.step("at its own bound it evicts its own least recently used binding", () => {
+    const table = new OwnerTable({
+      maxEntries: 100,
+      maxPerPrincipal: 2,
+      sharedPrincipals: ["mk"],
+      maxPerSharedPrincipal: 5,
+    });
+    assert.equal(table.bind("alice-1", "alice"), "bound");
+    for (let i = 0; i < 50; i++) assert.equal(table.bind(`m${i}`, "mk"), "bound");
+    assert.equal(table.ownerOf("alice-1"), "alice");
+    assert.equal(table.size(), 6);
+    assert.deepEqual(
+      ["m44", "m45", "m49"].map((s) => table.ownerOf(s)),
+      [null, "mk", "mk"],
+    );
+    assert.equal(table.stats().evictions, 45);
+  });
+
+  await t.step("at the global bound it evicts only its own oldest binding", () => {
+    const table = new OwnerTable({
+      maxEntries: 4,
+      maxPerPrincipal: 2,
+      sharedPrincipals: ["mk"],
+      maxPerSharedPrincipal: 1_000,
+    });
+    table.bind("alice-1", "alice");
+    table.bind("bob-1", "bob");
+    for (let i = 0; i < 10_001; i++) assert.equal(table.bind(`m${i}`, "mk"), "bound");
+    assert.equal(table.ownerOf("alice-1"), "alice");
+    assert.equal(table.ownerOf("bob-1"), "bob");
+    assert.deepEqual(
+      ["m9998", "m9999", "m10000"].map((s) => table.ownerOf(s)),
+      [null, "mk", "mk"],
+    );
+    assert.equal(table.size(), 4);
+  });
+
+  await t.step("a bind with shared: true follows the same rule", () => {
+    const table = new OwnerTable({ maxEntries: 3, maxPerPrincipal: 1, maxPerSharedPrincipal: 5 });
+    table.bind("alice-1", "alice");
+    for (let i = 0; i < 6; i++) assert.equal(table.bind(`m${i}`, "mk", true), "bound");
+    assert.equal(table.ownerOf("alice-1"), "alice");
+    assert.deepEqual(["m3", "m4", "m5"].map((s) => table.ownerOf(s)), [null, "mk", "mk"]);
+  });
+
+  await t.step("with nothing of its own to evict, a full table answers full", () => {
+    const table = new OwnerTable({ maxEntries: 2, sharedPrincipals: ["mk"] });
+    table.bind("alice-1", "alice");
+    table.bind("bob-1", "bob");
+    assert.equal(table.bind("m0", "mk"), "full");
+    assert.equal(table.authorizeAttach("m0", "mk"), false);
+    assert.equal(table.stats().full, 2);
+    // Its own bindings, all pinned: full too.
+    table.forget("bob-1");
+    assert.equal(table.authorizeAttach("m1", "mk", true), true);
+    assert.equal(table.bind("m2", "mk"), "full");
+    assert.deepEqual(["alice-1", "m1"].map((s) => table.ownerOf(s)), ["alice", "mk"]);
+    // A principal that is not shared still evicts the global LRU, as before.
+    assert.equal(table.bind("carol-1", "carol"), "bound");
+    assert.equal(table.ownerOf("alice-1"), null);
+  });
+
+  await t.step("the default bound is a tenth of maxEntries, never below maxPerPrincipal", () => {
+    const tenth = new OwnerTable({ maxEntries: 100, maxPerPrincipal: 2, sharedPrincipals: ["mk"] });
+    for (let i = 0; i < 20; i++) tenth.bind(`m${i}`, "mk");
+    assert.equal(tenth.size(), 10);
+    const floor = new OwnerTable({ maxEntries: 20, maxPerPrincipal: 3, sharedPrincipals: ["mk"] });
+    for (let i = 0; i < 20; i++) floor.bind(`m${i}`, "mk");
+    assert.equal(floor.size(), 3);
+  });
 });

@@ -13,6 +13,7 @@ import { startRedis } from "./support/redis_server.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
+import { FLOOD_BOUNDS, sharedFlood } from "./support/bounds.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -88,6 +89,15 @@ Deno.test("Redis store: one server, several registries", async (t) => {
     );
     for (let i = 0; i < 5; i++) assert.equal(await b.bind(`m${i}`, "fp-m"), "bound"); // shared
     assert.equal(await a.size(), 8);
+  });
+
+  await t.step("a shared principal floods: bounded, evicting no one else's binding", async () => {
+    const store = redisStore({ url: redis.url, prefix: prefix() });
+    await using a = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+    await using b = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+    await sharedFlood(a);
+    assert.equal(await b.ownerOf("bob-1"), "fp-bob"); // one table for every process
+    assert.equal(await b.ownerOf("k29"), "fp-key");
   });
 
   await t.step("idle TTL drops unused bindings, never pinned ones", async () => {

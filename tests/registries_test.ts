@@ -9,6 +9,7 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { clients } from "../src/registry/registry_options.ts";
+import { FLOOD_BOUNDS, sharedFlood } from "./support/bounds.ts";
 
 Deno.test("SessionOwnerRegistry through its worker", async (t) => {
   await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });
@@ -105,10 +106,20 @@ Deno.test("knownOwner stays off for shared stores and with knownOwners: false", 
   }
 });
 
+Deno.test("SessionOwnerRegistry: a shared principal floods, bounded, evicting no one else", async () => {
+  await using owners = new SessionOwnerRegistry(FLOOD_BOUNDS);
+  await sharedFlood(owners);
+});
+
 Deno.test("SessionOwnerRegistry validates options up front", () => {
   assert.throws(() => new SessionOwnerRegistry({ maxEntries: 0 }), InvalidInputError);
   assert.throws(() => new SessionOwnerRegistry({ maxPerPrincipal: NaN }), /maxPerPrincipal.*NaN/);
   assert.throws(() => new SessionOwnerRegistry({ callTimeoutMs: -5 }), /callTimeoutMs.*-5/);
+  assert.throws(
+    () => new SessionOwnerRegistry({ maxPerSharedPrincipal: 0 }),
+    (err: unknown) =>
+      err instanceof InvalidInputError && /maxPerSharedPrincipal.*0/.test(err.message),
+  );
   assert.throws(
     // deno-lint-ignore no-explicit-any
     () => new SessionOwnerRegistry({ store: { kind: "disk" } as any }),

@@ -12,9 +12,13 @@
  * - `forget` with a fingerprint drops the binding only for its owner.
  * - Bounds: a global LRU of `maxEntries` bindings and a per-principal cap of
  *   `maxPerPrincipal`; a principal at its cap evicts its own least recently
- *   used binding, never another principal's. Pinned bindings (a live
- *   listening stream) are never evicted; when nothing is evictable the
- *   answer is `"full"` (or `false` for a claim).
+ *   used binding, never another principal's. A shared principal
+ *   (`sharedPrincipals`, or a bind with `shared`) has a cap of its own,
+ *   `maxPerSharedPrincipal`, and never evicts another principal's binding:
+ *   at its cap, and when the table is full, it evicts its own least recently
+ *   used binding. Pinned bindings (a live listening stream) are never
+ *   evicted; when nothing is evictable the answer is `"full"` (or `false`
+ *   for a claim).
  * - Blank or invalid input fails closed and never changes state.
  *
  * @module
@@ -63,6 +67,7 @@ interface Principal {
 export class OwnerTable {
   readonly #maxEntries: number;
   readonly #maxPerPrincipal: number;
+  readonly #maxPerShared: number;
   readonly #shared: Set<string>;
   readonly #sessions = new Map<string, Binding>();
   readonly #principals = new Map<string, Principal>();
@@ -91,6 +96,7 @@ export class OwnerTable {
     const resolved = resolveOwnerOptions(options);
     this.#maxEntries = resolved.maxEntries;
     this.#maxPerPrincipal = resolved.maxPerPrincipal;
+    this.#maxPerShared = resolved.maxPerSharedPrincipal;
     this.#shared = new Set(resolved.sharedPrincipals);
     this.#ttl = checkCount("idleTtlMs", options.idleTtlMs ?? 0, 0);
     this.#now = options.now ?? (() => performance.now());
@@ -98,7 +104,8 @@ export class OwnerTable {
 
   /**
    * Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input)
-   * or `"full"`. `shared` exempts this call from the per-principal cap, as
+   * or `"full"`. `shared` makes this call follow the rules of a shared
+   * principal (`maxPerSharedPrincipal`, never evicting anyone else), as
    * `sharedPrincipals` does.
    */
   bind(sessionId: unknown, fp: unknown, shared = false): BindResult {
@@ -282,9 +289,17 @@ export class OwnerTable {
   #insert(sid: string, fp: string, shared = false): Binding | null {
     if (this.#ttl > 0 && this.#sessions.size >= this.#maxEntries) this.sweep();
     let p = this.#principals.get(fp);
-    if (
-      p !== undefined && p.size >= this.#maxPerPrincipal && !shared && !this.#shared.has(fp)
-    ) {
+    if (shared || this.#shared.has(fp)) {
+      // A shared principal pays with its own oldest unpinned binding, at its own cap and when
+      // the table is full: it stands for many callers, so it never pushes anyone else out.
+      const own = p === undefined ? 0 : p.size;
+      if (own >= this.#maxPerShared || this.#sessions.size >= this.#maxEntries) {
+        if (!this.#evictFrom(p?.head ?? null, true)) {
+          this.#stats.full++;
+          return null;
+        }
+      }
+    } else if (p !== undefined && p.size >= this.#maxPerPrincipal) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
       if (!this.#evictFrom(p.head, true)) {
         this.#stats.full++;

@@ -73,19 +73,25 @@ export interface RemovedSessions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { type BindOptions, SessionOwnerRegistry } from "@mcp-guard/session";
  *
- * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
+ * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1, maxPerSharedPrincipal: 2 });
  * const master: BindOptions = { shared: true };
- * console.log(await owners.bind("s-1", "fp-master", master)); // "bound"
- * console.log(await owners.bind("s-2", "fp-master", master)); // "bound"
- * console.log(await owners.size()); // 2
+ * assert.equal(await owners.bind("s-1", "fp-master", master), "bound");
+ * assert.equal(await owners.bind("s-2", "fp-master", master), "bound");
+ * assert.equal(await owners.size(), 2);
+ * assert.equal(await owners.bind("s-3", "fp-master", master), "bound"); // evicts its own s-1
+ * assert.equal(await owners.ownerOf("s-1"), null);
  * ```
  */
 export interface BindOptions {
   /**
-   * Exempt this binding from the per-principal cap, as `sharedPrincipals`
-   * does (the guard sets it for its own `sharedPrincipals`).
+   * Bind as a shared principal, as `sharedPrincipals` does (the guard sets
+   * it for its own `sharedPrincipals`): bounded by `maxPerSharedPrincipal`
+   * instead of `maxPerPrincipal`, and never evicting another principal's
+   * binding, not even when the table is full (it evicts its own least
+   * recently used binding, or gets `"full"`).
    *
    * @default {false}
    */

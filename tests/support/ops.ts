@@ -13,7 +13,7 @@ import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
 
 /** One owner-registry call. */
 export type OwnerCall =
-  | { op: "bind"; sid: string; fp: string }
+  | { op: "bind"; sid: string; fp: string; shared?: boolean }
   | { op: "attach"; sid: string; fp: string; pin: boolean }
   | { op: "forget"; sid: string; fp?: string }
   | { op: "ownerOf"; sid: string }
@@ -41,6 +41,12 @@ export const ownerCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
       op: fc.constant("bind" as const),
       sid: sessionIdArb,
       fp: fingerprintArb,
+      // As the guard binds its sharedPrincipals: a shared principal's own bound, never
+      // evicting anyone else.
+      shared: fc.oneof(
+        { weight: 4, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
     }),
   },
   {
@@ -65,18 +71,19 @@ export const ownerCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: "size" as const }) },
 );
 
-/** Small bounds so eviction, caps and pinning are exercised. */
+/** Small bounds so eviction, caps (shared principals' too) and pinning are exercised. */
 export const ownerOptionsArb: fc.Arbitrary<Required<OwnerBounds>> = fc.record({
   maxEntries: fc.integer({ min: 1, max: 6 }),
   maxPerPrincipal: fc.integer({ min: 1, max: 4 }),
   sharedPrincipals: fc.constantFrom([], ["fp-shared"]),
+  maxPerSharedPrincipal: fc.integer({ min: 1, max: 5 }),
 });
 
 /** Applies one call to the pure table. */
 export function applyOwnerCall(table: OwnerTable, call: OwnerCall): unknown {
   switch (call.op) {
     case "bind":
-      return table.bind(call.sid, call.fp);
+      return table.bind(call.sid, call.fp, call.shared === true);
     case "attach":
       return table.authorizeAttach(call.sid, call.fp, call.pin);
     case "forget":
@@ -96,7 +103,7 @@ export function applyOwnerCall(table: OwnerTable, call: OwnerCall): unknown {
 export function issueOwnerCall(reg: SessionOwnerRegistry, call: OwnerCall): Promise<unknown> {
   switch (call.op) {
     case "bind":
-      return reg.bind(call.sid, call.fp);
+      return reg.bind(call.sid, call.fp, call.shared === true ? { shared: true } : undefined);
     case "attach":
       return reg.authorizeAttach(call.sid, call.fp, { pin: call.pin });
     case "forget":

@@ -183,29 +183,60 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
    * idle too long anyway (then it is no eviction).
    */
   async function evictFirst(t: T, prefix: Key, sidAt: number): Promise<boolean> {
+    const head = await headOf(t, prefix, sidAt);
+    if (head === null) return false;
+    const [sid, rec] = head;
+    if (rec.score < cutoff(t)) {
+      await remove(t, sid, rec, "expired");
+    } else {
+      await remove(t, sid, rec, "evicted");
+      t.meta.evictions++;
+    }
+    return true;
+  }
+
+  /** The first binding of an unpinned index (see `evictFirst`), dropping stale index keys. */
+  async function headOf(t: T, prefix: Key, sidAt: number): Promise<[string, Rec] | null> {
     for (;;) {
       const key = await t.first(prefix);
-      if (key === null) return false;
+      if (key === null) return null;
       const sid = key[sidAt] as string;
-      const score = key[sidAt - 1] as number;
       const rec = await t.get<Rec>(S(sid));
-      if (rec === null || rec.pins > 0 || rec.score !== score) {
+      if (rec === null || rec.pins > 0 || rec.score !== key[sidAt - 1]) {
         t.delete(key); // a stale index key: drop it and look again
         continue;
       }
-      if (score < cutoff(t)) {
-        await remove(t, sid, rec, "expired");
-      } else {
-        await remove(t, sid, rec, "evicted");
-        t.meta.evictions++;
-      }
-      return true;
+      return [sid, rec];
     }
+  }
+
+  /**
+   * Drops the global LRU's first binding if it is idle-expired (as the
+   * in-memory table's sweep would before it makes room); returns whether it did.
+   */
+  async function dropExpiredHead(t: T): Promise<boolean> {
+    if (ttl === 0) return false;
+    const head = await headOf(t, LRU, 4);
+    if (head === null || head[1].score >= cutoff(t)) return false;
+    await remove(t, head[0], head[1], "expired");
+    return true;
   }
 
   async function insert(t: T, sid: string, fp: string, sharedCall: boolean): Promise<Rec | null> {
     const count = await t.get<number>(PC(fp)) ?? 0;
-    if (count >= options.maxPerPrincipal && !sharedCall && !shared.has(fp)) {
+    if (sharedCall || shared.has(fp)) {
+      // A shared principal pays with its own oldest binding, at its own cap and when the
+      // table is full: it stands for many callers, so it never pushes anyone else out.
+      const atCap = count >= options.maxPerSharedPrincipal;
+      if (atCap || t.meta.size >= options.maxEntries) {
+        // When the table is full, an idle-expired binding (anyone's) makes room first.
+        if (!(!atCap && await dropExpiredHead(t)) && !await evictFirst(t, PU(fp), 5)) {
+          t.meta.full++;
+          t.touchMeta();
+          return null;
+        }
+      }
+    } else if (count >= options.maxPerPrincipal) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
       if (!await evictFirst(t, PU(fp), 5)) {
         t.meta.full++;

@@ -110,7 +110,7 @@ end
 
 /**
  * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
- * then per op its code and arguments:
+ * maxPerSharedPrincipal, then per op its code and arguments:
  * 1 bind(sid, fp, flags: 1 shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
  * 3 forget(sid, fp or "") · 4 ownerOf(sid) · 5 pin(sid) · 6 unpin(sid) ·
  * 7 size · 8 stats · 9 touch(sid, fp) · 10 sweep(limit) ·
@@ -131,6 +131,7 @@ local maxEntries = tonumber(ARGV[2])
 local maxPer = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local self = ARGV[5]
+local maxShared = tonumber(ARGV[6])
 local OWN, LRU, META = P .. 'o:own', P .. 'o:lru', P .. 'o:meta'
 
 local t = redis.call('TIME')
@@ -246,7 +247,13 @@ end
 
 local function insert(sid, fp, shared)
   local key = pkey(fp)
-  if not shared and redis.call('ZCARD', key) >= maxPer then
+  if shared then
+    -- A shared principal pays with its own oldest binding, at its own cap and when the table
+    -- is full: it stands for many callers, so it never pushes anyone else out.
+    if redis.call('ZCARD', key) >= maxShared or size >= maxEntries then
+      if not evictOwn(key) then bump(FULL); return false end
+    end
+  elseif redis.call('ZCARD', key) >= maxPer then
     if not evictOwn(key) then bump(FULL); return false end
   elseif size >= maxEntries then
     if not evictGlobal() then bump(FULL); return false end
@@ -350,10 +357,10 @@ local function apply(op, a)
   return r
 end
 
-${checkOps(6, "owner")}
+${checkOps(7, "owner")}
 pcall(sweep, ${SWEEP_PER_CALL})
 
-${applyOps(6)}
+${applyOps(7)}
 if dirty then
   redis.call('HSET', META, 'seq', fmt(seq), 'pinned', pinned, 'evictions', st[1],
     'refusals', st[2], 'claims', st[3], 'invalid', st[4], 'full', st[5])
