@@ -299,3 +299,107 @@ Deno.test("OwnerTable: a shared principal is bounded and never evicts anyone els
     assert.equal(floor.size(), 3);
   });
 });
+
+Deno.test("OwnerTable: keepMs holds a binding past idle expiry (fake clock)", async (t) => {
+  const setup = (options: { maxEntries?: number; maxPerPrincipal?: number } = {}) => {
+    const clock = { now: 0 };
+    const removed: [string, string][] = [];
+    const table = new OwnerTable(
+      { idleTtlMs: 100, now: () => clock.now, ...options },
+      (sid, cause) => removed.push([sid, cause]),
+    );
+    return { clock, removed, table };
+  };
+
+  await t.step("a kept binding outlives idleTtlMs until keepMs has passed, then expires", () => {
+    const { clock, removed, table } = setup();
+    assert.equal(table.bind("task", "alice", false, 1_000), "bound");
+    assert.equal(table.bind("plain", "alice"), "bound");
+    clock.now = 150;
+    assert.equal(table.ownerOf("plain"), null, "idle expiry as before");
+    assert.equal(table.ownerOf("task"), "alice");
+    clock.now = 1_000;
+    assert.equal(table.ownerOf("task"), "alice", "kept for exactly keepMs");
+    assert.equal(table.sweep(), 0);
+    clock.now = 1_001;
+    assert.equal(table.ownerOf("task"), null, "then expired, before any sweep");
+    assert.deepEqual(removed, [["plain", "expired"], ["task", "expired"]]);
+  });
+
+  await t.step("the sweep drops expired bindings behind a kept one, and the kept one later", () => {
+    const { clock, removed, table } = setup();
+    table.bind("before", "bob");
+    table.bind("task", "alice", false, 500);
+    clock.now = 10;
+    table.bind("after-1", "bob");
+    table.bind("after-2", "carol");
+    clock.now = 100;
+    table.touch("after-2", "carol");
+    clock.now = 200;
+    assert.equal(table.sweep(), 2);
+    assert.deepEqual(removed, [["before", "expired"], ["after-1", "expired"]]);
+    assert.deepEqual(["task", "after-2"].map((s) => table.ownerOf(s)), ["alice", "carol"]);
+    clock.now = 501;
+    assert.equal(table.sweep(), 2);
+    assert.deepEqual(removed.slice(2), [["task", "expired"], ["after-2", "expired"]]);
+    assert.equal(table.size(), 0);
+  });
+
+  await t.step("a later touch or bind by the owner never shortens the floor", () => {
+    const { clock, table } = setup();
+    table.bind("task", "alice", false, 1_000);
+    clock.now = 50;
+    assert.equal(table.bind("task", "alice"), "bound");
+    assert.equal(table.bind("task", "alice", false, 10), "bound");
+    assert.equal(table.touch("task", "alice"), true);
+    clock.now = 900;
+    assert.equal(table.ownerOf("task"), "alice");
+    // A longer keep extends it; another principal's bind changes nothing.
+    assert.equal(table.bind("task", "alice", false, 2_000), "bound"); // until 2,900
+    assert.equal(table.bind("task", "mallory", false, 30_000), "refused");
+    clock.now = 2_900;
+    assert.equal(table.ownerOf("task"), "alice");
+    clock.now = 2_901;
+    assert.equal(table.ownerOf("task"), null);
+  });
+
+  await t.step("a use after the floor counts as usual: idle expiry from the last use", () => {
+    const { clock, table } = setup();
+    table.bind("task", "alice", false, 300);
+    clock.now = 280;
+    table.touch("task", "alice");
+    clock.now = 380;
+    assert.equal(table.ownerOf("task"), "alice");
+    clock.now = 381;
+    assert.equal(table.ownerOf("task"), null);
+  });
+
+  await t.step("bounds still apply: a kept binding is evicted like any other", () => {
+    const { table } = setup({ maxEntries: 2, maxPerPrincipal: 1 });
+    table.bind("task", "alice", false, 10_000);
+    table.bind("t2", "bob");
+    assert.equal(table.bind("t3", "carol"), "bound"); // global LRU: the kept one
+    assert.equal(table.ownerOf("task"), null);
+    table.bind("t4", "carol", false, 10_000); // carol's cap: evicts her own t3
+    assert.equal(table.ownerOf("t3"), null);
+    assert.equal(table.stats().evictions, 2);
+  });
+
+  await t.step("without idle expiry keepMs changes nothing", () => {
+    const table = new OwnerTable({ maxEntries: 1 });
+    assert.equal(table.bind("task", "alice", false, 1_000), "bound");
+    assert.equal(table.bind("other", "bob"), "bound");
+    assert.equal(table.ownerOf("task"), null);
+  });
+
+  await t.step("an invalid keepMs fails closed", () => {
+    const { table } = setup();
+    for (const bad of [-1, 1.5, Number.NaN, Infinity, "10", 30 * 24 * 3_600_000 + 1, null]) {
+      assert.equal(table.bind("task", "alice", false, bad), "refused", String(bad));
+    }
+    assert.equal(table.size(), 0);
+    assert.equal(table.stats().invalid, 7);
+    assert.equal(table.bind("task", "alice", false, 30 * 24 * 3_600_000), "bound");
+    assert.equal(table.bind("task2", "alice", false, undefined), "bound");
+  });
+});

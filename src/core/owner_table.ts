@@ -19,6 +19,10 @@
  *   used binding. Pinned bindings (a live listening stream) are never
  *   evicted; when nothing is evictable the answer is `"full"` (or `false`
  *   for a claim).
+ * - Idle expiry (`idleTtlMs`): an unpinned binding unused for longer is
+ *   gone. A bind with `keepMs` sets a floor: idle expiry does not drop the
+ *   binding before `keepMs` after that bind (a later use never lowers the
+ *   floor). The bounds still apply to it.
  * - Blank or invalid input fails closed and never changes state.
  *
  * @module
@@ -26,6 +30,7 @@
 
 import {
   type BindResult,
+  keepMsOf,
   type OwnerStats,
   type OwnerTableOptions,
   type RemoveCause,
@@ -42,6 +47,8 @@ interface Binding {
   pins: number;
   /** When it was last used (the table's clock). */
   used: number;
+  /** Idle expiry never drops it up to this time (the table's clock); `-Infinity`: no floor. */
+  keep: number;
   prev: Binding | null;
   next: Binding | null;
   pPrev: Binding | null;
@@ -106,11 +113,14 @@ export class OwnerTable {
    * Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input)
    * or `"full"`. `shared` makes this call follow the rules of a shared
    * principal (`maxPerSharedPrincipal`, never evicting anyone else), as
-   * `sharedPrincipals` does.
+   * `sharedPrincipals` does. `keepMs` (an integer from 0 to `MAX_KEEP_MS`;
+   * anything else is bad input): idle expiry does not drop the binding
+   * before `keepMs` from now; an earlier, later floor stays.
    */
-  bind(sessionId: unknown, fp: unknown, shared = false): BindResult {
+  bind(sessionId: unknown, fp: unknown, shared = false, keepMs: unknown = 0): BindResult {
     const binding = this.#find(sessionId);
-    if (binding === null || !this.#validFp(fp)) {
+    const keep = keepMsOf(keepMs);
+    if (binding === null || !this.#validFp(fp) || keep === null) {
       this.#stats.invalid++;
       return "refused";
     }
@@ -120,9 +130,13 @@ export class OwnerTable {
         return "refused";
       }
       this.#touch(binding);
+      if (keep > 0) this.#keep(binding, keep);
       return "bound";
     }
-    return this.#insert(sessionId as string, fp as string, shared) ? "bound" : "full";
+    const inserted = this.#insert(sessionId as string, fp as string, shared);
+    if (inserted === null) return "full";
+    if (keep > 0) this.#keep(inserted, keep);
+    return "bound";
   }
 
   /**
@@ -138,17 +152,21 @@ export class OwnerTable {
   }
 
   /**
-   * Drops every unpinned binding idle for longer than `idleTtlMs` (each is
-   * reported to `onRemove` as `"expired"`); returns how many. Operations
-   * never see an expired binding even before a sweep.
+   * Drops every unpinned binding idle for longer than `idleTtlMs` and past
+   * its `keepMs` floor (each is reported to `onRemove` as `"expired"`);
+   * returns how many. Operations never see an expired binding even before a
+   * sweep.
    */
   sweep(): number {
     if (this.#ttl === 0) return 0;
-    const cutoff = this.#now() - this.#ttl;
+    const now = this.#now();
+    const cutoff = now - this.#ttl;
     let dropped = 0;
+    // Last-use times grow along the LRU list, so every idle binding is before the first one
+    // used since the cutoff; pinned and kept ones among them stay (and are stepped over).
     for (let b = this.#head; b !== null && b.used < cutoff;) {
       const next = b.next;
-      if (b.pins === 0) {
+      if (b.pins === 0 && b.keep < now) {
         this.#remove(b, "expired");
         dropped++;
       }
@@ -240,9 +258,9 @@ export class OwnerTable {
     if (typeof sessionId !== "string") return null;
     const binding = this.#sessions.get(sessionId);
     if (binding !== undefined) {
-      if (this.#ttl === 0 || binding.pins > 0 || this.#now() - binding.used <= this.#ttl) {
-        return binding;
-      }
+      if (this.#ttl === 0 || binding.pins > 0) return binding;
+      const now = this.#now();
+      if (now - binding.used <= this.#ttl || now <= binding.keep) return binding;
       this.#remove(binding, "expired");
       return undefined;
     }
@@ -259,6 +277,13 @@ export class OwnerTable {
   #pin(binding: Binding): void {
     if (binding.pins === 0) this.#pinned++;
     binding.pins++;
+  }
+
+  /** Raises a binding's expiry floor to `keepMs` from now (never lowers it). */
+  #keep(b: Binding, keepMs: number): void {
+    if (this.#ttl === 0) return;
+    const until = this.#now() + keepMs;
+    if (until > b.keep) b.keep = until;
   }
 
   /** Moves a binding to the most-recently-used end of both its lists. */
@@ -323,6 +348,7 @@ export class OwnerTable {
       owner: p,
       pins: 0,
       used: this.#ttl > 0 ? this.#now() : 0,
+      keep: -Infinity,
       prev: null,
       next: null,
       pPrev: null,

@@ -144,6 +144,34 @@ export interface OwnerTableOptions extends OwnerBounds {
   now?: () => number;
 }
 
+/**
+ * Longest `keepMs` a bind accepts: 30 days, in ms. A longer floor would let
+ * one call hold a binding far past any sensible idle expiry.
+ */
+export const MAX_KEEP_MS = 30 * 24 * 3_600_000;
+
+/**
+ * A bind's `keepMs` as a number of ms (`undefined` is `0`), or `null` when it
+ * is not an integer from 0 to {@linkcode MAX_KEEP_MS}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keepMsOf } from "./owner_types.ts";
+ *
+ * assert.equal(keepMsOf(undefined), 0);
+ * assert.equal(keepMsOf(60_000), 60_000);
+ * assert.equal(keepMsOf(-1), null);
+ * ```
+ */
+export function keepMsOf(value: unknown): number | null {
+  if (value === undefined) return 0;
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0 &&
+      value <= MAX_KEEP_MS
+    ? value
+    : null;
+}
+
 /** Why a binding left the table. */
 export type RemoveCause = "forgotten" | "evicted" | "expired";
 

@@ -57,3 +57,60 @@ export async function sharedFlood(owners: SessionOwnerRegistry): Promise<void> {
   assert.equal(stats.full, 1);
   assert.equal(stats.size, 6);
 }
+
+/** The store's `idleTtlMs` {@linkcode keptPastIdle} expects (and `touchIntervalMs: 0`). */
+export const KEEP_TTL_MS = 300;
+
+/** Resolves once `done()` is true; rejects after `ms`. */
+async function waitFor(done: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!done()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * With `idleTtlMs` {@linkcode KEEP_TTL_MS}, a binding made with `keepMs`
+ * 1,500 outlives its idle expiry (later uses by its owner never lower the
+ * floor) and expires after the floor, announced like any idle expiry;
+ * idle bindings bound after 600 kept ones are still swept (announced)
+ * without anyone looking them up. About 1.7 s.
+ */
+export async function keptPastIdle(owners: SessionOwnerRegistry): Promise<void> {
+  const t0 = performance.now();
+  const heard = new Map<string, number>();
+  const stop = owners.onRemoved(({ cause, sessionIds }) => {
+    for (const sid of sessionIds) heard.set(`${cause}:${sid}`, performance.now() - t0);
+  });
+  const keep = { keepMs: 1_500 };
+  assert.equal(await owners.bind("before", "fp-b"), "bound");
+  // More kept bindings than one sweep step drops: a sweep that stopped at them would never
+  // reach the idle ones behind.
+  const kept = await Promise.all(
+    Array.from({ length: 600 }, (_, i) => owners.bind(`k${i}`, `fp-k${i % 6}`, keep)),
+  );
+  assert.ok(kept.every((r) => r === "bound"));
+  const boundAt = performance.now() - t0;
+  assert.equal(await owners.bind("task", "fp-a", keep), "bound");
+  assert.equal(await owners.bind("after", "fp-b"), "bound");
+  await new Promise((r) => setTimeout(r, 100));
+  // Uses by the owner never lower the floor.
+  assert.equal(await owners.bind("task", "fp-a"), "bound");
+  assert.equal(await owners.bind("task", "fp-a", { keepMs: 10 }), "bound");
+  await owners.touch("task", "fp-a");
+  await waitFor(
+    () => heard.has("expired:before") && heard.has("expired:after"),
+    1_000,
+    "the idle bindings to be swept",
+  );
+  assert.ok(performance.now() - t0 < boundAt + 1_400, "checked well before the floor");
+  assert.equal(await owners.ownerOf("task"), "fp-a", "kept past its idle expiry");
+  assert.equal(await owners.ownerOf("k599"), "fp-k5");
+  assert.equal(await owners.size(), 601);
+  await waitFor(() => heard.has("expired:task"), 1_500, "the kept binding to expire");
+  assert.ok(heard.get("expired:task")! >= boundAt + 1_490, "not before its floor");
+  assert.equal(await owners.ownerOf("task"), null);
+  assert.equal(await owners.ownerOf("k0"), null);
+  stop();
+}
