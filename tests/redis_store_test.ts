@@ -13,7 +13,7 @@ import { startRedis } from "./support/redis_server.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
-import { FLOOD_BOUNDS, sharedFlood } from "./support/bounds.ts";
+import { FLOOD_BOUNDS, KEEP_TTL_MS, keptPastIdle, sharedFlood } from "./support/bounds.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -122,6 +122,15 @@ Deno.test("Redis store: one server, several registries", async (t) => {
     assert.equal(await a.unpin("live"), true);
     assert.equal(await a.ownerOf("live"), "fp-a"); // unpin refreshed it
   });
+
+  await t.step(
+    "bind's keepMs outlives idle expiry, exactly; the sweep is not stalled",
+    async () => {
+      const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: KEEP_TTL_MS });
+      await using owners = new SessionOwnerRegistry({ store, touchIntervalMs: 0 });
+      await keptPastIdle(owners);
+    },
+  );
 
   await t.step("batches longer than one script call (3 chunks) keep call order", async () => {
     const options = { maxEntries: 50, maxPerPrincipal: 20, sharedPrincipals: ["fp-0"] };
