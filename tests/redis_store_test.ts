@@ -13,7 +13,14 @@ import { startRedis } from "./support/redis_server.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
-import { FLOOD_BOUNDS, KEEP_TTL_MS, keptPastIdle, sharedFlood } from "./support/bounds.ts";
+import {
+  FLOOD_BOUNDS,
+  KEEP_TTL_MS,
+  KEPT_LRU_BOUNDS,
+  keptInLruOrder,
+  keptPastIdle,
+  sharedFlood,
+} from "./support/bounds.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -131,6 +138,12 @@ Deno.test("Redis store: one server, several registries", async (t) => {
       await keptPastIdle(owners);
     },
   );
+
+  await t.step("kept and plain bindings share one LRU order, cluster-wide", async () => {
+    const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: 3_600_000 });
+    await using owners = new SessionOwnerRegistry({ ...KEPT_LRU_BOUNDS, store });
+    await keptInLruOrder(owners);
+  });
 
   await t.step("batches longer than one script call (3 chunks) keep call order", async () => {
     const options = { maxEntries: 50, maxPerPrincipal: 20, sharedPrincipals: ["fp-0"] };

@@ -9,7 +9,14 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { clients } from "../src/registry/registry_options.ts";
-import { FLOOD_BOUNDS, KEEP_TTL_MS, keptPastIdle, sharedFlood } from "./support/bounds.ts";
+import {
+  FLOOD_BOUNDS,
+  KEEP_TTL_MS,
+  KEPT_LRU_BOUNDS,
+  keptInLruOrder,
+  keptPastIdle,
+  sharedFlood,
+} from "./support/bounds.ts";
 
 Deno.test("SessionOwnerRegistry through its worker", async (t) => {
   await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });
@@ -117,6 +124,14 @@ Deno.test("SessionOwnerRegistry: bind's keepMs outlives idle expiry, exactly", a
     touchIntervalMs: 0,
   });
   await keptPastIdle(owners);
+});
+
+Deno.test("SessionOwnerRegistry: kept and plain bindings share one LRU order", async () => {
+  await using owners = new SessionOwnerRegistry({
+    ...KEPT_LRU_BOUNDS,
+    store: memoryStore({ idleTtlMs: 3_600_000 }),
+  });
+  await keptInLruOrder(owners);
 });
 
 Deno.test("SessionOwnerRegistry.bind rejects a bad keepMs with an InvalidInputError naming it", async () => {

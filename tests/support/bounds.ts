@@ -114,3 +114,51 @@ export async function keptPastIdle(owners: SessionOwnerRegistry): Promise<void> 
   assert.equal(await owners.ownerOf("k0"), null);
   stop();
 }
+
+/** The bounds {@linkcode keptInLruOrder} expects (with a long idle TTL, e.g. an hour). */
+export const KEPT_LRU_BOUNDS = { maxEntries: 3, maxPerPrincipal: 2 };
+
+/**
+ * Bindings with a `keepMs` floor past the idle TTL and plain ones share one
+ * global LRU order: a full table evicts whichever is least recently used
+ * (a store that files kept bindings apart must still compare them), and a
+ * kept binding is evicted by its principal's cap like any other.
+ */
+export async function keptInLruOrder(owners: SessionOwnerRegistry): Promise<void> {
+  const keep = { keepMs: 2 * 3_600_000 };
+  assert.equal(await owners.bind("k1", "fp-a", keep), "bound");
+  assert.equal(await owners.bind("p1", "fp-b"), "bound");
+  assert.equal(await owners.bind("k2", "fp-c", keep), "bound");
+  assert.equal(await owners.bind("p2", "fp-d"), "bound"); // full: k1 is the oldest
+  assert.deepEqual(
+    await Promise.all(["k1", "p1", "k2", "p2"].map((s) => owners.ownerOf(s))),
+    [null, "fp-b", "fp-c", "fp-d"],
+  );
+  assert.equal(await owners.bind("p1", "fp-b"), "bound"); // p1 is now the newest
+  assert.equal(await owners.bind("p3", "fp-e"), "bound"); // k2 is the oldest
+  assert.deepEqual(
+    await Promise.all(["k2", "p2", "p1", "p3"].map((s) => owners.ownerOf(s))),
+    [null, "fp-d", "fp-b", "fp-e"],
+  );
+  assert.equal(await owners.bind("k3", "fp-d", keep), "bound"); // p2 is the oldest
+  assert.equal(await owners.ownerOf("p2"), null);
+  // Pinned and released, a kept binding is back in the LRU order with its floor.
+  assert.equal(await owners.pin("k3"), true);
+  assert.equal(await owners.bind("p4", "fp-f"), "bound"); // p1 (k3 is pinned)
+  assert.equal(await owners.ownerOf("p1"), null);
+  assert.equal(await owners.unpin("k3"), true); // k3 is now the newest
+  assert.equal(await owners.bind("p5", "fp-g"), "bound"); // p3
+  assert.deepEqual(
+    await Promise.all(["p3", "p4", "k3", "p5"].map((s) => owners.ownerOf(s))),
+    [null, "fp-f", "fp-d", "fp-g"],
+  );
+  assert.equal(await owners.bind("k4", "fp-d", keep), "bound"); // p4
+  assert.equal(await owners.ownerOf("p4"), null);
+  // Its principal's cap evicts a kept binding like any other of its bindings.
+  assert.equal(await owners.bind("k5", "fp-d"), "bound");
+  assert.deepEqual(
+    await Promise.all(["k3", "p5", "k4", "k5"].map((s) => owners.ownerOf(s))),
+    [null, "fp-g", "fp-d", "fp-d"],
+  );
+  assert.equal((await owners.stats()).evictions, 7);
+}
