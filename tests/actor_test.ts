@@ -197,7 +197,7 @@ Deno.test("the worker answers malformed messages with typed errors and keeps ser
     // Nothing of a rejected batch was applied: a valid op after a bad one in
     // the same batch did not run.
     await expectFail(
-      { kind: "batch", id: 9, ops: [Op.Bind, 99], args: ["s1", "alice", false] },
+      { kind: "batch", id: 9, ops: [Op.Bind, 99], args: ["s1", "alice", false, undefined] },
       9,
       /unknown opcode/,
     );
@@ -205,7 +205,7 @@ Deno.test("the worker answers malformed messages with typed errors and keeps ser
       kind: "batch",
       id: 10,
       ops: [Op.OwnerOf, Op.Bind],
-      args: ["s1", "s1", "bob", false],
+      args: ["s1", "s1", "bob", false, undefined],
     });
     assert.deepEqual(await next(), { kind: "reply", id: 10, results: [null, "bound"] });
   } finally {

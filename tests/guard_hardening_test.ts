@@ -61,7 +61,13 @@ Deno.test("OwnerTable: touch, idle expiry and sweep on a fake clock", () => {
   let now = 0;
   const removed: [string, string][] = [];
   const table = new OwnerTable(
-    { maxEntries: 10, maxPerPrincipal: 1, idleTtlMs: 100, now: () => now },
+    {
+      maxEntries: 10,
+      maxPerPrincipal: 1,
+      maxPerSharedPrincipal: 2,
+      idleTtlMs: 100,
+      now: () => now,
+    },
     (sid, cause) => removed.push([sid, cause]),
   );
   assert.equal(table.bind("a", "alice"), "bound");
@@ -79,7 +85,7 @@ Deno.test("OwnerTable: touch, idle expiry and sweep on a fake clock", () => {
   assert.equal(table.sweep(), 1);
   assert.deepEqual(removed, [["b", "expired"], ["a", "expired"]]);
   assert.equal(table.ownerOf("p"), "pat");
-  // The per-principal cap, and a shared bind exempt from it.
+  // The per-principal cap, and a shared bind under its own (larger) bound.
   assert.equal(table.bind("c1", "carol"), "bound");
   assert.equal(table.bind("c2", "carol", true), "bound");
   assert.equal(table.ownerOf("c1"), "carol", "a shared bind does not evict the caller's own");

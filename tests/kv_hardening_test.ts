@@ -526,16 +526,20 @@ Deno.test("Deno KV backend: no commit exceeds KV's limits, even for the longest 
   const cancels = await createBackend({ init: init("cancel"), emit: () => {} });
   try {
     const ops: number[] = [], args: unknown[] = [];
-    for (let i = 0; i < 600; i++) {
-      ops.push(i % 5 === 4 ? Op.Attach : Op.Bind);
-      args.push(`${i}-`.padEnd(256, "y"), fps[i % 3], i % 5 === 4);
-    }
     const model = new OwnerTable({ maxEntries: 500, maxPerPrincipal: 10_000 });
-    const want = ops.map((op, i) =>
-      op === Op.Bind
-        ? model.bind(args[3 * i], args[3 * i + 1])
-        : model.authorizeAttach(args[3 * i], args[3 * i + 1], true)
-    );
+    const want: unknown[] = [];
+    for (let i = 0; i < 600; i++) {
+      const sid = `${i}-`.padEnd(256, "y"), fp = fps[i % 3];
+      if (i % 5 === 4) {
+        ops.push(Op.Attach);
+        args.push(sid, fp, true);
+        want.push(model.authorizeAttach(sid, fp, true));
+      } else {
+        ops.push(Op.Bind);
+        args.push(sid, fp, false, undefined); // Bind(sessionId, fp, shared, keepMs)
+        want.push(model.bind(sid, fp));
+      }
+    }
     assert.deepEqual(await owners.run(ops, args), want);
     const cops: number[] = [], cargs: unknown[] = [];
     // 450 registrations with distinct request ids of (nearly) 1,024 bytes each.
@@ -591,7 +595,10 @@ Deno.test("Deno KV backend: an op KV refuses fails alone; its batch's other writ
         };
         const out = await backend.run(
           [Op.Bind, Op.Bind, Op.Bind, Op.Attach, Op.OwnerSize],
-          ["s1", "fp-a", false, "poison", "fp-a", false, "s2", "fp-b", false, "s3", "fp-a", true],
+          [
+            ...["s1", "fp-a", false, undefined, "poison", "fp-a", false, undefined],
+            ...["s2", "fp-b", false, undefined, "s3", "fp-a", true],
+          ],
         );
         proto.set = realSet;
         assert.equal(out[0], "bound");
@@ -630,7 +637,10 @@ Deno.test("Deno KV backend: an op KV refuses fails alone; its batch's other writ
       });
       try {
         assert.deepEqual(
-          await backend.run([Op.Bind, Op.Bind], ["k1", "fp-poison", false, "k2", "fp-b", false]),
+          await backend.run([Op.Bind, Op.Bind], [
+            ...["k1", "fp-poison", false, undefined],
+            ...["k2", "fp-b", false, undefined],
+          ]),
           ["bound", "bound"],
         );
         // Reading fp-poison's count (a forget of its session reads it) fails.
@@ -640,7 +650,10 @@ Deno.test("Deno KV backend: an op KV refuses fails alone; its batch's other writ
         } as typeof realGet;
         const out = await backend.run(
           [Op.Bind, Op.Forget, Op.Forget, Op.Bind, Op.OwnerOf],
-          ["k3", "fp-c", false, "k1", "fp-poison", "k2", "fp-b", "k4", "fp-d", false, "k3"],
+          [
+            ...["k3", "fp-c", false, undefined, "k1", "fp-poison", "k2", "fp-b"],
+            ...["k4", "fp-d", false, undefined, "k3"],
+          ],
         );
         Deno.Kv.prototype.get = realGet;
         assert.equal(out[0], "bound");

@@ -12,14 +12,16 @@ Deno.test("property: Deno KV store agrees with the pure tables", async (t) => {
   const dir = await Deno.makeTempDir({ prefix: "mcp-guard-kv-prop-" });
   let run = 0;
   // Odd runs use a private in-memory database, even ones a fresh prefix in one shared file.
-  const store = () =>
+  // A long idle TTL never fires within a run: the same answers, another code path (floors).
+  const store = (idleTtlMs = 0) =>
     run++ % 2 === 0
-      ? kvStore({ path: `${dir}/prop.kv`, prefix: `prop${run}` })
-      : kvStore({ path: ":memory:" });
+      ? kvStore({ path: `${dir}/prop.kv`, prefix: `prop${run}`, idleTtlMs })
+      : kvStore({ path: ":memory:", idleTtlMs });
   try {
     await registryProperties(t, {
       runs: 60,
-      owners: (options) => new SessionOwnerRegistry({ ...options, store: store() }),
+      owners: (options, withTtl) =>
+        new SessionOwnerRegistry({ ...options, store: store(withTtl ? 3_600_000 : 0) }),
       cancels: (maxEntries) => new CancellationRegistry({ maxEntries, store: store() }),
     });
   } finally {

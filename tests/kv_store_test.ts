@@ -19,6 +19,14 @@ import { OwnerTable } from "../src/core/owner_table.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { Child, claimInTurns, runChild, waitUntil } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
+import {
+  FLOOD_BOUNDS,
+  KEEP_TTL_MS,
+  KEPT_LRU_BOUNDS,
+  keptInLruOrder,
+  keptPastIdle,
+  sharedFlood,
+} from "./support/bounds.ts";
 
 const ROOMY = { maxEntries: 100_000, maxPerPrincipal: 10_000 };
 
@@ -51,6 +59,30 @@ Deno.test("Deno KV store: one database file, several registries and processes", 
   try {
     await t.step("several registries sharing a file behave like ONE table", async () => {
       await sharedStoreIsOneTable(() => kvStore({ path, prefix: prefix() }), 30);
+    });
+
+    await t.step("a shared principal floods: bounded, evicting no one else's binding", async () => {
+      const store = kvStore({ path, prefix: prefix() });
+      await using a = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+      await using b = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+      await sharedFlood(a);
+      assert.equal(await b.ownerOf("bob-1"), "fp-bob"); // one table for every process
+      assert.equal(await b.ownerOf("k29"), "fp-key");
+    });
+
+    await t.step(
+      "bind's keepMs outlives idle expiry, exactly; the sweep is not stalled",
+      async () => {
+        const store = kvStore({ path, prefix: prefix(), idleTtlMs: KEEP_TTL_MS });
+        await using owners = new SessionOwnerRegistry({ store, touchIntervalMs: 0 });
+        await keptPastIdle(owners);
+      },
+    );
+
+    await t.step("kept and plain bindings share one LRU order", async () => {
+      const store = kvStore({ path, prefix: prefix(), idleTtlMs: 3_600_000 });
+      await using owners = new SessionOwnerRegistry({ ...KEPT_LRU_BOUNDS, store });
+      await keptInLruOrder(owners);
     });
 
     await t.step("long batches (several commits, many evictions) keep call order", async () => {

@@ -13,6 +13,14 @@ import { startRedis } from "./support/redis_server.ts";
 import { applyOwnerCall, issueOwnerCall, ownerCallArb } from "./support/ops.ts";
 import { runChild } from "./support/store_child.ts";
 import { sharedStoreIsOneTable } from "./support/properties.ts";
+import {
+  FLOOD_BOUNDS,
+  KEEP_TTL_MS,
+  KEPT_LRU_BOUNDS,
+  keptInLruOrder,
+  keptPastIdle,
+  sharedFlood,
+} from "./support/bounds.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -90,6 +98,15 @@ Deno.test("Redis store: one server, several registries", async (t) => {
     assert.equal(await a.size(), 8);
   });
 
+  await t.step("a shared principal floods: bounded, evicting no one else's binding", async () => {
+    const store = redisStore({ url: redis.url, prefix: prefix() });
+    await using a = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+    await using b = new SessionOwnerRegistry({ ...FLOOD_BOUNDS, store });
+    await sharedFlood(a);
+    assert.equal(await b.ownerOf("bob-1"), "fp-bob"); // one table for every process
+    assert.equal(await b.ownerOf("k29"), "fp-key");
+  });
+
   await t.step("idle TTL drops unused bindings, never pinned ones", async () => {
     const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: 300 });
     // touchIntervalMs must be at most half the idle TTL.
@@ -111,6 +128,21 @@ Deno.test("Redis store: one server, several registries", async (t) => {
     assert.equal(await a.size(), 3);
     assert.equal(await a.unpin("live"), true);
     assert.equal(await a.ownerOf("live"), "fp-a"); // unpin refreshed it
+  });
+
+  await t.step(
+    "bind's keepMs outlives idle expiry, exactly; the sweep is not stalled",
+    async () => {
+      const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: KEEP_TTL_MS });
+      await using owners = new SessionOwnerRegistry({ store, touchIntervalMs: 0 });
+      await keptPastIdle(owners);
+    },
+  );
+
+  await t.step("kept and plain bindings share one LRU order, cluster-wide", async () => {
+    const store = redisStore({ url: redis.url, prefix: prefix(), idleTtlMs: 3_600_000 });
+    await using owners = new SessionOwnerRegistry({ ...KEPT_LRU_BOUNDS, store });
+    await keptInLruOrder(owners);
   });
 
   await t.step("batches longer than one script call (3 chunks) keep call order", async () => {

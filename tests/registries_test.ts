@@ -9,6 +9,14 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { clients } from "../src/registry/registry_options.ts";
+import {
+  FLOOD_BOUNDS,
+  KEEP_TTL_MS,
+  KEPT_LRU_BOUNDS,
+  keptInLruOrder,
+  keptPastIdle,
+  sharedFlood,
+} from "./support/bounds.ts";
 
 Deno.test("SessionOwnerRegistry through its worker", async (t) => {
   await using owners = new SessionOwnerRegistry({ maxEntries: 3, maxPerPrincipal: 2 });
@@ -105,10 +113,50 @@ Deno.test("knownOwner stays off for shared stores and with knownOwners: false", 
   }
 });
 
+Deno.test("SessionOwnerRegistry: a shared principal floods, bounded, evicting no one else", async () => {
+  await using owners = new SessionOwnerRegistry(FLOOD_BOUNDS);
+  await sharedFlood(owners);
+});
+
+Deno.test("SessionOwnerRegistry: bind's keepMs outlives idle expiry, exactly", async () => {
+  await using owners = new SessionOwnerRegistry({
+    store: memoryStore({ idleTtlMs: KEEP_TTL_MS }),
+    touchIntervalMs: 0,
+  });
+  await keptPastIdle(owners);
+});
+
+Deno.test("SessionOwnerRegistry: kept and plain bindings share one LRU order", async () => {
+  await using owners = new SessionOwnerRegistry({
+    ...KEPT_LRU_BOUNDS,
+    store: memoryStore({ idleTtlMs: 3_600_000 }),
+  });
+  await keptInLruOrder(owners);
+});
+
+Deno.test("SessionOwnerRegistry.bind rejects a bad keepMs with an InvalidInputError naming it", async () => {
+  await using owners = new SessionOwnerRegistry();
+  for (const bad of [-1, 1.5, Number.NaN, Infinity, "60000", 30 * 24 * 3_600_000 + 1, null]) {
+    await assert.rejects(
+      owners.bind("s1", "alice", { keepMs: bad as number }),
+      (err: unknown) => err instanceof InvalidInputError && /keepMs .*got/.test(err.message),
+      String(bad),
+    );
+  }
+  assert.equal(await owners.size(), 0);
+  assert.equal(await owners.bind("s1", "alice", { keepMs: 30 * 24 * 3_600_000 }), "bound");
+  assert.equal(await owners.bind("s2", "alice", { keepMs: 0 }), "bound");
+});
+
 Deno.test("SessionOwnerRegistry validates options up front", () => {
   assert.throws(() => new SessionOwnerRegistry({ maxEntries: 0 }), InvalidInputError);
   assert.throws(() => new SessionOwnerRegistry({ maxPerPrincipal: NaN }), /maxPerPrincipal.*NaN/);
   assert.throws(() => new SessionOwnerRegistry({ callTimeoutMs: -5 }), /callTimeoutMs.*-5/);
+  assert.throws(
+    () => new SessionOwnerRegistry({ maxPerSharedPrincipal: 0 }),
+    (err: unknown) =>
+      err instanceof InvalidInputError && /maxPerSharedPrincipal.*0/.test(err.message),
+  );
   assert.throws(
     // deno-lint-ignore no-explicit-any
     () => new SessionOwnerRegistry({ store: { kind: "disk" } as any }),

@@ -17,7 +17,10 @@ const big = () => newFrame(4_096, 64, 16_384);
 Deno.test("wire: a batch round-trips, strings sent once per frame", () => {
   const ops = [Op.Bind, Op.Attach, Op.Forget, Op.Register, Op.Cancel, Op.OwnerSize];
   const fp = "f".repeat(64);
-  const args = ["s1", fp, true, "s2", fp, false, "s1", undefined, "s1", 42.5, "e-1", "s1", 7, null];
+  const args = [
+    ...["s1", fp, true, 60_000], // Bind(sessionId, fp, shared, keepMs)
+    ...["s2", fp, false, "s1", undefined, "s1", 42.5, "e-1", "s1", 7, null],
+  ];
   const frame = big();
   const enc = new BatchEncoder();
   assert.equal(enc.encode(frame, ops, args, 0, ops.length, 0), ops.length);
@@ -136,7 +139,7 @@ Deno.test("wire property: any batch of valid shape round-trips", () => {
   const opArb = fc.constantFrom(...Object.values(Op));
   fc.assert(
     fc.property(
-      fc.array(fc.tuple(opArb, fc.array(value, { minLength: 3, maxLength: 3 }))),
+      fc.array(fc.tuple(opArb, fc.array(value, { minLength: 4, maxLength: 4 }))),
       (xs) => {
         const ops = xs.map(([op]) => op);
         const args = xs.flatMap(([op, a]) => a.slice(0, ARITY[op]));

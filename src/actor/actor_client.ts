@@ -136,12 +136,12 @@ export class ActorClient {
   }
 
   /**
-   * Queues one operation. `a`, `b`, `c` are its arguments; how many are sent
-   * is fixed by the opcode's arity. It is sent at the end of this tick,
+   * Queues one operation. `a`, `b`, `c`, `d` are its arguments; how many are
+   * sent is fixed by the opcode's arity. It is sent at the end of this tick,
    * together with every other call queued by then.
    */
-  call<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
-    return this.#enqueue<T>(op, a, b, c, false);
+  call<T>(op: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<T> {
+    return this.#enqueue<T>(op, a, b, c, d, false);
   }
 
   /**
@@ -152,15 +152,22 @@ export class ActorClient {
    * this turns many tiny messages into a few large ones.
    */
   callLazy<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
-    return this.#enqueue<T>(op, a, b, c, true);
+    return this.#enqueue<T>(op, a, b, c, undefined, true);
   }
 
-  #enqueue<T>(op: number, a: unknown, b: unknown, c: unknown, lazy: boolean): Promise<T> {
+  #enqueue<T>(
+    op: number,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    d: unknown,
+    lazy: boolean,
+  ): Promise<T> {
     this.#lastQueued = false;
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
     if (this.#worker === null) this.#spawn();
-    const promise = this.#queue.push<T>(op, a, b, c, lazy);
+    const promise = this.#queue.push<T>(op, a, b, c, lazy, d);
     this.#lastQueued = true;
     if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {

@@ -96,11 +96,12 @@ export class CallQueue {
   }
 
   /**
-   * Queues one call; its promise settles when the batch is answered. `lazy`:
-   * nobody waits on it (a call after it does not stop an earlier call from
-   * being withdrawn).
+   * Queues one call (arguments `a`, `b`, `c`, `d`, as many as its opcode's
+   * arity); its promise settles when the batch is answered. `lazy`: nobody
+   * waits on it (a call after it does not stop an earlier call from being
+   * withdrawn).
    */
-  push<T>(op: number, a: unknown, b: unknown, c: unknown, lazy = false): Promise<T> {
+  push<T>(op: number, a: unknown, b: unknown, c: unknown, lazy = false, d?: unknown): Promise<T> {
     const arity = ARITY[op];
     const n = this.#count++;
     this.#ops[n] = op;
@@ -112,6 +113,7 @@ export class CallQueue {
     if (arity > 0) this.#args[at++] = a;
     if (arity > 1) this.#args[at++] = b;
     if (arity > 2) this.#args[at++] = c;
+    if (arity > 3) this.#args[at++] = d;
     this.#argCount = at;
     const promise = new Promise(capture) as Promise<T>;
     this.#resolve[n] = capturedResolve;

@@ -52,14 +52,15 @@ export type OpCode = typeof Op[keyof typeof Op];
 
 /**
  * Number of arguments each opcode takes:
- * Bind(sessionId, fp, shared), Attach(sessionId, fp, pin), Forget(sessionId, fp | undefined),
+ * Bind(sessionId, fp, shared, keepMs | undefined), Attach(sessionId, fp, pin),
+ * Forget(sessionId, fp | undefined),
  * Touch(sessionId, fp),
  * OwnerOf/Pin/Unpin(sessionId), Register(sessionId, requestId, entryId),
  * Deregister(entryId), Cancel(sessionId, requestId, reason), CancelAll(sessionId, reason)
  * (a reason is a string or `undefined`; stores that cancel across processes forward it).
  */
 export const ARITY: Readonly<Record<number, number>> = {
-  [Op.Bind]: 3,
+  [Op.Bind]: 4,
   [Op.Attach]: 3,
   [Op.Forget]: 2,
   [Op.OwnerOf]: 1,

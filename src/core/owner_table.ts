@@ -12,9 +12,17 @@
  * - `forget` with a fingerprint drops the binding only for its owner.
  * - Bounds: a global LRU of `maxEntries` bindings and a per-principal cap of
  *   `maxPerPrincipal`; a principal at its cap evicts its own least recently
- *   used binding, never another principal's. Pinned bindings (a live
- *   listening stream) are never evicted; when nothing is evictable the
- *   answer is `"full"` (or `false` for a claim).
+ *   used binding, never another principal's. A shared principal
+ *   (`sharedPrincipals`, or a bind with `shared`) has a cap of its own,
+ *   `maxPerSharedPrincipal`, and never evicts another principal's binding:
+ *   at its cap, and when the table is full, it evicts its own least recently
+ *   used binding. Pinned bindings (a live listening stream) are never
+ *   evicted; when nothing is evictable the answer is `"full"` (or `false`
+ *   for a claim).
+ * - Idle expiry (`idleTtlMs`): an unpinned binding unused for longer is
+ *   gone. A bind with `keepMs` sets a floor: idle expiry does not drop the
+ *   binding before `keepMs` after that bind (a later use never lowers the
+ *   floor). The bounds still apply to it.
  * - Blank or invalid input fails closed and never changes state.
  *
  * @module
@@ -22,6 +30,7 @@
 
 import {
   type BindResult,
+  keepMsOf,
   type OwnerStats,
   type OwnerTableOptions,
   type RemoveCause,
@@ -38,6 +47,8 @@ interface Binding {
   pins: number;
   /** When it was last used (the table's clock). */
   used: number;
+  /** Idle expiry never drops it up to this time (the table's clock); `-Infinity`: no floor. */
+  keep: number;
   prev: Binding | null;
   next: Binding | null;
   pPrev: Binding | null;
@@ -63,6 +74,7 @@ interface Principal {
 export class OwnerTable {
   readonly #maxEntries: number;
   readonly #maxPerPrincipal: number;
+  readonly #maxPerShared: number;
   readonly #shared: Set<string>;
   readonly #sessions = new Map<string, Binding>();
   readonly #principals = new Map<string, Principal>();
@@ -91,6 +103,7 @@ export class OwnerTable {
     const resolved = resolveOwnerOptions(options);
     this.#maxEntries = resolved.maxEntries;
     this.#maxPerPrincipal = resolved.maxPerPrincipal;
+    this.#maxPerShared = resolved.maxPerSharedPrincipal;
     this.#shared = new Set(resolved.sharedPrincipals);
     this.#ttl = checkCount("idleTtlMs", options.idleTtlMs ?? 0, 0);
     this.#now = options.now ?? (() => performance.now());
@@ -98,12 +111,16 @@ export class OwnerTable {
 
   /**
    * Binds on `initialize`: `"bound"`, `"refused"` (other owner or bad input)
-   * or `"full"`. `shared` exempts this call from the per-principal cap, as
-   * `sharedPrincipals` does.
+   * or `"full"`. `shared` makes this call follow the rules of a shared
+   * principal (`maxPerSharedPrincipal`, never evicting anyone else), as
+   * `sharedPrincipals` does. `keepMs` (an integer from 0 to `MAX_KEEP_MS`;
+   * anything else is bad input): idle expiry does not drop the binding
+   * before `keepMs` from now; an earlier, later floor stays.
    */
-  bind(sessionId: unknown, fp: unknown, shared = false): BindResult {
+  bind(sessionId: unknown, fp: unknown, shared = false, keepMs: unknown = 0): BindResult {
     const binding = this.#find(sessionId);
-    if (binding === null || !this.#validFp(fp)) {
+    const keep = keepMsOf(keepMs);
+    if (binding === null || !this.#validFp(fp) || keep === null) {
       this.#stats.invalid++;
       return "refused";
     }
@@ -113,9 +130,13 @@ export class OwnerTable {
         return "refused";
       }
       this.#touch(binding);
+      if (keep > 0) this.#keep(binding, keep);
       return "bound";
     }
-    return this.#insert(sessionId as string, fp as string, shared) ? "bound" : "full";
+    const inserted = this.#insert(sessionId as string, fp as string, shared);
+    if (inserted === null) return "full";
+    if (keep > 0) this.#keep(inserted, keep);
+    return "bound";
   }
 
   /**
@@ -131,17 +152,21 @@ export class OwnerTable {
   }
 
   /**
-   * Drops every unpinned binding idle for longer than `idleTtlMs` (each is
-   * reported to `onRemove` as `"expired"`); returns how many. Operations
-   * never see an expired binding even before a sweep.
+   * Drops every unpinned binding idle for longer than `idleTtlMs` and past
+   * its `keepMs` floor (each is reported to `onRemove` as `"expired"`);
+   * returns how many. Operations never see an expired binding even before a
+   * sweep.
    */
   sweep(): number {
     if (this.#ttl === 0) return 0;
-    const cutoff = this.#now() - this.#ttl;
+    const now = this.#now();
+    const cutoff = now - this.#ttl;
     let dropped = 0;
+    // Last-use times grow along the LRU list, so every idle binding is before the first one
+    // used since the cutoff; pinned and kept ones among them stay (and are stepped over).
     for (let b = this.#head; b !== null && b.used < cutoff;) {
       const next = b.next;
-      if (b.pins === 0) {
+      if (b.pins === 0 && b.keep < now) {
         this.#remove(b, "expired");
         dropped++;
       }
@@ -233,9 +258,9 @@ export class OwnerTable {
     if (typeof sessionId !== "string") return null;
     const binding = this.#sessions.get(sessionId);
     if (binding !== undefined) {
-      if (this.#ttl === 0 || binding.pins > 0 || this.#now() - binding.used <= this.#ttl) {
-        return binding;
-      }
+      if (this.#ttl === 0 || binding.pins > 0) return binding;
+      const now = this.#now();
+      if (now - binding.used <= this.#ttl || now <= binding.keep) return binding;
       this.#remove(binding, "expired");
       return undefined;
     }
@@ -252,6 +277,13 @@ export class OwnerTable {
   #pin(binding: Binding): void {
     if (binding.pins === 0) this.#pinned++;
     binding.pins++;
+  }
+
+  /** Raises a binding's expiry floor to `keepMs` from now (never lowers it). */
+  #keep(b: Binding, keepMs: number): void {
+    if (this.#ttl === 0) return;
+    const until = this.#now() + keepMs;
+    if (until > b.keep) b.keep = until;
   }
 
   /** Moves a binding to the most-recently-used end of both its lists. */
@@ -282,9 +314,17 @@ export class OwnerTable {
   #insert(sid: string, fp: string, shared = false): Binding | null {
     if (this.#ttl > 0 && this.#sessions.size >= this.#maxEntries) this.sweep();
     let p = this.#principals.get(fp);
-    if (
-      p !== undefined && p.size >= this.#maxPerPrincipal && !shared && !this.#shared.has(fp)
-    ) {
+    if (shared || this.#shared.has(fp)) {
+      // A shared principal pays with its own oldest unpinned binding, at its own cap and when
+      // the table is full: it stands for many callers, so it never pushes anyone else out.
+      const own = p === undefined ? 0 : p.size;
+      if (own >= this.#maxPerShared || this.#sessions.size >= this.#maxEntries) {
+        if (!this.#evictFrom(p?.head ?? null, true)) {
+          this.#stats.full++;
+          return null;
+        }
+      }
+    } else if (p !== undefined && p.size >= this.#maxPerPrincipal) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
       if (!this.#evictFrom(p.head, true)) {
         this.#stats.full++;
@@ -308,6 +348,7 @@ export class OwnerTable {
       owner: p,
       pins: 0,
       used: this.#ttl > 0 ? this.#now() : 0,
+      keep: -Infinity,
       prev: null,
       next: null,
       pPrev: null,

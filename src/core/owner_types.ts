@@ -60,25 +60,61 @@ export interface OwnerStats {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { type OwnerBounds, SessionOwnerRegistry } from "@mcp-guard/session";
  *
- * const bounds: OwnerBounds = { maxEntries: 50_000, maxPerPrincipal: 20, sharedPrincipals: [] };
+ * const bounds: OwnerBounds = {
+ *   maxEntries: 3,
+ *   maxPerPrincipal: 20,
+ *   sharedPrincipals: ["fp-master"],
+ *   maxPerSharedPrincipal: 5,
+ * };
  * await using owners = new SessionOwnerRegistry(bounds);
- * console.log(await owners.size()); // 0
+ * assert.equal(await owners.bind("alice-1", "fp-alice"), "bound");
+ * for (let i = 0; i < 4; i++) assert.equal(await owners.bind(`m-${i}`, "fp-master"), "bound");
+ * // The table is full: the shared principal paid with its own oldest bindings, never Alice's.
+ * assert.equal(await owners.ownerOf("alice-1"), "fp-alice");
+ * assert.equal(await owners.ownerOf("m-1"), null);
+ * assert.equal(await owners.size(), 3);
  * ```
  */
 export interface OwnerBounds {
-  /** Global bound on bindings. Default 10,000. */
+  /**
+   * Global bound on bindings.
+   *
+   * @default {10000}
+   */
   maxEntries?: number;
-  /** Bound on bindings of one principal. Default 100. */
+  /**
+   * Bound on bindings of one principal.
+   *
+   * @default {100}
+   */
   maxPerPrincipal?: number;
   /**
    * Principal fingerprints (what `fingerprint()` returns, with the guard's
-   * `secret`), never raw identities, exempt from the per-principal cap (e.g.
-   * a shared master key). To exempt raw identities as `principal()` returns
-   * them, use the guard's own `sharedPrincipals` option instead.
+   * `secret`), never raw identities, that stand for many callers (e.g. a
+   * shared master key): instead of `maxPerPrincipal` they are bounded by
+   * `maxPerSharedPrincipal`, and they never evict another principal's
+   * binding. To list raw identities as `principal()` returns them, use the
+   * guard's own `sharedPrincipals` option instead.
+   *
+   * @default {[]}
    */
   sharedPrincipals?: readonly string[];
+  /**
+   * Bound on bindings of one shared principal (`sharedPrincipals`, or a
+   * `bind` with `shared: true`). At this bound, or when the table holds
+   * `maxEntries`, a shared principal evicts its own least recently used
+   * unpinned binding, never another principal's; with none evictable it
+   * gets `"full"`. The default gives a shared identity ten times the room
+   * of one caller's default cap while keeping nine tenths of the table for
+   * everyone else, and never less than `maxPerPrincipal` (listing an
+   * identity as shared never lowers its bound).
+   *
+   * @default {Math.max(maxPerPrincipal, Math.floor(maxEntries / 10))}
+   */
+  maxPerSharedPrincipal?: number;
 }
 
 /** The keys of {@linkcode OwnerBounds}, for rejecting unknown ones. */
@@ -86,6 +122,7 @@ export const OWNER_BOUND_KEYS: readonly string[] = [
   "maxEntries",
   "maxPerPrincipal",
   "sharedPrincipals",
+  "maxPerSharedPrincipal",
 ];
 
 /** Validated, defaulted form of {@linkcode OwnerBounds}. */
@@ -93,6 +130,7 @@ export interface ResolvedOwnerOptions {
   maxEntries: number;
   maxPerPrincipal: number;
   sharedPrincipals: string[];
+  maxPerSharedPrincipal: number;
 }
 
 /** Table settings beyond the bounds: idle expiry and the clock it reads. */
@@ -104,6 +142,34 @@ export interface OwnerTableOptions extends OwnerBounds {
   idleTtlMs?: number;
   /** The clock, in ms (tests pass a fake one). Default `performance.now`. */
   now?: () => number;
+}
+
+/**
+ * Longest `keepMs` a bind accepts: 30 days, in ms. A longer floor would let
+ * one call hold a binding far past any sensible idle expiry.
+ */
+export const MAX_KEEP_MS = 30 * 24 * 3_600_000;
+
+/**
+ * A bind's `keepMs` as a number of ms (`undefined` is `0`), or `null` when it
+ * is not an integer from 0 to {@linkcode MAX_KEEP_MS}.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { keepMsOf } from "./owner_types.ts";
+ *
+ * assert.equal(keepMsOf(undefined), 0);
+ * assert.equal(keepMsOf(60_000), 60_000);
+ * assert.equal(keepMsOf(-1), null);
+ * ```
+ */
+export function keepMsOf(value: unknown): number | null {
+  if (value === undefined) return 0;
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0 &&
+      value <= MAX_KEEP_MS
+    ? value
+    : null;
 }
 
 /** Why a binding left the table. */
@@ -129,5 +195,10 @@ export function resolveOwnerOptions(options: OwnerBounds = {}): ResolvedOwnerOpt
       }`,
     );
   }
-  return { maxEntries, maxPerPrincipal, sharedPrincipals: [...shared] };
+  const maxPerSharedPrincipal = checkCount(
+    "maxPerSharedPrincipal",
+    options.maxPerSharedPrincipal ?? Math.max(maxPerPrincipal, Math.floor(maxEntries / 10)),
+    1,
+  );
+  return { maxEntries, maxPerPrincipal, sharedPrincipals: [...shared], maxPerSharedPrincipal };
 }

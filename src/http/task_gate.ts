@@ -15,6 +15,8 @@
  * @module
  */
 
+import { MAX_KEEP_MS } from "../core/owner_types.ts";
+import type { BindOptions } from "../registry/owner_options.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { rewriteResult, watchResponse } from "./response_watch.ts";
 import { CursorSeal } from "./task_cursors.ts";
@@ -29,8 +31,6 @@ import {
 import type { RefusalReason } from "./refusals.ts";
 import { registry } from "./registry_failure.ts";
 import type { GuardContext, GuardTaskOwners } from "./types.ts";
-
-type BindOptions = Parameters<GuardTaskOwners["bind"]>[2] & { keepMs?: number };
 
 /** What a task gate does to the handler's answer. */
 export type ResponseWrap = (response: Response) => Response;
@@ -53,8 +53,6 @@ export interface GatePass {
   rewritten: boolean;
 }
 
-/** Longest a binding is kept alive for a task's `ttl` (30 days). */
-const MAX_KEEP_MS = 30 * 24 * 60 * 60 * 1000;
 
 /** The task rules of one guard. */
 export class TaskGate {

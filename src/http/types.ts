@@ -179,9 +179,11 @@ export interface GuardOptions {
    */
   principal: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
   /**
-   * Identities, as `principal()` returns them, exempt from the per-principal
-   * session cap (a shared master key used by many clients). The guard
-   * fingerprints them with its `secret`; the registry never sees them raw.
+   * Identities, as `principal()` returns them, that stand for many clients
+   * (a shared master key): their sessions are bounded by the owner
+   * registry's `maxPerSharedPrincipal` instead of `maxPerPrincipal`, and
+   * never evict another principal's session. The guard fingerprints them
+   * with its `secret`; the registry never sees them raw.
    *
    * @default {[]}
    */

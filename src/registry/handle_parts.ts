@@ -14,7 +14,7 @@ import type { RegistryOptions } from "./registry_options.ts";
 /**
  * Options of {@linkcode HandleRegistry}: the same bounds and shared options as
  * a `SessionOwnerRegistry` (`maxEntries`, `maxPerPrincipal`,
- * `sharedPrincipals`, `store`, `callTimeoutMs`, ...). They bound handles
+ * `sharedPrincipals`, `maxPerSharedPrincipal`, `store`, `callTimeoutMs`, ...). They bound handles
  * only: handles never share a key space, an LRU or a per-principal cap with
  * session bindings (see {@linkcode HandleRegistry}).
  *

@@ -54,7 +54,9 @@ export type { HandleRegistryOptions, MintOptions } from "./handle_parts.ts";
  * - Bounds, as for sessions: at most `maxEntries` handles (least recently
  *   used evicted first), at most `maxPerPrincipal` per principal (a
  *   principal at its cap evicts its own least recently used handle, never
- *   another's); pinned handles are never evicted. An evicted handle is
+ *   another's; a principal of `sharedPrincipals` has `maxPerSharedPrincipal`
+ *   instead, and evicts only its own handles even when the table is full);
+ *   pinned handles are never evicted. An evicted handle is
  *   unknown from then on: treat its state as gone.
  *
  * Key space: the registry runs its own `SessionOwnerRegistry` worker. With
@@ -104,12 +106,20 @@ export class HandleRegistry implements AsyncDisposable {
    */
   constructor(options: HandleRegistryOptions = {}) {
     checkOptionKeys("HandleRegistry", options, [...REGISTRY_OPTION_KEYS, ...OWNER_BOUND_KEYS]);
-    const { maxEntries, maxPerPrincipal, sharedPrincipals, callTimeoutMs, batching, maxBatch } =
-      options;
+    const {
+      maxEntries,
+      maxPerPrincipal,
+      sharedPrincipals,
+      maxPerSharedPrincipal,
+      callTimeoutMs,
+      batching,
+      maxBatch,
+    } = options;
     this.#owners = new SessionOwnerRegistry({
       maxEntries,
       maxPerPrincipal,
       sharedPrincipals,
+      maxPerSharedPrincipal,
       callTimeoutMs,
       batching,
       maxBatch,

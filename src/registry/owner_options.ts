@@ -73,23 +73,46 @@ export interface RemovedSessions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { type BindOptions, SessionOwnerRegistry } from "@mcp-guard/session";
  *
- * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1 });
+ * await using owners = new SessionOwnerRegistry({ maxPerPrincipal: 1, maxPerSharedPrincipal: 2 });
  * const master: BindOptions = { shared: true };
- * console.log(await owners.bind("s-1", "fp-master", master)); // "bound"
- * console.log(await owners.bind("s-2", "fp-master", master)); // "bound"
- * console.log(await owners.size()); // 2
+ * assert.equal(await owners.bind("s-1", "fp-master", master), "bound");
+ * assert.equal(await owners.bind("s-2", "fp-master", master), "bound");
+ * assert.equal(await owners.size(), 2);
+ * assert.equal(await owners.bind("s-3", "fp-master", master), "bound"); // evicts its own s-1
+ * assert.equal(await owners.ownerOf("s-1"), null);
+ * // A task binding kept for the task's own ttl, whatever the store's idleTtlMs.
+ * const task: BindOptions = { keepMs: 15 * 60_000 };
+ * assert.equal(await owners.bind("task-1", "fp-alice", task), "bound");
  * ```
  */
 export interface BindOptions {
   /**
-   * Exempt this binding from the per-principal cap, as `sharedPrincipals`
-   * does (the guard sets it for its own `sharedPrincipals`).
+   * Bind as a shared principal, as `sharedPrincipals` does (the guard sets
+   * it for its own `sharedPrincipals`): bounded by `maxPerSharedPrincipal`
+   * instead of `maxPerPrincipal`, and never evicting another principal's
+   * binding, not even when the table is full (it evicts its own least
+   * recently used binding, or gets `"full"`).
    *
    * @default {false}
    */
   shared?: boolean;
+  /**
+   * Idle expiry (the store's `idleTtlMs`) does not drop this binding for at
+   * least this many ms after this bind: it expires at the later of its
+   * idle expiry and this floor. For ids that must live as long as something
+   * with its own lifetime, such as an MCP task and its `ttl`. A later use
+   * or bind by the owner never lowers the floor (a longer `keepMs` raises
+   * it). Only idle expiry waits: the bounds (`maxEntries` LRU,
+   * `maxPerPrincipal`) still evict the binding, and `forget` drops it. An
+   * integer from 0 to 30 days (2,592,000,000); anything else rejects the
+   * call with `InvalidInputError`. Without idle expiry it changes nothing.
+   *
+   * @default {0}
+   */
+  keepMs?: number;
 }
 
 /**

@@ -7,7 +7,13 @@
 import type { ActorClient } from "../actor/actor_client.ts";
 import { InvalidInputError, RegistryClosedError } from "../core/errors.ts";
 import { type Namespace, namespacedStore } from "../store/namespace.ts";
-import { type BindResult, type OwnerStats, resolveOwnerOptions } from "../core/owner_table.ts";
+import {
+  type BindResult,
+  keepMsOf,
+  MAX_KEEP_MS,
+  type OwnerStats,
+  resolveOwnerOptions,
+} from "../core/owner_table.ts";
 import { KnownOwners } from "./known_owners.ts";
 import { DONE, TouchCoalescer } from "./touches.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
@@ -151,26 +157,48 @@ export class SessionOwnerRegistry implements AsyncDisposable {
 
   /**
    * Binds `sessionId` to `fingerprint` (call it when `initialize` created the
-   * session). `"bound"`: new binding, or the caller's own refreshed.
-   * `"refused"`: another principal owns it, or the input is blank/invalid.
-   * `"full"`: every evictable slot is pinned by a live stream.
+   * session, or a task was created). `"bound"`: new binding, or the caller's
+   * own refreshed. `"refused"`: another principal owns it, or the input is
+   * blank/invalid. `"full"`: every evictable slot is pinned by a live
+   * stream (or, for a shared principal, is another principal's). Rejects
+   * with `InvalidInputError` naming `keepMs` when it is not an integer from
+   * 0 to 30 days.
    *
    * @example
    * ```ts
-   * import { SessionOwnerRegistry } from "@mcp-guard/session";
+   * import assert from "node:assert/strict";
+   * import { memoryStore, SessionOwnerRegistry } from "@mcp-guard/session";
    *
-   * await using owners = new SessionOwnerRegistry();
-   * console.log(await owners.bind("s-1", "fp-alice")); // "bound"
-   * console.log(await owners.bind("s-1", "fp-bob")); // "refused"
-   * console.log(await owners.bind("", "fp-bob")); // "refused"
+   * await using owners = new SessionOwnerRegistry({
+   *   store: memoryStore({ idleTtlMs: 60_000 }),
+   * });
+   * assert.equal(await owners.bind("s-1", "fp-alice"), "bound");
+   * assert.equal(await owners.bind("s-1", "fp-bob"), "refused");
+   * assert.equal(await owners.bind("", "fp-bob"), "refused");
+   * // A task that lives an hour keeps its binding an hour, idle or not.
+   * assert.equal(await owners.bind("task-1", "fp-alice", { keepMs: 3_600_000 }), "bound");
+   * await assert.rejects(owners.bind("task-2", "fp-alice", { keepMs: -1 }), /keepMs/);
    * ```
    */
   bind(sessionId: string, fingerprint: string, options?: BindOptions): Promise<BindResult> {
+    const keepMs = keepMsOf(options?.keepMs);
+    if (keepMs === null) {
+      const got = options?.keepMs;
+      return Promise.reject(
+        new InvalidInputError(
+          `SessionOwnerRegistry.bind: keepMs must be an integer from 0 to ${MAX_KEEP_MS} (30 days), got ${
+            typeof got === "string" ? JSON.stringify(got) : String(got)
+          }`,
+        ),
+      );
+    }
     return this.#client.call(
       Op.Bind,
       str(sessionId),
       str(fingerprint),
       options?.shared === true,
+      // Sent only when set: a plain bind carries no number.
+      keepMs === 0 ? undefined : keepMs,
     );
   }
 

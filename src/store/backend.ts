@@ -100,7 +100,7 @@ export function validateBatch(ops: unknown, args: unknown, kind: InitMessage["re
 export function applyOwnerOp(table: OwnerTable, op: number, args: unknown[], at: number): unknown {
   switch (op) {
     case Op.Bind:
-      return table.bind(args[at], args[at + 1], args[at + 2] === true);
+      return table.bind(args[at], args[at + 1], args[at + 2] === true, args[at + 3]);
     case Op.Touch:
       return table.touch(args[at], args[at + 1]);
     case Op.Attach:

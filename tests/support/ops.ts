@@ -13,7 +13,7 @@ import type { CancellationRegistry, SessionOwnerRegistry } from "../../mod.ts";
 
 /** One owner-registry call. */
 export type OwnerCall =
-  | { op: "bind"; sid: string; fp: string }
+  | { op: "bind"; sid: string; fp: string; shared?: boolean; keepMs?: number }
   | { op: "attach"; sid: string; fp: string; pin: boolean }
   | { op: "forget"; sid: string; fp?: string }
   | { op: "ownerOf"; sid: string }
@@ -41,6 +41,16 @@ export const ownerCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
       op: fc.constant("bind" as const),
       sid: sessionIdArb,
       fp: fingerprintArb,
+      // As the guard binds its sharedPrincipals: a shared principal's own bound, never
+      // evicting anyone else.
+      shared: fc.oneof(
+        { weight: 4, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
+      // As the guard binds a task for its ttl. The model has no idle expiry, so a floor never
+      // shows; stores run with a TTL of an hour keep such bindings apart (Redis and KV file
+      // those whose floor outlasts the TTL separately), which must not change the answers.
+      keepMs: fc.constantFrom(0, 60_000, 2 * 3_600_000),
     }),
   },
   {
@@ -65,18 +75,62 @@ export const ownerCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: "size" as const }) },
 );
 
-/** Small bounds so eviction, caps and pinning are exercised. */
+/**
+ * Calls that fill a table and evict, rarely pinning: bindings with a floor
+ * past the idle TTL (`keepMs` two hours, for a store whose TTL is an hour)
+ * and plain ones compete for the LRU, which must keep one order for both.
+ */
+export const floorCallArb: fc.Arbitrary<OwnerCall> = fc.oneof(
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant("bind" as const),
+      sid: sessionIdArb,
+      fp: fingerprintArb,
+      shared: fc.oneof(
+        { weight: 5, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
+      keepMs: fc.constantFrom(0, 2 * 3_600_000),
+    }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      op: fc.constant("attach" as const),
+      sid: sessionIdArb,
+      fp: fingerprintArb,
+      pin: fc.oneof(
+        { weight: 6, arbitrary: fc.constant(false) },
+        { weight: 1, arbitrary: fc.constant(true) },
+      ),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ op: fc.constant("ownerOf" as const), sid: sessionIdArb }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constant("unpin" as const), sid: sessionIdArb }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant("forget" as const),
+      sid: sessionIdArb,
+      fp: fingerprintArb,
+    }),
+  },
+);
+
+/** Small bounds so eviction, caps (shared principals' too) and pinning are exercised. */
 export const ownerOptionsArb: fc.Arbitrary<Required<OwnerBounds>> = fc.record({
   maxEntries: fc.integer({ min: 1, max: 6 }),
   maxPerPrincipal: fc.integer({ min: 1, max: 4 }),
   sharedPrincipals: fc.constantFrom([], ["fp-shared"]),
+  maxPerSharedPrincipal: fc.integer({ min: 1, max: 5 }),
 });
 
 /** Applies one call to the pure table. */
 export function applyOwnerCall(table: OwnerTable, call: OwnerCall): unknown {
   switch (call.op) {
     case "bind":
-      return table.bind(call.sid, call.fp);
+      return table.bind(call.sid, call.fp, call.shared === true, call.keepMs);
     case "attach":
       return table.authorizeAttach(call.sid, call.fp, call.pin);
     case "forget":
@@ -96,7 +150,7 @@ export function applyOwnerCall(table: OwnerTable, call: OwnerCall): unknown {
 export function issueOwnerCall(reg: SessionOwnerRegistry, call: OwnerCall): Promise<unknown> {
   switch (call.op) {
     case "bind":
-      return reg.bind(call.sid, call.fp);
+      return reg.bind(call.sid, call.fp, { shared: call.shared === true, keepMs: call.keepMs });
     case "attach":
       return reg.authorizeAttach(call.sid, call.fp, { pin: call.pin });
     case "forget":

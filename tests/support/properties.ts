@@ -14,6 +14,7 @@ import {
   applyOwnerCall,
   cancelCallArb,
   facadeCancelRun,
+  floorCallArb,
   issueOwnerCall,
   modelCancelRun,
   ownerCallArb,
@@ -27,13 +28,21 @@ const SESSION_POOL = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
 export interface PropertyTargets {
   /** Runs per property. */
   runs: number;
-  /** A fresh, empty owner registry; `variant` is a coin flip a store may use for an option. */
+  /**
+   * A fresh, empty owner registry; `variant` is a coin flip a store may use
+   * for an option. With `variant` true, the store must have an idle TTL of
+   * an hour (the floor property relies on it).
+   */
   owners(options: Required<OwnerBounds>, variant: boolean): SessionOwnerRegistry;
   /** A fresh, empty cancellation registry. */
   cancels(maxEntries: number): CancellationRegistry;
 }
 
-/** Both registries, calls awaited one by one and pipelined: four steps of `t`. */
+/**
+ * Both registries, calls awaited one by one and pipelined (four steps of
+ * `t`), then a fifth: floors (`keepMs`) past an hour's idle TTL never change
+ * who is evicted.
+ */
 export async function registryProperties(
   t: Deno.TestContext,
   targets: PropertyTargets,
@@ -96,6 +105,32 @@ export async function registryProperties(
       );
     });
   }
+  await floorProperty(t, targets);
+}
+
+/** A store's idle TTL of an hour (`variant` true) with kept and plain bindings: the model's answers. */
+async function floorProperty(t: Deno.TestContext, targets: PropertyTargets): Promise<void> {
+  await t.step("SessionOwnerRegistry: kept and plain bindings, one LRU order", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        ownerOptionsArb,
+        fc.array(floorCallArb, { minLength: 1, maxLength: 60 }),
+        async (options, calls) => {
+          await using reg = targets.owners(options, true);
+          const model = new OwnerTable(options);
+          for (const call of calls) {
+            assert.deepEqual(
+              await issueOwnerCall(reg, call),
+              applyOwnerCall(model, call),
+              JSON.stringify(call),
+            );
+          }
+          assert.deepEqual(await reg.stats(), model.stats());
+        },
+      ),
+      { numRuns: targets.runs },
+    );
+  });
 }
 
 /**

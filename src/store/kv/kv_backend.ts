@@ -164,7 +164,8 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
       for (let k = start; k < limit; k++) {
         if (ops[k] === Op.CancelAll || (k > start && t.full)) break;
         track.at = track.last = k;
-        results.push(await store.apply(t, ops[k], args[at[k]], args[at[k] + 1], args[at[k] + 2]));
+        const x = at[k];
+        results.push(await store.apply(t, ops[k], args[x], args[x + 1], args[x + 2], args[x + 3]));
         track.at = -1;
       }
       return results;

@@ -5,9 +5,15 @@
  * evicted or expired.
  *
  * Keys (P = the prefix):
- * - `[P, "o", "meta"]`               last score, event sequence, size, pinned, counters
- * - `[P, "o", "s", sid]`             `{ owner, pins, score }`
+ * - `[P, "o", "meta"]`               last score, event sequence, size, pinned, kept, counters
+ * - `[P, "o", "s", sid]`             `{ owner, pins, score, keep? }` (`keep`: the `keepMs`
+ *   floor, ms, while it outlasts the binding's idle expiry)
  * - `[P, "o", "lru", score, sid]`    owner; UNPINNED bindings by last use (global LRU)
+ * - `[P, "o", "kl", score, sid]`     owner; the same for UNPINNED bindings with a floor:
+ *   evicted in LRU order with `lru` (the older first key of the two goes), never
+ *   idle-expired while the floor lasts, so the sweep of `lru` never steps over them
+ * - `[P, "o", "ku", keep, sid]`      every floor, by its end (`meta.kept` counts them): the
+ *   sweep moves a binding whose floor ended back to `lru`, or drops it if idle
  * - `[P, "o", "pu", fp, score, sid]` a principal's unpinned bindings by last use
  * - `[P, "o", "pc", fp]`             how many bindings the principal holds
  * - `[P, "o", "ev", n]`              removal event n: `{ o: origin, c: cause, s: sids }`,
@@ -34,14 +40,20 @@ import type { OwnerStats, ResolvedOwnerOptions } from "../../core/owner_table.ts
 import { Op, type RemovalCause } from "../../actor/protocol.ts";
 import { type Key, type Store, transact, type Tx, type TxHooks } from "./kv_tx.ts";
 import { isValidFingerprint, sanitizeSessionId } from "../../core/validate.ts";
+import { keepMsOf } from "../../core/owner_types.ts";
 
-/** The owner counters (as `stats()` reports them, but `restarts`), the last score, the last event. */
-export type OwnerMeta = Omit<OwnerStats, "restarts"> & { seq: number; ev: number };
+/**
+ * The owner counters (as `stats()` reports them, but `restarts`), the last
+ * score, the last event, and how many bindings have a `keepMs` floor.
+ */
+export type OwnerMeta = Omit<OwnerStats, "restarts"> & { seq: number; ev: number; kept: number };
 
 interface Rec {
   owner: string;
   pins: number;
   score: number;
+  /** The `keepMs` floor (ms); set only while it outlasts idle expiry (then in `kl`, not `lru`). */
+  keep?: number;
 }
 
 /** One entry of the event log. */
@@ -55,6 +67,7 @@ interface EventRec {
 const EMPTY_OWNER: OwnerMeta = {
   seq: 0,
   ev: 0,
+  kept: 0,
   size: 0,
   pinned: 0,
   evictions: 0,
@@ -108,6 +121,8 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
   const META: Key = [P, "o", "meta"];
   const S = (sid: string): Key => [P, "o", "s", sid];
   const LRU: Key = [P, "o", "lru"];
+  const KL: Key = [P, "o", "kl"];
+  const KU: Key = [P, "o", "ku"];
   const PU = (fp: string): Key => [P, "o", "pu", fp];
   const PC = (fp: string): Key => [P, "o", "pc", fp];
   const EV: Key = [P, "o", "ev"];
@@ -126,19 +141,61 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     return score;
   }
 
+  /** True when `rec` is idle-expired: unpinned, unused for longer than the TTL, past its floor. */
+  function expired(t: T, rec: Rec): boolean {
+    return rec.pins === 0 && rec.score < cutoff(t) &&
+      !(rec.keep !== undefined && rec.keep >= t.now);
+  }
+
+  /** The key of an unpinned binding in its recency index (`kl` with a floor, else `lru`). */
+  function recency(sid: string, rec: Rec): Key {
+    return [...(rec.keep === undefined ? LRU : KL), rec.score, sid];
+  }
+
   function unindex(t: T, sid: string, rec: Rec): void {
-    t.delete([...LRU, rec.score, sid]);
+    t.delete(recency(sid, rec));
     t.delete([...PU(rec.owner), rec.score, sid]);
   }
 
-  function touch(t: T, sid: string, rec: Rec): void {
-    const score = nextScore(t);
-    if (rec.pins === 0) {
-      unindex(t, sid, rec);
-      t.set([...LRU, score, sid], rec.owner);
-      t.set([...PU(rec.owner), score, sid], true);
+  function index(t: T, sid: string, rec: Rec): void {
+    t.set(recency(sid, rec), rec.owner);
+    t.set([...PU(rec.owner), rec.score, sid], true);
+  }
+
+  /** Sets (or, `undefined`, drops) a binding's floor and its `ku` key; not its recency index. */
+  function setFloor(t: T, sid: string, rec: Rec, keep: number | undefined): void {
+    if (rec.keep === keep) return;
+    if (rec.keep !== undefined) {
+      t.delete([...KU, rec.keep, sid]);
+      t.meta.kept--;
     }
+    if (keep === undefined) delete rec.keep;
+    else {
+      rec.keep = keep;
+      t.set([...KU, keep, sid], true);
+      t.meta.kept++;
+    }
+  }
+
+  /**
+   * The floor a binding used now should have: its own, raised to
+   * `keepMs` from now, and none once it no longer outlasts idle expiry
+   * (then the binding's last use decides alone, and it is in `lru`).
+   */
+  function floorAfterUse(t: T, rec: Rec, keepMs: number): number | undefined {
+    let keep = rec.keep;
+    if (keepMs > 0 && ttl > 0 && (keep === undefined || t.now + keepMs > keep)) {
+      keep = t.now + keepMs;
+    }
+    return keep !== undefined && keep > t.now + ttl ? keep : undefined;
+  }
+
+  function touch(t: T, sid: string, rec: Rec, keepMs = 0): void {
+    const score = nextScore(t);
+    if (rec.pins === 0) unindex(t, sid, rec);
+    setFloor(t, sid, rec, floorAfterUse(t, rec, keepMs));
     rec.score = score;
+    if (rec.pins === 0) index(t, sid, rec);
     t.set(S(sid), rec);
   }
 
@@ -151,6 +208,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     t.delete(S(sid));
     if (rec.pins === 0) unindex(t, sid, rec);
     else t.meta.pinned--;
+    setFloor(t, sid, rec, undefined);
     const count = (await t.get<number>(PC(rec.owner)) ?? 1) - 1;
     if (count > 0) t.set(PC(rec.owner), count);
     else t.delete(PC(rec.owner));
@@ -161,7 +219,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
   /** The binding of `sid`, or `null`; an idle-expired one is removed (and announced) first. */
   async function load(t: T, sid: string): Promise<Rec | null> {
     const rec = await t.get<Rec>(S(sid));
-    if (rec === null || rec.pins > 0 || rec.score >= cutoff(t)) return rec;
+    if (rec === null || !expired(t, rec)) return rec;
     await remove(t, sid, rec, "expired");
     return null;
   }
@@ -183,29 +241,97 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
    * idle too long anyway (then it is no eviction).
    */
   async function evictFirst(t: T, prefix: Key, sidAt: number): Promise<boolean> {
-    for (;;) {
-      const key = await t.first(prefix);
-      if (key === null) return false;
-      const sid = key[sidAt] as string;
-      const score = key[sidAt - 1] as number;
-      const rec = await t.get<Rec>(S(sid));
-      if (rec === null || rec.pins > 0 || rec.score !== score) {
-        t.delete(key); // a stale index key: drop it and look again
-        continue;
-      }
-      if (score < cutoff(t)) {
-        await remove(t, sid, rec, "expired");
-      } else {
-        await remove(t, sid, rec, "evicted");
-        t.meta.evictions++;
-      }
-      return true;
+    const head = await headOf(t, prefix, sidAt);
+    if (head === null) return false;
+    await evict(t, head);
+    return true;
+  }
+
+  /** Removes a binding to make room: evicted, or expired if it was idle too long anyway. */
+  async function evict(t: T, [sid, rec]: [string, Rec]): Promise<void> {
+    if (expired(t, rec)) {
+      await remove(t, sid, rec, "expired");
+    } else {
+      await remove(t, sid, rec, "evicted");
+      t.meta.evictions++;
     }
   }
 
-  async function insert(t: T, sid: string, fp: string, sharedCall: boolean): Promise<Rec | null> {
+  /** The first binding of an unpinned index (see `evictFirst`), dropping stale index keys. */
+  async function headOf(t: T, prefix: Key, sidAt: number): Promise<[string, Rec] | null> {
+    const kept = prefix === KL ? true : prefix === LRU ? false : null;
+    for (;;) {
+      const key = await t.first(prefix);
+      if (key === null) return null;
+      const sid = key[sidAt] as string;
+      const rec = await t.get<Rec>(S(sid));
+      if (
+        rec === null || rec.pins > 0 || rec.score !== key[sidAt - 1] ||
+        (kept !== null && kept !== (rec.keep !== undefined))
+      ) {
+        t.delete(key); // a stale index key: drop it and look again
+        continue;
+      }
+      return [sid, rec];
+    }
+  }
+
+  /** The globally least recently used unpinned binding: the older first key of `lru` and `kl`. */
+  async function globalHeads(t: T): Promise<[string, Rec][]> {
+    const heads: [string, Rec][] = [];
+    const head = await headOf(t, LRU, 4);
+    if (head !== null) heads.push(head);
+    if (t.meta.kept > 0) {
+      const kept = await headOf(t, KL, 4);
+      if (kept !== null) heads.push(kept);
+    }
+    return heads.sort((a, b) => a[1].score - b[1].score);
+  }
+
+  /**
+   * Drops the first binding of `lru` or `kl` if it is idle-expired (as the
+   * in-memory table's sweep would before it makes room); returns whether it did.
+   */
+  async function dropExpiredHead(t: T): Promise<boolean> {
+    if (ttl === 0) return false;
+    for (const head of await globalHeads(t)) {
+      if (!expired(t, head[1])) continue;
+      await remove(t, head[0], head[1], "expired");
+      return true;
+    }
+    return false;
+  }
+
+  /** Makes room in a full table: an idle-expired head first, else the global LRU's. */
+  async function evictGlobal(t: T): Promise<boolean> {
+    if (await dropExpiredHead(t)) return true;
+    const heads = await globalHeads(t);
+    if (heads.length === 0) return false;
+    await evict(t, heads[0]);
+    return true;
+  }
+
+  async function insert(
+    t: T,
+    sid: string,
+    fp: string,
+    sharedCall: boolean,
+    keepMs: number,
+  ): Promise<Rec | null> {
     const count = await t.get<number>(PC(fp)) ?? 0;
-    if (count >= options.maxPerPrincipal && !sharedCall && !shared.has(fp)) {
+    if (sharedCall || shared.has(fp)) {
+      // A shared principal pays with its own oldest binding, at its own cap and when the
+      // table is full: it stands for many callers, so it never pushes anyone else out.
+      const atCap = count >= options.maxPerSharedPrincipal;
+      if (atCap || t.meta.size >= options.maxEntries) {
+        // When the table is full, an idle-expired binding (anyone's) makes room first.
+        if (!(!atCap && await dropExpiredHead(t)) && !await evictFirst(t, PU(fp), 5)) {
+          t.meta.full++;
+          t.touchMeta();
+          return null;
+        }
+      }
+    } else if (count >= options.maxPerPrincipal) {
       // At its own cap: the principal pays with its own oldest unpinned binding.
       if (!await evictFirst(t, PU(fp), 5)) {
         t.meta.full++;
@@ -213,7 +339,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
         return null;
       }
     } else if (t.meta.size >= options.maxEntries) {
-      if (!await evictFirst(t, LRU, 4)) {
+      if (!await evictGlobal(t)) {
         t.meta.full++;
         t.touchMeta();
         return null;
@@ -221,9 +347,9 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     }
     const score = nextScore(t);
     const rec: Rec = { owner: fp, pins: 0, score };
+    setFloor(t, sid, rec, floorAfterUse(t, rec, keepMs));
     t.set(S(sid), rec);
-    t.set([...LRU, score, sid], fp);
-    t.set([...PU(fp), score, sid], true);
+    index(t, sid, rec);
     t.set(PC(fp), (await t.get<number>(PC(fp)) ?? 0) + 1);
     t.meta.size++;
     return rec;
@@ -242,6 +368,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     attach: boolean,
     pin: boolean,
     sharedCall: boolean,
+    keepMs = 0,
   ) {
     let rec = await load(t, sid);
     if (rec !== null && rec.owner !== fp) {
@@ -249,9 +376,9 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
       t.touchMeta();
       return "refused";
     }
-    if (rec !== null) touch(t, sid, rec);
+    if (rec !== null) touch(t, sid, rec, keepMs);
     else {
-      rec = await insert(t, sid, fp, sharedCall);
+      rec = await insert(t, sid, fp, sharedCall, keepMs);
       if (rec === null) return "full";
       if (attach) t.meta.claims++;
     }
@@ -267,14 +394,23 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     return [S(sid)];
   }
 
-  async function apply(t: T, op: number, a: unknown, b: unknown, c: unknown): Promise<unknown> {
+  async function apply(
+    t: T,
+    op: number,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    d: unknown,
+  ): Promise<unknown> {
     switch (op) {
-      case Op.Bind:
-        if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
+      case Op.Bind: {
+        const keepMs = keepMsOf(d);
+        if (sanitizeSessionId(a) === null || !isValidFingerprint(b) || keepMs === null) {
           invalid(t);
           return "refused";
         }
-        return await claim(t, a as string, b, false, false, c === true);
+        return await claim(t, a as string, b, false, false, c === true, keepMs);
+      }
       case Op.Attach:
         if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
           invalid(t);
@@ -381,7 +517,31 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     for (let round = 0; round < SWEEP_ROUNDS; round++) {
       const more = await transact(kv, META, EMPTY_OWNER, [], async (t) => {
         const before = cutoff(t);
-        for (let dropped = 0; dropped < SWEEP_CHUNK && !t.full;) {
+        let dropped = 0;
+        // Floors that ended: an idle binding goes, one used since moves back to `lru`. (`first`
+        // sees keys added by this transaction only after the stored ones: none is added to
+        // `ku` here, and a binding moved to `lru` keeps its older score but is not idle, so
+        // the `lru` loop below rightly stops before it.)
+        while (t.meta.kept > 0 && dropped < SWEEP_CHUNK && !t.full) {
+          const key = await t.first(KU);
+          if (key === null || (key[3] as number) >= t.now) break;
+          const sid = key[4] as string;
+          const rec = await t.get<Rec>(S(sid));
+          if (rec === null || rec.keep !== key[3]) {
+            t.delete(key); // a stale index key
+            continue;
+          }
+          dropped++;
+          if (expired(t, rec)) {
+            await remove(t, sid, rec, "expired");
+            continue;
+          }
+          if (rec.pins === 0) unindex(t, sid, rec);
+          setFloor(t, sid, rec, undefined);
+          if (rec.pins === 0) index(t, sid, rec);
+          t.set(S(sid), rec);
+        }
+        while (dropped < SWEEP_CHUNK && !t.full) {
           const key = await t.first(LRU);
           if (key === null || (key[3] as number) >= before) return false;
           const sid = key[4] as string;

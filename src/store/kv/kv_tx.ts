@@ -299,8 +299,8 @@ export interface Store<M extends object> {
   meta: Key;
   /** `meta` of an empty store. */
   empty: M;
-  /** Applies one operation inside `t`. */
-  apply(t: Tx<M>, op: number, a: unknown, b: unknown, c: unknown): Promise<unknown>;
+  /** Applies one operation (arguments `a` to `d`, as many as its arity) inside `t`. */
+  apply(t: Tx<M>, op: number, a: unknown, b: unknown, c: unknown, d: unknown): Promise<unknown>;
   /** The keys `op` reads first, for one batched prefetch (only keys of valid input). */
   keysOf(op: number, a: unknown, b: unknown, c: unknown): Key[];
   /** Runs around each commit. */

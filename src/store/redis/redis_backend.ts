@@ -75,6 +75,7 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
       String(o.maxPerPrincipal),
       String(opts.idleTtlMs),
       init.instanceId,
+      String(o.maxPerSharedPrincipal),
     ];
   } else {
     const o = init.options as { maxEntries: number };

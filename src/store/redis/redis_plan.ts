@@ -22,6 +22,7 @@ import {
   sanitizeSessionId,
   str,
 } from "../../core/validate.ts";
+import { keepMsOf } from "../../core/owner_types.ts";
 
 /** Decodes one script result into the facade's result for that op. */
 type Decode = (raw: unknown) => unknown;
@@ -107,11 +108,13 @@ export function planOwner(ops: number[], args: unknown[], shared: Set<string>): 
   for (let i = 0, at = 0; i < ops.length; i++) {
     const a = args[at], b = args[at + 1], c = args[at + 2];
     switch (ops[i]) {
-      case Op.Bind:
-        if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
+      case Op.Bind: {
+        const keep = keepMsOf(args[at + 3]);
+        if (sanitizeSessionId(a) === null || !isValidFingerprint(b) || keep === null) {
           p.script(() => "refused", String(OWNER_INVALID));
-        } else p.script(bindResult, "1", a as string, b, flags(b, c === true, false));
+        } else p.script(bindResult, "1", a as string, b, flags(b, c === true, false), String(keep));
         break;
+      }
       case Op.Attach:
         if (sanitizeSessionId(a) === null || !isValidFingerprint(b)) {
           p.script(() => false, String(OWNER_INVALID));

@@ -16,6 +16,14 @@
  * - `P o:own`    hash    session id -> "<pins>:<owner fingerprint>"
  * - `P o:lru`    zset    UNPINNED session ids by last-use score (global LRU;
  *                        a pinned binding is never evicted, so it leaves it)
+ * - `P o:kl`     zset    the same for UNPINNED bindings whose `keepMs` floor
+ *                        lasts past their idle expiry: they are evicted in
+ *                        LRU order with `o:lru` (the older head of the two
+ *                        goes), but never idle-expired, so a sweep of
+ *                        `o:lru` never has to step over them
+ * - `P o:ku`     zset    session id -> its `keepMs` floor (ms, server clock);
+ *                        a floor that ended moves its binding from `o:kl`
+ *                        back to `o:lru` (the sweep, or its next use)
  * - `P o:p:<fp>` zset    every session id of one principal by last-use score
  * - `P o:meta`   hash    seq (last score), pinned, evictions, refusals,
  *                        claims, invalid, full
@@ -110,8 +118,8 @@ end
 
 /**
  * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
- * then per op its code and arguments:
- * 1 bind(sid, fp, flags: 1 shared) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
+ * maxPerSharedPrincipal, then per op its code and arguments:
+ * 1 bind(sid, fp, flags: 1 shared, keepMs) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
  * 3 forget(sid, fp or "") · 4 ownerOf(sid) · 5 pin(sid) · 6 unpin(sid) ·
  * 7 size · 8 stats · 9 touch(sid, fp) · 10 sweep(limit) ·
  * 19 invalid (counts one invalid call).
@@ -131,7 +139,9 @@ local maxEntries = tonumber(ARGV[2])
 local maxPer = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local self = ARGV[5]
+local maxShared = tonumber(ARGV[6])
 local OWN, LRU, META = P .. 'o:own', P .. 'o:lru', P .. 'o:meta'
+local KL, KU = P .. 'o:kl', P .. 'o:ku'
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -145,6 +155,8 @@ local size = redis.call('HLEN', OWN)
 local cutoff = -1
 if ttl > 0 then cutoff = (now - ttl) * 1000 end
 local gone = { evicted = {}, expired = {} }
+-- Whether any binding has a keepMs floor (else o:kl and o:ku are empty and never read).
+local kept = redis.call('ZCARD', KU) > 0
 
 local function fmt(n) return string.format('%.0f', n) end
 local function pkey(fp) return P .. 'o:p:' .. fp end
@@ -162,10 +174,49 @@ local function parse(v)
   return tonumber(string.sub(v, 1, c - 1)), string.sub(v, c + 1)
 end
 
+-- The keepMs floor of sid (ms), or nil.
+local function floorOf(sid)
+  if not kept then return nil end
+  return tonumber(redis.call('ZSCORE', KU, sid))
+end
+
+-- Takes an unpinned binding out of its recency index (o:lru or o:kl).
+local function unplace(sid)
+  redis.call('ZREM', LRU, sid)
+  if kept then redis.call('ZREM', KL, sid) end
+end
+
+-- Files an unpinned binding just used (score s) in its recency index: o:kl while its floor
+-- lasts past its idle expiry (now + ttl), else o:lru (a floor that no longer matters goes).
+local function place(sid, s)
+  local k = floorOf(sid)
+  if k ~= nil and k > now + ttl then
+    redis.call('ZREM', LRU, sid)
+    redis.call('ZADD', KL, s, sid)
+    return
+  end
+  if k ~= nil then
+    redis.call('ZREM', KU, sid)
+    redis.call('ZREM', KL, sid)
+  end
+  redis.call('ZADD', LRU, s, sid)
+end
+
+-- Raises sid's floor to now + keep (never lowers it); idle expiry only (ttl > 0).
+local function raiseFloor(sid, keep)
+  if keep <= 0 or ttl <= 0 then return end
+  local k = floorOf(sid)
+  if k == nil or now + keep > k then
+    redis.call('ZADD', KU, fmt(now + keep), sid)
+    kept = true
+  end
+end
+
 -- Drops a binding; cause 'evicted' or 'expired' is announced, nil (forget) is not.
 local function remove(sid, owner, pins, cause)
   redis.call('HDEL', OWN, sid)
-  if pins == 0 then redis.call('ZREM', LRU, sid) else pinned = pinned - 1 end
+  if pins == 0 then unplace(sid) else pinned = pinned - 1 end
+  if kept then redis.call('ZREM', KU, sid) end
   redis.call('ZREM', pkey(owner), sid)
   size = size - 1
   dirty = true
@@ -179,6 +230,10 @@ local function load(sid)
   local pins, owner = parse(v)
   if cutoff >= 0 and pins == 0 then
     local sc = tonumber(redis.call('ZSCORE', LRU, sid))
+    if sc == nil and kept and (floorOf(sid) or 0) < now then
+      -- Kept, but its floor ended (not yet moved back): idle expiry applies again.
+      sc = tonumber(redis.call('ZSCORE', KL, sid))
+    end
     if sc ~= nil and sc < cutoff then
       remove(sid, owner, 0, 'expired')
       return nil
@@ -189,14 +244,14 @@ end
 
 local function touch(sid, owner, pins)
   local s = nextScore()
-  if pins == 0 then redis.call('ZADD', LRU, s, sid) end
+  if pins == 0 then place(sid, s) end
   redis.call('ZADD', pkey(owner), s, sid)
 end
 
 local function setPins(sid, owner, old, new)
   redis.call('HSET', OWN, sid, new .. ':' .. owner)
   if old == 0 and new > 0 then
-    redis.call('ZREM', LRU, sid)
+    unplace(sid)
     pinned = pinned + 1
   elseif old > 0 and new == 0 then
     pinned = pinned - 1
@@ -228,32 +283,48 @@ local function evictOwn(key)
   end
 end
 
--- Evicts the globally least recently used unpinned binding.
-local function evictGlobal()
+-- The first live session id of a recency index and its score, or nil (drops stale ids).
+local function headOf(key)
   while true do
-    local head = redis.call('ZRANGE', LRU, 0, 0)
-    if #head == 0 then return false end
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if #head == 0 then return nil end
     local v = redis.call('HGET', OWN, head[1])
-    if v then
-      local _, owner = parse(v)
-      remove(head[1], owner, 0, 'evicted')
-      bump(EVICT)
-      return true
-    end
-    redis.call('ZREM', LRU, head[1])
+    if v then return head[1], tonumber(head[2]), v end
+    redis.call('ZREM', key, head[1])
   end
 end
 
-local function insert(sid, fp, shared)
+-- Evicts the globally least recently used unpinned binding: the older head of o:lru and o:kl.
+local function evictGlobal()
+  local sid, sc, v = headOf(LRU)
+  if kept then
+    local ksid, ksc, kv = headOf(KL)
+    if ksid ~= nil and (sid == nil or ksc < sc) then sid, v = ksid, kv end
+  end
+  if sid == nil then return false end
+  local _, owner = parse(v)
+  remove(sid, owner, 0, 'evicted')
+  bump(EVICT)
+  return true
+end
+
+local function insert(sid, fp, shared, keep)
   local key = pkey(fp)
-  if not shared and redis.call('ZCARD', key) >= maxPer then
+  if shared then
+    -- A shared principal pays with its own oldest binding, at its own cap and when the table
+    -- is full: it stands for many callers, so it never pushes anyone else out.
+    if redis.call('ZCARD', key) >= maxShared or size >= maxEntries then
+      if not evictOwn(key) then bump(FULL); return false end
+    end
+  elseif redis.call('ZCARD', key) >= maxPer then
     if not evictOwn(key) then bump(FULL); return false end
   elseif size >= maxEntries then
     if not evictGlobal() then bump(FULL); return false end
   end
   redis.call('HSET', OWN, sid, '0:' .. fp)
+  raiseFloor(sid, keep)
   local s = nextScore()
-  redis.call('ZADD', LRU, s, sid)
+  place(sid, s)
   redis.call('ZADD', key, s, sid)
   size = size + 1
   return true
@@ -262,6 +333,18 @@ end
 -- Drops up to limit unpinned bindings idle since before the cutoff, oldest first.
 local function sweep(limit)
   if cutoff < 0 then return 0 end
+  if kept then
+    -- Floors that ended: their bindings go back to o:lru, where idle expiry sees them.
+    local ended = redis.call('ZRANGEBYSCORE', KU, '-inf', '(' .. fmt(now), 'LIMIT', 0, limit)
+    for _, sid in ipairs(ended) do
+      redis.call('ZREM', KU, sid)
+      local sc = redis.call('ZSCORE', KL, sid)
+      if sc then
+        redis.call('ZREM', KL, sid)
+        redis.call('ZADD', LRU, sc, sid)
+      end
+    end
+  end
   local old = redis.call('ZRANGEBYSCORE', LRU, '-inf', '(' .. fmt(cutoff), 'LIMIT', 0, limit)
   local dropped = 0
   for _, sid in ipairs(old) do
@@ -278,7 +361,7 @@ local function sweep(limit)
   return dropped
 end
 
-local ARITY = { ['1'] = 3, ['2'] = 3, ['3'] = 2, ['4'] = 1, ['5'] = 1, ['6'] = 1,
+local ARITY = { ['1'] = 4, ['2'] = 3, ['3'] = 2, ['4'] = 1, ['5'] = 1, ['6'] = 1,
   ['7'] = 0, ['8'] = 0, ['9'] = 2, ['10'] = 1, ['19'] = 0 }
 
 -- Applies one op whose arguments start at ARGV[a]; returns its result.
@@ -287,13 +370,16 @@ local function apply(op, a)
   if op == '1' or op == '2' then
     local sid, fp, flags = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
     local shared, pin = flags % 2 == 1, flags >= 2
+    local keep = 0
+    if op == '1' then keep = tonumber(ARGV[a + 3]) end
     local pins, owner = load(sid)
     if owner ~= nil and owner ~= fp then
       bump(REFUSE)
     elseif owner ~= nil then
+      raiseFloor(sid, keep)
       touch(sid, owner, pins)
       r = 1
-    elseif insert(sid, fp, shared) then
+    elseif insert(sid, fp, shared, keep) then
       pins = 0
       r = 1
       if op == '2' then bump(CLAIM) end
@@ -350,10 +436,10 @@ local function apply(op, a)
   return r
 end
 
-${checkOps(6, "owner")}
+${checkOps(7, "owner")}
 pcall(sweep, ${SWEEP_PER_CALL})
 
-${applyOps(6)}
+${applyOps(7)}
 if dirty then
   redis.call('HSET', META, 'seq', fmt(seq), 'pinned', pinned, 'evictions', st[1],
     'refusals', st[2], 'claims', st[3], 'invalid', st[4], 'full', st[5])
