@@ -266,7 +266,7 @@ Deno.test("guard: GET and DELETE without Mcp-Session-Id reach the handler, as un
   }
   const { owners, calls, real } = spyOwners();
   try {
-    await using server = await startServer({ guard: { owners } });
+    await using server = await startServer({ guard: { owners, tasks: false } });
     assert.deepEqual(await answers(server.url), unguarded);
     assert.deepEqual(calls, [], "no ownership question was asked");
     assert.deepEqual(server.decisions.map((d) => [d.method, d.outcome, d.reason]), [

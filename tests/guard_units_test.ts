@@ -25,6 +25,8 @@ Deno.test("classify: requests, notifications and responses", () => {
   assert.deepEqual(classify({ jsonrpc: "2.0", id: 9, result: {} }), {
     kind: "response",
     id: 9,
+    result: {},
+    error: undefined,
   });
   assert.equal(classify({ jsonrpc: "2.0", id: 9, error: { code: 1 } }).kind, "response");
   // A cancellation without requestId is valid (nothing to cancel).

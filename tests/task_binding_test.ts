@@ -204,12 +204,16 @@ Deno.test("taskRequest classifies every kind", async (t) => {
       assert.equal(out.kind, "invalid", JSON.stringify(taskId));
     }
   });
-  await t.step("invalid: missing or malformed taskId", () => {
+  await t.step("none without a taskId: no task named, the server answers", () => {
+    for (const method of ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"]) {
+      assert.deepEqual(req(method, undefined), { kind: "none" });
+      assert.deepEqual(req(method, {}), { kind: "none" });
+    }
+  });
+  await t.step("invalid: malformed taskId", () => {
     for (const method of ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"]) {
       for (
         const params of [
-          undefined,
-          {},
           { taskId: 1 },
           { taskId: "" },
           { taskId: null },

@@ -53,7 +53,6 @@ export interface GatePass {
   rewritten: boolean;
 }
 
-
 /** The task rules of one guard. */
 export class TaskGate {
   readonly #tasks: GuardTaskOwners;

@@ -116,7 +116,8 @@ function declaresTasksExtension(params: unknown): boolean {
  *   Watching more than needed is safe: a result without a task binds nothing.
  * - `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/update` are
  *   `"access"` with a valid `params.taskId` (see {@linkcode isValidTaskId}),
- *   else `"invalid"`. Each method is handled whichever protocol version asks:
+ *   `"none"` without one (no task is named: the server answers), and
+ *   `"invalid"` with a malformed one (a lenient server might coerce it). Each method is handled whichever protocol version asks:
  *   a method the server does not have gets its own "method not found" answer.
  * - `tasks/list` is `"list"`; everything else is `"none"`.
  */
@@ -131,6 +132,8 @@ export function taskRequest(
   if (method === "tasks/list") return { kind: "list" };
   if (!TASK_ACCESS_METHODS.has(method)) return { kind: "none" };
   const taskId = isObject(params) ? params.taskId : undefined;
+  // No taskId names no task: the server answers its own error (or its own method).
+  if (taskId === undefined) return { kind: "none" };
   if (!isValidTaskId(taskId)) {
     return {
       kind: "invalid",

@@ -455,7 +455,6 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   }
 }
 
-
 /**
  * A registry with `registry`'s options (bounds, idle expiry, store) over a
  * namespace of its own in the same store (a shared store's `prefix` gains
