@@ -32,6 +32,7 @@ const GUARD_OPTION_KEYS: readonly string[] = [
   "ownerCacheMs",
   "forwardBody",
   "notOwnerStatus",
+  "resumption",
   "tasks",
   "onDecision",
   "onSessionClosed",
@@ -52,6 +53,8 @@ export interface GuardConfig {
   /** `notOwnerStatus: 404`: another principal's session is answered as an unknown one. */
   hideOthers: boolean;
   forwardParsed: boolean;
+  /** `resumption`: what a `Last-Event-ID` may resume. */
+  resumption: "requests" | "all" | "unchecked";
   tasks: GuardTaskOwners | undefined;
   /** Fingerprints of `sharedPrincipals` (hashed with `secret`). */
   shared: Promise<Set<string>>;
@@ -149,6 +152,12 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     hideOthers: oneOf("notOwnerStatus", options.notOwnerStatus, [403, 404] as const, 403) === 404,
     forwardParsed:
       oneOf("forwardBody", options.forwardBody, ["copy", "parsed"] as const, "copy") === "parsed",
+    resumption: oneOf(
+      "resumption",
+      options.resumption,
+      ["requests", "all", "unchecked"] as const,
+      "requests",
+    ),
     tasks,
     shared: sharedFps,
     onDecision: options.onDecision,

@@ -29,6 +29,8 @@ import { OwnerCache } from "./owner_cache.ts";
 import { type Post, postRequest } from "./post.ts";
 import { type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
+import { EventIdKey } from "./event_ids.ts";
+import { Resumption } from "./resume.ts";
 import { TaskGate } from "./task_gate.ts";
 import type {
   GuardContext,
@@ -61,6 +63,8 @@ export class SessionGuard {
   /** GETs and DELETEs that later requests of their session must not overtake. */
   readonly #order = new SessionOrder();
   readonly #post: Post;
+  /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
+  readonly #resumption: Resumption | null;
 
   constructor(handler: RequestHandler, options: GuardOptions) {
     const config = resolveGuardConfig(handler, options);
@@ -74,6 +78,10 @@ export class SessionGuard {
       ? undefined
       : new TaskGate(config.tasks, config.strict, config.hideOthers, this.report);
     this.#post = postRequest(this);
+    this.#resumption = config.resumption === "unchecked" ? null : new Resumption(
+      config.secret === undefined ? EventIdKey.random() : EventIdKey.fromSecret(config.secret),
+      config.resumption === "all",
+    );
     config.owners.onRemoved?.(({ cause, sessionIds }) => {
       for (const sid of sessionIds) this.local.removed(sid, cause);
     });
@@ -131,7 +139,9 @@ export class SessionGuard {
       return this.refuse("anonymous", { method, sid });
     }
     try {
-      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
+      if (method === "POST") {
+        return this.#tagAnswer(await this.#post(request, sid, ctx, ahead), sid);
+      }
       if (method === "GET") return await this.#get(request, sid!, ctx);
       return await this.#delete(request, sid!, ctx);
     } catch (err) {
@@ -192,14 +202,24 @@ export class SessionGuard {
         return this.notOwner({ method: "GET", sid });
       }
     }
-    this.decide("allow", "allowed", null, { method: "GET", sid });
-    if (!pinned) return await this.config.handler(request, ctx);
     const unpin = () => {
       owners.unpin(sid).catch((err) => this.report(err, "unpin"));
     };
+    // Resumption stays within the session: a Last-Event-ID must be an id sent in it.
+    const resumed = this.#resumption === null
+      ? { request, kind: "listen" as const }
+      : this.#resumption.resume(request, sid);
+    if (resumed === null) {
+      if (pinned) unpin();
+      return this.refuse("unknown-event-id", { method: "GET", sid });
+    }
+    this.decide("allow", "allowed", null, { method: "GET", sid });
+    const tag = (response: Response) =>
+      this.#resumption === null ? response : this.#resumption.tag(response, sid, resumed.kind);
+    if (!pinned) return tag(await this.config.handler(resumed.request, ctx));
     let response: Response;
     try {
-      response = await this.config.handler(request, ctx);
+      response = await this.config.handler(resumed.request, ctx);
     } catch (err) {
       unpin();
       throw err;
@@ -208,7 +228,17 @@ export class SessionGuard {
       unpin();
       return response;
     }
-    return onBodyEnd(response, unpin);
+    return tag(onBodyEnd(response, unpin));
+  }
+
+  /**
+   * A POST's answer with its SSE event ids tagged for its session (the one
+   * it names, or the one an `initialize` answer issued and the guard bound).
+   */
+  #tagAnswer(response: Response, sid: string | null): Response {
+    if (this.#resumption === null) return response;
+    const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id"));
+    return this.#resumption.tag(response, session, "request");
   }
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
@@ -354,9 +384,13 @@ export class SessionGuard {
  * (refused or full: the session is closed and the caller gets 409/503, never
  * the id); GET, POST and DELETE with another principal's session id get 403;
  * unknown ids 404; anonymous callers 401; malformed ids 400 before any
- * lookup; a live GET stream pins its session until it ends; DELETE by the
- * owner cancels the session's requests and forgets it; a
- * `notifications/cancelled` aborts only a request of the same session; a
+ * lookup; a live GET stream pins its session until it ends; every SSE event
+ * id the guard forwards is tagged for its session, and a GET's
+ * `Last-Event-ID` must carry this session's tag (400 otherwise), so a
+ * shared event store never replays one session's events into another
+ * (option `resumption`); DELETE by the owner cancels the session's requests
+ * and forgets it; a `notifications/cancelled` aborts only a request of the
+ * same session; a
  * failed registry call answers 503, never allow. Requests are tracked so
  * `signalFor(extra)` gives tool handlers an `AbortSignal`; a cancellation
  * from the server side (`cancellations.cancel`/`cancelAll`, a closed

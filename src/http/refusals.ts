@@ -45,6 +45,12 @@ export const REFUSALS = {
     code: RpcCode.InvalidRequest,
     message: (method) => `Bad Request: Mcp-Session-Id header is required for ${method}`,
   },
+  "unknown-event-id": {
+    status: 400,
+    code: RpcCode.ServerError,
+    message:
+      "Bad Request: Last-Event-ID is not an event id of this session; reconnect without Last-Event-ID",
+  },
   anonymous: {
     status: 401,
     code: RpcCode.InvalidRequest,
