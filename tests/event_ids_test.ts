@@ -14,7 +14,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { CancellationRegistry, SessionOwnerRegistry } from "../mod.ts";
 import { mcpGuard, type McpGuardEnv } from "../hono.ts";
 import { SUFFIX_LENGTH } from "../src/http/event_ids.ts";
-import { bearer } from "./support/mcp_server.ts";
+import { bearer, initializeRequest, postRpc } from "./support/mcp_server.ts";
 import {
   callTool,
   type ClientEvent,
@@ -418,4 +418,42 @@ Deno.test("hono: the handler behind mcpGuard gets the raw Last-Event-ID", async 
   assert.equal(forged.status, 400);
   await forged.body?.cancel();
   assert.deepEqual(cursors, [undefined, "post-1", undefined]);
+});
+
+Deno.test("an initialize answered as SSE: its event id is tagged for the session it issues", async () => {
+  await using server = await startResumableServer({ store: "shared" });
+  const init = await postRpc(server.url, ALICE, null, initializeRequest());
+  const sid = init.headers.get("mcp-session-id")!;
+  const [answer] = await readEvents(init);
+  assert.match(answer.id, /\.r[A-Za-z0-9_-]{22}$/);
+  const mallory = await openRawSession(server.url, MALLORY);
+  const foreign = await getStream(server.url, MALLORY, mallory, answer.id);
+  assert.equal(foreign.status, 400);
+  await foreign.body?.cancel();
+  const own = await getStream(server.url, ALICE, sid, answer.id);
+  assert.equal(own.status, 200);
+  await own.body?.cancel();
+});
+
+Deno.test("attach-only, anonymous listeners (never pinned): ids are tagged and checked the same", async () => {
+  await using server = await startResumableServer({
+    store: "shared",
+    guard: { mode: "attach-only", principal: () => null },
+  });
+  const alice = await openRawSession(server.url, ALICE); // nobody owns it: anonymous
+  const other = await openRawSession(server.url, MALLORY);
+  const listening = await getStream(server.url, ALICE, alice);
+  const announced = await callTool(server.url, ALICE, alice, 1, "announce", { text: "anon" });
+  await announced.body?.cancel();
+  const [heard] = await readEvents(listening, (e) => texts(e).includes("anon"));
+  assert.match(heard.id, /\.l[A-Za-z0-9_-]{22}$/);
+  const foreign = await getStream(server.url, MALLORY, other, heard.id);
+  assert.equal(foreign.status, 400);
+  await foreign.body?.cancel();
+  const seen = await alicePolls(server, alice, "anon-poll");
+  const resumed = await resume(server, ALICE, alice, seen[1].id);
+  assert.deepEqual(
+    texts(await readEvents(resumed, (e) => texts(e).includes("done:anon-poll"))),
+    ["away:anon-poll", "done:anon-poll"],
+  );
 });

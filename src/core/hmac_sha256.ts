@@ -13,7 +13,7 @@
  * @module
  */
 
-const K = new Uint32Array([
+const K = new Int32Array([
   0x428a2f98,
   0x71374491,
   0xb5c0fbcf,
@@ -80,7 +80,7 @@ const K = new Uint32Array([
   0xc67178f2,
 ]);
 
-const IV = new Uint32Array([
+const IV = new Int32Array([
   0x6a09e667,
   0xbb67ae85,
   0x3c6ef372,
@@ -94,13 +94,13 @@ const IV = new Uint32Array([
 const BLOCK = 64;
 
 // Scratch space, reused: everything here is synchronous.
-const W = new Uint32Array(64);
-const H = new Uint32Array(8);
+const W = new Int32Array(64);
+const H = new Int32Array(8);
 let pad = new Uint8Array(4 * BLOCK);
 const inner = new Uint8Array(32);
 
 /** Absorbs the 64-byte block of `bytes` at `at` into `h`. */
-function compress(h: Uint32Array, bytes: Uint8Array, at: number): void {
+function compress(h: Int32Array, bytes: Uint8Array, at: number): void {
   for (let i = 0; i < 16; i++) {
     const j = at + i * 4;
     W[i] = (bytes[j] << 24) | (bytes[j + 1] << 16) | (bytes[j + 2] << 8) | bytes[j + 3];
@@ -138,7 +138,7 @@ function compress(h: Uint32Array, bytes: Uint8Array, at: number): void {
 }
 
 /** Absorbs `bytes` (a whole number of blocks) into a copy of `state`. */
-function absorb(state: Uint32Array, bytes: Uint8Array): Uint32Array {
+function absorb(state: Int32Array, bytes: Uint8Array): Int32Array {
   const h = state.slice();
   for (let at = 0; at < bytes.length; at += BLOCK) compress(h, bytes, at);
   return h;
@@ -148,13 +148,15 @@ function absorb(state: Uint32Array, bytes: Uint8Array): Uint32Array {
  * The digest of the message whose first `prior` bytes (a whole number of
  * blocks) left `state`, and whose rest is `tail`, written into `out`.
  */
-function finish(state: Uint32Array, prior: number, tail: Uint8Array, out: Uint8Array): void {
+function finish(state: Int32Array, prior: number, tail: Uint8Array, out: Uint8Array): void {
   const n = tail.length;
-  const total = Math.ceil((n + 9) / BLOCK) * BLOCK;
+  const total = ((n + 9 + BLOCK - 1) >>> 6) << 6;
   if (pad.length < total) pad = new Uint8Array(total * 2);
-  pad.set(tail);
+  // Short messages (event ids) are copied byte by byte: cheaper than a builtin call.
+  if (n > BLOCK) pad.set(tail);
+  else for (let i = 0; i < n; i++) pad[i] = tail[i];
   pad[n] = 0x80;
-  pad.fill(0, n + 1, total);
+  for (let i = n + 1; i < total - 8; i++) pad[i] = 0;
   const bits = (prior + n) * 8;
   const high = Math.floor(bits / 0x100000000);
   const low = bits >>> 0;
@@ -166,7 +168,7 @@ function finish(state: Uint32Array, prior: number, tail: Uint8Array, out: Uint8A
   pad[total - 3] = low >>> 16;
   pad[total - 2] = low >>> 8;
   pad[total - 1] = low;
-  H.set(state);
+  for (let i = 0; i < 8; i++) H[i] = state[i];
   for (let at = 0; at < total; at += BLOCK) compress(H, pad, at);
   for (let i = 0; i < 8; i++) {
     out[i * 4] = H[i] >>> 24;
@@ -209,11 +211,11 @@ export interface HmacSha256Key {
 }
 
 class Key implements HmacSha256Key {
-  readonly #inner: Uint32Array;
-  readonly #outer: Uint32Array;
+  readonly #inner: Int32Array;
+  readonly #outer: Int32Array;
   readonly #prior: number;
 
-  constructor(inner: Uint32Array, outer: Uint32Array, prior: number) {
+  constructor(inner: Int32Array, outer: Int32Array, prior: number) {
     this.#inner = inner;
     this.#outer = outer;
     this.#prior = prior;

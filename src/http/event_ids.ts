@@ -47,6 +47,9 @@ export const TAG_LENGTH = 22;
 /** What the guard appends to a raw id: `.`, the kind, the tag. */
 export const SUFFIX_LENGTH = TAG_LENGTH + 2;
 
+/** Taggers an {@linkcode EventIdKey} keeps (one per session and kind of stream). */
+const MAX_TAGGERS = 1024;
+
 const KIND_CHAR: Record<EventStreamKind, string> = { request: "r", listen: "l" };
 const KIND_OF: Record<string, EventStreamKind> = { r: "request", l: "listen" };
 const KIND_BYTE: Record<EventStreamKind, number> = { request: 0x72, listen: 0x6c };
@@ -99,6 +102,8 @@ function same(a: string, b: string): boolean {
  */
 export class EventIdKey {
   readonly #mac: HmacSha256Key;
+  /** Taggers by kind and session, so a session's streams share one (bounded, cleared when full). */
+  readonly #taggers = new Map<string, (raw: string) => string>();
 
   private constructor(mac: HmacSha256Key) {
     this.#mac = mac;
@@ -147,9 +152,15 @@ export class EventIdKey {
    * ```
    */
   tagger(sessionId: string, kind: EventStreamKind): (raw: string) => string {
+    const cacheKey = KIND_CHAR[kind] + sessionId;
+    let tagger = this.#taggers.get(cacheKey);
+    if (tagger !== undefined) return tagger;
     const mac = this.#scoped(sessionId, kind);
     const suffix = `.${KIND_CHAR[kind]}`;
-    return (raw) => raw + suffix + tagText(mac.sign(encoder.encode(raw)));
+    tagger = (raw) => raw + suffix + tagText(mac.sign(encoder.encode(raw)));
+    if (this.#taggers.size >= MAX_TAGGERS) this.#taggers.clear();
+    this.#taggers.set(cacheKey, tagger);
+    return tagger;
   }
 
   /**

@@ -30,7 +30,8 @@ import { type Post, postRequest } from "./post.ts";
 import { type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
 import { EventIdKey } from "./event_ids.ts";
-import { Resumption } from "./resume.ts";
+import { Resumption, rewriteEventIds } from "./resume.ts";
+import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
 import type {
   GuardContext,
@@ -139,9 +140,7 @@ export class SessionGuard {
       return this.refuse("anonymous", { method, sid });
     }
     try {
-      if (method === "POST") {
-        return this.#tagAnswer(await this.#post(request, sid, ctx, ahead), sid);
-      }
+      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
       if (method === "GET") return await this.#get(request, sid!, ctx);
       return await this.#delete(request, sid!, ctx);
     } catch (err) {
@@ -214,9 +213,10 @@ export class SessionGuard {
       return this.refuse("unknown-event-id", { method: "GET", sid });
     }
     this.decide("allow", "allowed", null, { method: "GET", sid });
-    const tag = (response: Response) =>
-      this.#resumption === null ? response : this.#resumption.tag(response, sid, resumed.kind);
-    if (!pinned) return tag(await this.config.handler(resumed.request, ctx));
+    if (!pinned) {
+      const response = await this.config.handler(resumed.request, ctx);
+      return this.#resumption?.tag(response, sid, resumed.kind) ?? response;
+    }
     let response: Response;
     try {
       response = await this.config.handler(resumed.request, ctx);
@@ -228,17 +228,24 @@ export class SessionGuard {
       unpin();
       return response;
     }
-    return tag(onBodyEnd(response, unpin));
+    return onBodyEnd(response, unpin, this.#resumption?.rewriter(response, sid, resumed.kind));
   }
 
   /**
-   * A POST's answer with its SSE event ids tagged for its session (the one
-   * it names, or the one an `initialize` answer issued and the guard bound).
+   * The rewriter that tags the SSE event ids of a POST's answer for its
+   * session (the one it names, or the one an `initialize` answer issued and
+   * the guard bound); `null` when there is nothing to tag.
    */
-  #tagAnswer(response: Response, sid: string | null): Response {
-    if (this.#resumption === null) return response;
+  answerRewriter(response: Response, sid: string | null): SseIdRewriter | null {
+    if (this.#resumption === null) return null;
     const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id"));
-    return this.#resumption.tag(response, session, "request");
+    return this.#resumption.rewriter(response, session, "request");
+  }
+
+  /** A POST's answer with its SSE event ids tagged (see {@linkcode answerRewriter}). */
+  tagAnswer(response: Response, sid: string | null): Response {
+    const rewriter = this.answerRewriter(response, sid);
+    return rewriter === null ? response : rewriteEventIds(response, rewriter);
   }
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {

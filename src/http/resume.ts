@@ -14,10 +14,7 @@
  */
 
 import type { EventIdKey, EventStreamKind } from "./event_ids.ts";
-import { SseIdRewriter } from "./sse_events.ts";
-
-/** Pieces of output up to this size go out as one chunk (copied); larger ones as they are. */
-const JOIN_BYTES = 64 * 1024;
+import { enqueueParts, SseIdRewriter } from "./sse_events.ts";
 
 /** Copies the guard made of a request, to the request it got (for the Hono adapter). */
 const originals = new WeakMap<Request, Request>();
@@ -100,24 +97,38 @@ export class Resumption {
   }
 
   /**
-   * `response` with the ids of its events tagged for `sessionId`, when it is
-   * a successful SSE stream that is not content-encoded; else as it is (its
-   * ids, if any, then never check out: resumption fails, closed).
+   * The rewriter that tags the event ids of `response` for `sessionId`, when
+   * it is a successful SSE stream that is not content-encoded; else `null`
+   * (its ids, if any, then never check out: resumption fails, closed). An
+   * id a client ignores (with NUL) is left as it is.
    */
-  tag(response: Response, sessionId: string | null, kind: EventStreamKind): Response {
-    if (sessionId === null || !response.ok || response.body === null) return response;
+  rewriter(
+    response: Response,
+    sessionId: string | null,
+    kind: EventStreamKind,
+  ): SseIdRewriter | null {
+    if (sessionId === null || !response.ok || response.body === null) return null;
     const type = response.headers.get("content-type");
-    if (type === null || !type.toLowerCase().startsWith("text/event-stream")) return response;
+    if (type === null || !type.toLowerCase().startsWith("text/event-stream")) return null;
     const encoding = response.headers.get("content-encoding");
-    if (encoding !== null && encoding.trim().toLowerCase() !== "identity") return response;
-    const tag = this.#key.tagger(sessionId, kind);
-    return rewriteEventIds(response, (id) => id.includes("\0") ? null : tag(id));
+    if (encoding !== null && encoding.trim().toLowerCase() !== "identity") return null;
+    let tag: ((raw: string) => string) | null = null; // made at the first id: many streams have none
+    return new SseIdRewriter((id) =>
+      id.includes("\0") ? null : (tag ??= this.#key.tagger(sessionId, kind))(id)
+    );
+  }
+
+  /** `response` with its event ids tagged (see {@linkcode Resumption.rewriter}), or as it is. */
+  tag(response: Response, sessionId: string | null, kind: EventStreamKind): Response {
+    const rewriter = this.rewriter(response, sessionId, kind);
+    return rewriter === null ? response : rewriteEventIds(response, rewriter);
   }
 }
 
 /**
  * `response` with every `id` field of its event stream rewritten by
- * `rewrite` (see {@linkcode SseIdRewriter}); the rest passes byte for byte.
+ * `rewrite` (a function, or a {@linkcode SseIdRewriter}); the rest passes
+ * byte for byte.
  * Cancelling the body cancels `response`'s.
  *
  * @example
@@ -134,34 +145,13 @@ export class Resumption {
  */
 export function rewriteEventIds(
   response: Response,
-  rewrite: (id: string) => string | null,
+  rewrite: ((id: string) => string | null) | SseIdRewriter,
 ): Response {
   const source = response.body;
   if (source === null) return response;
-  const rewriter = new SseIdRewriter(rewrite);
+  const rewriter = rewrite instanceof SseIdRewriter ? rewrite : new SseIdRewriter(rewrite);
   const reader = source.getReader();
-  /** Enqueues pieces; returns whether anything went out. */
-  const send = (controller: ReadableStreamDefaultController<Uint8Array>, parts: Uint8Array[]) => {
-    if (parts.length === 0) return false;
-    if (parts.length === 1) {
-      controller.enqueue(parts[0]);
-      return true;
-    }
-    let size = 0;
-    for (const part of parts) size += part.byteLength;
-    if (size > JOIN_BYTES) {
-      for (const part of parts) controller.enqueue(part);
-      return true;
-    }
-    const joined = new Uint8Array(size);
-    let at = 0;
-    for (const part of parts) {
-      joined.set(part, at);
-      at += part.byteLength;
-    }
-    controller.enqueue(joined);
-    return true;
-  };
+  const send = enqueueParts;
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
       for (;;) {
@@ -184,7 +174,10 @@ export function rewriteEventIds(
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-  const headers = new Headers(response.headers);
-  headers.delete("content-length");
+  let headers = response.headers;
+  if (headers.has("content-length")) {
+    headers = new Headers(headers);
+    headers.delete("content-length");
+  }
   return new Response(body, { status: response.status, statusText: response.statusText, headers });
 }

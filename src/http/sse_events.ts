@@ -198,6 +198,69 @@ const ID_BYTES = new Uint8Array([I, D]);
 const ID_COLON = new Uint8Array([I, D, COLON]);
 const textEncoder = new TextEncoder();
 
+/** Rewrites a byte stream chunk by chunk (as {@linkcode SseIdRewriter} does). */
+export interface ChunkRewriter {
+  /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
+  push(chunk: Uint8Array): Uint8Array[];
+  /** Ends the stream: returns what is still held. */
+  end(): Uint8Array[];
+}
+
+/** Pieces up to this size go out as one chunk (copied); larger ones as they are. */
+const JOIN_BYTES = 64 * 1024;
+
+/**
+ * The pieces a {@linkcode ChunkRewriter} returned, as one chunk (the piece
+ * itself when there is one).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { joinParts } from "./sse_events.ts";
+ *
+ * assert.deepEqual(joinParts([new Uint8Array([1]), new Uint8Array([2])]), new Uint8Array([1, 2]));
+ * ```
+ */
+export function joinParts(parts: Uint8Array[]): Uint8Array {
+  return parts.length === 0 ? new Uint8Array(0) : concat(parts);
+}
+
+/**
+ * Enqueues the pieces a {@linkcode ChunkRewriter} returned: one piece as it
+ * is, a few small ones joined into one chunk (one write, not three), large
+ * ones as they are (not copied). Returns whether anything was enqueued.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { enqueueParts } from "./sse_events.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const sink = { enqueue: (chunk: Uint8Array) => chunks.push(chunk) };
+ * enqueueParts(sink, [new Uint8Array([1]), new Uint8Array([2, 3])]);
+ * assert.deepEqual(chunks, [new Uint8Array([1, 2, 3])]);
+ * assert.equal(enqueueParts(sink, []), false);
+ * ```
+ */
+export function enqueueParts(
+  controller: Pick<ReadableStreamDefaultController<Uint8Array>, "enqueue">,
+  parts: Uint8Array[],
+): boolean {
+  if (parts.length === 0) return false;
+  if (parts.length === 1) {
+    controller.enqueue(parts[0]);
+    return true;
+  }
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  if (size > JOIN_BYTES) {
+    for (const part of parts) controller.enqueue(part);
+  } else {
+    controller.enqueue(concat(parts));
+  }
+  return true;
+}
+
 /** Default bound on an `id` line's value, in bytes: a longer one passes as it is. */
 export const MAX_ID_BYTES = 8 * 1024;
 
@@ -229,7 +292,7 @@ export const MAX_ID_BYTES = 8 * 1024;
  * assert.equal(out, "event: message\nid: 42!\r\ndata: {}\n\nid:\nidle: 1\n\n");
  * ```
  */
-export class SseIdRewriter {
+export class SseIdRewriter implements ChunkRewriter {
   readonly #rewrite: (value: string) => string | null;
   readonly #max: number;
   /** BOM bytes matched at the stream start, or -1 once past them. */
