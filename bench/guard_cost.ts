@@ -14,6 +14,7 @@
  * ```sh
  * deno task bench:guard                                  # JSON answers
  * deno task bench:guard --sse                            # SSE answers
+ * deno task bench:guard --sse --ids                      # ... with event ids, as with an event store
  * deno task bench:guard --against=/tmp/old/mod.ts --rounds=40
  * ```
  *
@@ -30,13 +31,21 @@ type Mod = typeof current;
 
 interface Settings {
   sse: boolean;
+  /** SSE answers carry event ids: a priming event and the answer, as SDK 1.32 with an event store. */
+  ids: boolean;
   rounds: number;
   requests: number;
   against: string | null;
 }
 
 function parseArgs(args: string[]): Settings {
-  const settings: Settings = { sse: false, rounds: 20, requests: 10_000, against: null };
+  const settings: Settings = {
+    sse: false,
+    ids: false,
+    rounds: 20,
+    requests: 10_000,
+    against: null,
+  };
   for (const arg of args) {
     const count = /^--(rounds|requests)=(\d[\d_]*)$/.exec(arg);
     if (count !== null) {
@@ -44,10 +53,11 @@ function parseArgs(args: string[]): Settings {
       if (!Number.isSafeInteger(value) || value < 1) throw new Error(`bad value in ${arg}`);
       settings[count[1] as "rounds" | "requests"] = value;
     } else if (arg === "--sse") settings.sse = true;
+    else if (arg === "--ids") settings.sse = settings.ids = true;
     else if (arg.startsWith("--against=") && arg.length > 10) settings.against = arg.slice(10);
     else {
       throw new Error(
-        `unknown argument ${arg} (use --sse, --rounds=N, --requests=N, --against=<mod.ts>)`,
+        `unknown argument ${arg} (use --sse, --ids, --rounds=N, --requests=N, --against=<mod.ts>)`,
       );
     }
   }
@@ -62,6 +72,9 @@ const URL_ = "http://127.0.0.1/mcp";
 const encoder = new TextEncoder();
 
 let nextSession = 0;
+let nextEvent = 0;
+/** An event id as SDK 1.32's example store makes them: `<stream>_<ms>_<random>`. */
+const eventId = () => `${crypto.randomUUID()}_${Date.now()}_${(nextEvent++).toString(36)}`;
 /** Answers at once: initialize opens a session, a request gets a one-event SSE or a JSON answer. */
 async function inner(request: Request, ctx?: { parsedBody?: unknown }): Promise<Response> {
   const body = (ctx?.parsedBody ?? await request.json()) as { id?: number; method: string };
@@ -78,7 +91,12 @@ async function inner(request: Request, ctx?: { parsedBody?: unknown }): Promise<
     result: { content: [{ type: "text", text: "hi" }] },
   };
   if (!settings.sse) return Response.json(answer);
-  const event = encoder.encode(`event: message\ndata: ${JSON.stringify(answer)}\n\n`);
+  const data = JSON.stringify(answer);
+  const event = encoder.encode(
+    settings.ids
+      ? `id: ${eventId()}\ndata: \n\nevent: message\nid: ${eventId()}\ndata: ${data}\n\n`
+      : `event: message\ndata: ${data}\n\n`,
+  );
   const stream = new ReadableStream({
     start(controller) {
       controller.enqueue(event);

@@ -7,13 +7,20 @@
  * @module
  */
 
+import { type ChunkRewriter, enqueueParts } from "./sse_events.ts";
+
 /**
  * Returns a response with the same status and headers whose body forwards
- * `response.body` chunk by chunk and calls `onEnd` exactly once when that body
+ * `response.body` chunk by chunk (through `rewriter` when given: the guard
+ * tags event ids on the way) and calls `onEnd` exactly once when that body
  * is done, fails, or is cancelled by the consumer. A response without a body
  * calls `onEnd` at once and is returned as is.
  */
-export function onBodyEnd(response: Response, onEnd: () => void): Response {
+export function onBodyEnd(
+  response: Response,
+  onEnd: () => void,
+  rewriter: ChunkRewriter | null = null,
+): Response {
   const source = response.body;
   if (source === null) {
     onEnd();
@@ -28,19 +35,23 @@ export function onBodyEnd(response: Response, onEnd: () => void): Response {
   const reader = source.getReader();
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (err) {
-        end();
-        controller.error(err);
-        return;
-      }
-      if (chunk.done) {
-        end();
-        controller.close();
-      } else {
-        controller.enqueue(chunk.value);
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          end();
+          controller.error(err);
+          return;
+        }
+        if (chunk.done) {
+          if (rewriter !== null) enqueueParts(controller, rewriter.end());
+          end();
+          controller.close();
+          return;
+        }
+        if (rewriter === null) return controller.enqueue(chunk.value);
+        if (enqueueParts(controller, rewriter.push(chunk.value))) return;
       }
     },
     cancel(reason) {

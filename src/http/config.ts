@@ -36,6 +36,7 @@ const GUARD_OPTION_KEYS: readonly string[] = [
   "ownerCacheMs",
   "forwardBody",
   "notOwnerStatus",
+  "resumption",
   "tasks",
   "onDecision",
   "onSessionClosed",
@@ -56,6 +57,8 @@ export interface GuardConfig {
   /** `notOwnerStatus: 404`: another principal's session is answered as an unknown one. */
   hideOthers: boolean;
   forwardParsed: boolean;
+  /** `resumption`: what a `Last-Event-ID` may resume. */
+  resumption: "requests" | "all" | "unchecked";
   /** Who owns which task (`undefined`: `tasks: false`, task requests pass unchecked). */
   tasks: GuardTaskOwners | undefined;
   /** Fingerprints of `sharedPrincipals` (hashed with `secret`). */
@@ -164,6 +167,12 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     hideOthers: oneOf("notOwnerStatus", options.notOwnerStatus, [403, 404] as const, 403) === 404,
     forwardParsed:
       oneOf("forwardBody", options.forwardBody, ["copy", "parsed"] as const, "copy") === "parsed",
+    resumption: oneOf(
+      "resumption",
+      options.resumption,
+      ["requests", "all", "unchecked"] as const,
+      "requests",
+    ),
     tasks: tasks === false
       ? undefined
       : tasks ?? derivedRegistry(owners as SessionOwnerRegistry, TASK_NAMESPACE),

@@ -30,6 +30,9 @@ import { OwnerCache } from "./owner_cache.ts";
 import { type Post, postRequest } from "./post.ts";
 import { type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
+import { EventIdKey } from "./event_ids.ts";
+import { Resumption, rewriteEventIds } from "./resume.ts";
+import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
 import type {
   GuardContext,
@@ -62,6 +65,8 @@ export class SessionGuard {
   /** GETs and DELETEs that later requests of their session must not overtake. */
   readonly #order = new SessionOrder();
   readonly #post: Post;
+  /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
+  readonly #resumption: Resumption | null;
 
   constructor(handler: RequestHandler, options: GuardOptions) {
     const config = resolveGuardConfig(handler, options);
@@ -75,6 +80,10 @@ export class SessionGuard {
       ? undefined
       : new TaskGate(config.tasks, config.hideOthers, this.report, config.secret);
     this.#post = postRequest(this);
+    this.#resumption = config.resumption === "unchecked" ? null : new Resumption(
+      config.secret === undefined ? EventIdKey.random() : EventIdKey.fromSecret(config.secret),
+      config.resumption === "all",
+    );
     config.owners.onRemoved?.(({ cause, sessionIds }) => {
       for (const sid of sessionIds) this.local.removed(sid, cause);
     });
@@ -199,14 +208,25 @@ export class SessionGuard {
         return this.notOwner({ method: "GET", sid });
       }
     }
-    this.decide("allow", "allowed", null, { method: "GET", sid });
-    if (!pinned) return await this.config.handler(request, ctx);
     const unpin = () => {
       owners.unpin(sid).catch((err) => this.report(err, "unpin"));
     };
+    // Resumption stays within the session: a Last-Event-ID must be an id sent in it.
+    const resumed = this.#resumption === null
+      ? { request, kind: "listen" as const }
+      : this.#resumption.resume(request, sid);
+    if (resumed === null) {
+      if (pinned) unpin();
+      return this.refuse("unknown-event-id", { method: "GET", sid });
+    }
+    this.decide("allow", "allowed", null, { method: "GET", sid });
+    if (!pinned) {
+      const response = await this.config.handler(resumed.request, ctx);
+      return this.#resumption?.tag(response, sid, resumed.kind) ?? response;
+    }
     let response: Response;
     try {
-      response = await this.config.handler(request, ctx);
+      response = await this.config.handler(resumed.request, ctx);
     } catch (err) {
       unpin();
       throw err;
@@ -215,7 +235,24 @@ export class SessionGuard {
       unpin();
       return response;
     }
-    return onBodyEnd(response, unpin);
+    return onBodyEnd(response, unpin, this.#resumption?.rewriter(response, sid, resumed.kind));
+  }
+
+  /**
+   * The rewriter that tags the SSE event ids of a POST's answer for its
+   * session (the one it names, or the one an `initialize` answer issued and
+   * the guard bound); `null` when there is nothing to tag.
+   */
+  answerRewriter(response: Response, sid: string | null): SseIdRewriter | null {
+    if (this.#resumption === null) return null;
+    const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id"));
+    return this.#resumption.rewriter(response, session, "request");
+  }
+
+  /** A POST's answer with its SSE event ids tagged (see {@linkcode answerRewriter}). */
+  tagAnswer(response: Response, sid: string | null): Response {
+    const rewriter = this.answerRewriter(response, sid);
+    return rewriter === null ? response : rewriteEventIds(response, rewriter);
   }
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
@@ -367,8 +404,12 @@ export class SessionGuard {
  * unknown ids 404; anonymous callers 401; malformed ids 400 before any
  * lookup; a GET or DELETE without a session id asks no ownership question
  * and reaches the handler; a live GET stream pins its session until it
- * ends; DELETE by the owner cancels the session's requests and forgets it; a
- * `notifications/cancelled` aborts only a request of the same session; a
+ * ends; every SSE event id the guard forwards is tagged for its session,
+ * and a GET's `Last-Event-ID` must carry this session's tag (400
+ * otherwise), so a shared event store never replays one session's events
+ * into another (option `resumption`); DELETE by the owner cancels the
+ * session's requests and forgets it; a `notifications/cancelled` aborts
+ * only a request of the same session; a
  * failed registry call answers 503, never allow. Requests are tracked so
  * `signalFor(extra)` gives tool handlers an `AbortSignal`; a cancellation
  * from the server side (`cancellations.cancel`/`cancelAll`, a closed

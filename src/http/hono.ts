@@ -16,6 +16,7 @@ import {
   type RequestHandler,
   type RequestRef,
 } from "../../mod.ts";
+import { originalRequest } from "./resume.ts";
 
 /**
  * The parts of a Hono `Context` {@linkcode mcpGuard} uses. Hono's own
@@ -263,7 +264,9 @@ export function mcpGuard<C extends HonoContextLike = HonoContextLike>(
   }
   const pending = new WeakMap<Request, Pending>();
   const handler: RequestHandler = async (request, context) => {
-    const entry = pending.get(request);
+    // A GET whose Last-Event-ID the guard rewrote comes as a copy of the request it got.
+    const original = originalRequest(request);
+    const entry = pending.get(original);
     if (entry === undefined) {
       // A request of the guard's own (closing or cancelling): no client, no Hono context.
       if (internalHandler !== undefined) return await internalHandler(request, context);
@@ -272,9 +275,10 @@ export function mcpGuard<C extends HonoContextLike = HonoContextLike>(
           `(session ${request.headers.get("mcp-session-id")})`,
       );
     }
-    pending.delete(request); // next() runs once
+    pending.delete(original); // next() runs once
     const { c } = entry;
     c.set("mcpGuard", context);
+    if (original !== request) c.req.raw = request;
     if (forwardBody === "copy" && context.parsedBody !== undefined) {
       const headers = new Headers(request.headers);
       headers.delete("content-length"); // the body is serialized again

@@ -327,10 +327,16 @@ export function postRequest(guard: SessionGuard): Post {
       end();
       return response;
     }
-    stream = watchAnswer(response, message.id, {
-      onAnswer: () => settled = true,
-      onEnd: end,
-    });
+    stream = watchAnswer(
+      response,
+      message.id,
+      {
+        onAnswer: () => settled = true,
+        onEnd: end,
+      },
+      undefined,
+      guard.answerRewriter(response, sid),
+    );
     return stream.response;
   }
 
@@ -395,7 +401,7 @@ export function postRequest(guard: SessionGuard): Post {
       if (pass instanceof Response) return pass;
       guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
       const answer = await invoke(innerOf(pass), ctx, pass?.wrap ?? null);
-      return await bindIssued(request, answer, null, ctx, rpcMethod);
+      return guard.tagAnswer(await bindIssued(request, answer, null, ctx, rpcMethod), null);
     }
     if (config.strict) {
       const refusal = await guard.checkOwner({ ...at, rpcMethod, sid, id }, fp!, owner!, epoch);
@@ -416,12 +422,17 @@ export function postRequest(guard: SessionGuard): Post {
         ...at,
         rpcMethod,
       });
-      return await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
+      const answer = await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
+      return guard.tagAnswer(answer, sid);
     }
     guard.decide("allow", "allowed", null, { ...at, rpcMethod });
     if (message.kind === "request") {
+      // Its SSE answer's ids are tagged where the answer is watched.
       return await runTracked(request, inner, sid, ctx, message, gate);
     }
-    return await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
+    return guard.tagAnswer(
+      await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod),
+      sid,
+    );
   };
 }

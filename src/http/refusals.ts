@@ -40,6 +40,12 @@ export const REFUSALS = {
     code: RpcCode.InvalidRequest,
     message: "Bad Request: Mcp-Session-Id must be 1 to 256 visible ASCII characters (0x21-0x7E)",
   },
+  "unknown-event-id": {
+    status: 400,
+    code: RpcCode.ServerError,
+    message:
+      "Bad Request: Last-Event-ID is not an event id of this session; reconnect without Last-Event-ID",
+  },
   anonymous: {
     status: 401,
     code: RpcCode.InvalidRequest,

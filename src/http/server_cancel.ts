@@ -19,7 +19,13 @@
 import { RequestCancelledError } from "../core/errors.ts";
 import { RpcCode } from "./jsonrpc.ts";
 import { carriesResponse, DEFAULT_MAX_MESSAGE_BYTES } from "./response_watch.ts";
-import { parseEvent, SseFramer } from "./sse_events.ts";
+import {
+  type ChunkRewriter,
+  enqueueParts,
+  joinParts,
+  parseEvent,
+  SseFramer,
+} from "./sse_events.ts";
 
 /** Characters of the abort reason kept in the answer's message. */
 const MAX_REASON_CHARS = 200;
@@ -99,13 +105,15 @@ export interface AnswerWatch {
  * always be appended between two), until the response to `id` went by: then
  * `onAnswer` runs and the rest passes through as it comes. An unfinished
  * event larger than `maxEventBytes` is let through as it comes too; the
- * stream can then no longer be interrupted.
+ * stream can then no longer be interrupted. With a `rewriter`, the body
+ * goes through it first (the guard tags event ids on the way).
  */
 export function watchAnswer(
   response: Response,
   id: string | number,
   hooks: AnswerHooks,
   maxEventBytes = DEFAULT_MAX_MESSAGE_BYTES,
+  rewriter: ChunkRewriter | null = null,
 ): AnswerWatch {
   const source = response.body;
   if (source === null) {
@@ -127,6 +135,11 @@ export function watchAnswer(
     framing = false;
     const held = framer.end();
     if (held !== null) out.enqueue(held.bytes);
+  };
+  /** Forwards the rewritten parts of a chunk; returns whether anything was enqueued. */
+  const forwardParts = (parts: Uint8Array[]): boolean => {
+    if (!framing) return enqueueParts(out, parts);
+    return parts.length > 0 && forward(joinParts(parts));
   };
   /** Forwards a chunk's complete events; returns whether anything was enqueued. */
   const forward = (chunk: Uint8Array): boolean => {
@@ -168,13 +181,16 @@ export function watchAnswer(
         }
         if (over) return;
         if (chunk.done) {
+          if (rewriter !== null) forwardParts(rewriter.end());
           // An unfinished last event goes out as it is (a client discards it).
           if (framing) unframe();
           end();
           controller.close();
           return;
         }
-        if (forward(chunk.value)) return;
+        if (rewriter === null ? forward(chunk.value) : forwardParts(rewriter.push(chunk.value))) {
+          return;
+        }
       }
     },
     cancel(reason) {

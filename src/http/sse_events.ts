@@ -190,3 +190,228 @@ export function withData(event: ParsedEvent, json: string): string {
   }
   return `${event.prefix}${kept.join("\n")}\n${event.crEnd ? "\r" : "\n"}`;
 }
+
+const I = 0x69; // "i"
+const D = 0x64; // "d"
+const COLON = 0x3a;
+const ID_BYTES = new Uint8Array([I, D]);
+const ID_COLON = new Uint8Array([I, D, COLON]);
+const textEncoder = new TextEncoder();
+
+/** Rewrites a byte stream chunk by chunk (as {@linkcode SseIdRewriter} does). */
+export interface ChunkRewriter {
+  /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
+  push(chunk: Uint8Array): Uint8Array[];
+  /** Ends the stream: returns what is still held. */
+  end(): Uint8Array[];
+}
+
+/** Pieces up to this size go out as one chunk (copied); larger ones as they are. */
+const JOIN_BYTES = 64 * 1024;
+
+/**
+ * The pieces a {@linkcode ChunkRewriter} returned, as one chunk (the piece
+ * itself when there is one).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { joinParts } from "./sse_events.ts";
+ *
+ * assert.deepEqual(joinParts([new Uint8Array([1]), new Uint8Array([2])]), new Uint8Array([1, 2]));
+ * ```
+ */
+export function joinParts(parts: Uint8Array[]): Uint8Array {
+  return parts.length === 0 ? new Uint8Array(0) : concat(parts);
+}
+
+/**
+ * Enqueues the pieces a {@linkcode ChunkRewriter} returned: one piece as it
+ * is, a few small ones joined into one chunk (one write, not three), large
+ * ones as they are (not copied). Returns whether anything was enqueued.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { enqueueParts } from "./sse_events.ts";
+ *
+ * const chunks: Uint8Array[] = [];
+ * const sink = { enqueue: (chunk: Uint8Array) => chunks.push(chunk) };
+ * enqueueParts(sink, [new Uint8Array([1]), new Uint8Array([2, 3])]);
+ * assert.deepEqual(chunks, [new Uint8Array([1, 2, 3])]);
+ * assert.equal(enqueueParts(sink, []), false);
+ * ```
+ */
+export function enqueueParts(
+  controller: Pick<ReadableStreamDefaultController<Uint8Array>, "enqueue">,
+  parts: Uint8Array[],
+): boolean {
+  if (parts.length === 0) return false;
+  if (parts.length === 1) {
+    controller.enqueue(parts[0]);
+    return true;
+  }
+  let size = 0;
+  for (const part of parts) size += part.byteLength;
+  if (size > JOIN_BYTES) {
+    for (const part of parts) controller.enqueue(part);
+  } else {
+    controller.enqueue(concat(parts));
+  }
+  return true;
+}
+
+/** Default bound on an `id` line's value, in bytes: a longer one passes as it is. */
+export const MAX_ID_BYTES = 8 * 1024;
+
+/**
+ * Rewrites the value of every `id` field of an event stream as it passes,
+ * without holding events: everything but an `id` line goes out as it comes
+ * (subarrays of the chunks, never copied), and an `id` line is held only
+ * until its line ends. Lines are found as the HTML event-stream parser finds
+ * them (CRLF, LF or a lone CR, even split across chunks; a BOM at the
+ * stream start is skipped), so the ids rewritten are exactly the ids a
+ * client reads.
+ *
+ * `rewrite(value)` gets the field's value as a client reads it (decoded,
+ * one leading space dropped) and returns the new value, or `null` to keep
+ * the line as it was. A line `id` without a colon (an empty value) is never
+ * passed to it, and a value longer than `maxIdBytes` passes unchanged.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SseIdRewriter } from "./sse_events.ts";
+ *
+ * const rewriter = new SseIdRewriter((id) => id === "" ? null : `${id}!`);
+ * const encode = (text: string) => new TextEncoder().encode(text);
+ * const text = (parts: Uint8Array[]) => parts.map((p) => new TextDecoder().decode(p)).join("");
+ * let out = text(rewriter.push(encode("event: message\nid: 4")));
+ * out += text(rewriter.push(encode("2\r\ndata: {}\n\nid:\nidle: 1\n\n")));
+ * out += text(rewriter.end());
+ * assert.equal(out, "event: message\nid: 42!\r\ndata: {}\n\nid:\nidle: 1\n\n");
+ * ```
+ */
+export class SseIdRewriter implements ChunkRewriter {
+  readonly #rewrite: (value: string) => string | null;
+  readonly #max: number;
+  /** BOM bytes matched at the stream start, or -1 once past them. */
+  #bom = 0;
+  /** At a line start (only CR and LF seen since the last line's content). */
+  #lineStart = true;
+  /** Bytes of `id` held at a line start (1: "i", 2: "id"), else 0. */
+  #head = 0;
+  /** Inside an `id:` line: its value's bytes so far (after the colon), else `null`. */
+  #value: Uint8Array[] | null = null;
+  #valueSize = 0;
+
+  /** Builds a rewriter calling `rewrite` for every non-empty `id` value. */
+  constructor(rewrite: (value: string) => string | null, maxIdBytes = MAX_ID_BYTES) {
+    this.#rewrite = rewrite;
+    this.#max = maxIdBytes;
+  }
+
+  /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    const n = chunk.length;
+    let i = 0;
+    let from = 0; // start of the bytes of `chunk` not sent yet (nor held)
+    let lf = -2; // next LF / CR at or after i (-1: none left in chunk, -2: not looked up)
+    let cr = -2;
+    const lineEnd = (at: number): number => {
+      if (lf !== -1 && lf < at) lf = chunk.indexOf(LF, at);
+      if (cr !== -1 && cr < at) cr = chunk.indexOf(CR, at);
+      return lf === -1 ? cr : cr === -1 ? lf : Math.min(lf, cr);
+    };
+    while (i < n) {
+      if (this.#value !== null) {
+        // Inside an id line: hold its value until the line ends.
+        const end = lineEnd(i);
+        const stop = end === -1 ? n : end;
+        if (stop > i) this.#value.push(chunk.subarray(i, stop));
+        this.#valueSize += stop - i;
+        i = from = stop;
+        if (end !== -1) {
+          out.push(this.#idLine());
+          this.#lineStart = true;
+        } else if (this.#valueSize > this.#max) {
+          out.push(ID_COLON, ...this.#value); // too long: the line passes as it is
+          this.#value = null;
+          this.#lineStart = false;
+        }
+        continue;
+      }
+      const byte = chunk[i];
+      if (this.#bom >= 0) {
+        if (byte === BOM[this.#bom]) {
+          this.#bom = this.#bom === 2 ? -1 : this.#bom + 1;
+          i++;
+          continue;
+        }
+        if (this.#bom > 0) this.#lineStart = false; // a partial BOM is a character
+        this.#bom = -1;
+      }
+      if (this.#head > 0) {
+        if (this.#head === 1 && byte === D) {
+          this.#head = 2;
+          i = from = i + 1;
+          continue;
+        }
+        if (this.#head === 2 && byte === COLON) {
+          this.#head = 0;
+          this.#value = [];
+          this.#valueSize = 0;
+          i = from = i + 1;
+          continue;
+        }
+        // Another field ("i...", "idle", or "id" alone: an empty id, kept).
+        out.push(ID_BYTES.subarray(0, this.#head));
+        this.#head = 0;
+        this.#lineStart = false;
+      }
+      if (this.#lineStart) {
+        if (byte === CR || byte === LF) {
+          i++;
+          continue;
+        }
+        if (byte === I) {
+          if (i > from) out.push(chunk.subarray(from, i));
+          this.#head = 1;
+          i = from = i + 1;
+          continue;
+        }
+        this.#lineStart = false;
+      }
+      // Inside another line: it passes as it comes, up to its end.
+      const end = lineEnd(i);
+      if (end === -1) break;
+      i = end;
+      this.#lineStart = true;
+    }
+    if (n > from && this.#head === 0 && this.#value === null) out.push(chunk.subarray(from));
+    return out;
+  }
+
+  /** Ends the stream: returns what is still held (an unterminated last line). */
+  end(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    if (this.#head > 0) out.push(ID_BYTES.subarray(0, this.#head));
+    if (this.#value !== null) out.push(ID_COLON, ...this.#value);
+    this.#head = 0;
+    this.#value = null;
+    return out;
+  }
+
+  /** The held id line, rewritten (or as it was). */
+  #idLine(): Uint8Array {
+    const parts = this.#value!;
+    this.#value = null;
+    const bytes = concat(parts.length === 0 ? [new Uint8Array(0)] : parts);
+    let value = decoder.decode(bytes);
+    if (value.startsWith(" ")) value = value.slice(1);
+    const rewritten = value === "" ? null : this.#rewrite(value);
+    if (rewritten === null) return concat([ID_COLON, bytes]);
+    return textEncoder.encode(`id: ${rewritten}`);
+  }
+}

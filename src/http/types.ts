@@ -90,6 +90,12 @@ export type GuardReason =
   | "method-not-allowed"
   /** 400: `Mcp-Session-Id` is malformed (not 1-256 visible ASCII characters). */
   | "invalid-session-id"
+  /**
+   * 400: a GET's `Last-Event-ID` is not an event id the guard sent in this
+   * session: another session's, altered, without the guard's tag, or tagged
+   * by a guard with another key (another `secret`, or a restart without one).
+   */
+  | "unknown-event-id"
   /** 401: strict mode and `principal()` answered `null`. */
   | "anonymous"
   /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */
@@ -188,7 +194,12 @@ export interface GuardOptions {
    * @default {[]}
    */
   sharedPrincipals?: readonly string[];
-  /** HMAC secret for fingerprints (same on every process of a cluster). */
+  /**
+   * HMAC secret for fingerprints and for the tags of SSE event ids (same on
+   * every process of a cluster). Without it, fingerprints are plain SHA-256
+   * and event ids are tagged with a random key of this guard: a client can
+   * resume a stream only through the process (and the run) that sent it.
+   */
   secret?: string | Uint8Array;
   /** `"strict"` (default) or `"attach-only"`. */
   mode?: GuardMode;
@@ -234,6 +245,33 @@ export interface GuardOptions {
    * @default {403}
    */
   notOwnerStatus?: 403 | 404;
+  /**
+   * How far a GET's `Last-Event-ID` may resume a stream (MCP resumability,
+   * SEP-1699 polling). The guard appends to every SSE event id it forwards
+   * (a POST's SSE answer, a GET's stream) a tag for the session:
+   * `<id>.<r|l><22 characters>`, which clients store and send back as they
+   * are. A `Last-Event-ID` must carry this session's tag, or the GET is
+   * refused (400, `"unknown-event-id"`) before the handler sees it: an
+   * event store shared by sessions can then never replay one session's
+   * events into another. The handler gets the id it wrote.
+   *
+   * - `"requests"`: an id from a request's stream (a POST's SSE answer, or
+   *   a GET resuming one) resumes it; an id from a listening stream opens a
+   *   fresh listening stream (the handler gets the GET without
+   *   `Last-Event-ID`). The SDK names every session's listening stream
+   *   `_GET_stream`, so a store shared by sessions would replay other
+   *   sessions' notifications there; what the server sent while the
+   *   listener was away is not replayed.
+   * - `"all"`: every id resumes its stream, listening streams too. Only for
+   *   event stores that keep sessions apart (one store per session, or
+   *   stream ids that include the session).
+   * - `"unchecked"`: ids pass untagged and `Last-Event-ID` unchecked (any
+   *   session's events can be replayed into any other's through a shared
+   *   store).
+   *
+   * @default {"requests"}
+   */
+  resumption?: "requests" | "all" | "unchecked";
   /**
    * Task ownership (MCP 2025-11-25 tasks utility and the 2026-07-28 tasks
    * extension), on by default. The guard binds the task id of every answer
