@@ -12,7 +12,7 @@ import { type ChunkRewriter, enqueueParts } from "./sse_events.ts";
 /**
  * Returns a response with the same status and headers whose body forwards
  * `response.body` chunk by chunk (through `rewriter` when given: the guard
- * tags event ids on the way) and calls `onEnd` exactly once when that body
+ * tags event ids on the way, and drops `Content-Length`) and calls `onEnd` exactly once when that body
  * is done, fails, or is cancelled by the consumer. A response without a body
  * calls `onEnd` at once and is returned as is.
  */
@@ -59,9 +59,11 @@ export function onBodyEnd(
       return reader.cancel(reason);
     },
   }, { highWaterMark: 0 });
-  return new Response(body, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-  });
+  let headers = response.headers;
+  if (rewriter !== null && headers.has("content-length")) {
+    // Rewritten bytes need not keep the length.
+    headers = new Headers(headers);
+    headers.delete("content-length");
+  }
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
 }

@@ -14,7 +14,8 @@
  */
 
 import type { EventIdKey, EventStreamKind } from "./event_ids.ts";
-import { enqueueParts, SseIdRewriter } from "./sse_events.ts";
+import { onBodyEnd } from "./body_end.ts";
+import { SseIdRewriter } from "./sse_events.ts";
 
 /** Copies the guard made of a request, to the request it got (for the Hono adapter). */
 const originals = new WeakMap<Request, Request>();
@@ -147,37 +148,6 @@ export function rewriteEventIds(
   response: Response,
   rewrite: ((id: string) => string | null) | SseIdRewriter,
 ): Response {
-  const source = response.body;
-  if (source === null) return response;
   const rewriter = rewrite instanceof SseIdRewriter ? rewrite : new SseIdRewriter(rewrite);
-  const reader = source.getReader();
-  const send = enqueueParts;
-  const body = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          controller.error(err);
-          return;
-        }
-        if (chunk.done) {
-          send(controller, rewriter.end());
-          controller.close();
-          return;
-        }
-        if (send(controller, rewriter.push(chunk.value))) return;
-      }
-    },
-    cancel(reason) {
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
-  let headers = response.headers;
-  if (headers.has("content-length")) {
-    headers = new Headers(headers);
-    headers.delete("content-length");
-  }
-  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+  return onBodyEnd(response, () => {}, rewriter);
 }
