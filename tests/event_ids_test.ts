@@ -110,6 +110,75 @@ Deno.test("attack (a) guarded: Alice's event id on Mallory's own session is refu
 });
 
 /**
+ * Attack (c): a stateless server (no sessions) with one shared store. Alice
+ * polls; Mallory resumes with Alice's event id on a GET without a session.
+ * Returns, per cursor tried, the status and what Mallory read, and what Alice
+ * reads resuming her own stream.
+ */
+async function replayStatelessStream(server: ResumableServer) {
+  const call = (token: string) =>
+    postRpc(server.url, token, null, {
+      jsonrpc: "2.0",
+      id: 1,
+      method: "tools/call",
+      params: { name: "poll", arguments: { text: "alice-secret" } },
+    });
+  const get = (token: string, cursor: string) =>
+    fetch(server.url, {
+      method: "GET",
+      headers: {
+        accept: "text/event-stream",
+        "mcp-protocol-version": "2025-11-25",
+        "last-event-id": cursor,
+        ...bearer(token),
+      },
+    });
+  const answer = await call(ALICE);
+  assert.equal(answer.status, 200);
+  const seen = await readEvents(answer);
+  await server.storedText("done:alice-secret");
+  // A stateless stream is not closed early (no polling): resume from its first event.
+  assert.deepEqual(texts(seen), ["before:alice-secret", ...AWAY_AND_DONE]);
+  const cursor = seen[0].id;
+  const cursors = server.decisions.length > 0
+    ? [cursor, cursor.slice(0, -SUFFIX_LENGTH)]
+    : [cursor];
+  const read = async (response: Response) =>
+    response.ok
+      ? texts(await readEvents(response, (e) => texts(e).includes("done:alice-secret"), 500))
+      : (await response.body?.cancel(), []);
+  const mallory = [];
+  for (const tried of cursors) {
+    const response = await get(MALLORY, tried);
+    mallory.push({ status: response.status, texts: await read(response) });
+  }
+  const own = await get(ALICE, cursor);
+  return { mallory, alice: { status: own.status, texts: await read(own) } };
+}
+
+Deno.test("attack (c) control: unguarded, a stateless server replays Alice's stream to Mallory", async () => {
+  await using server = await startResumableServer({ guarded: false, stateless: true });
+  const { mallory, alice } = await replayStatelessStream(server);
+  assert.equal(mallory[0].status, 200);
+  assert.ok(mallory[0].texts.includes("done:alice-secret"), JSON.stringify(mallory));
+  assert.ok(alice.texts.includes("done:alice-secret"));
+});
+
+Deno.test("attack (c) guarded: a stateless server's streams are tagged for their caller", async () => {
+  await using server = await startResumableServer({ stateless: true });
+  const { mallory, alice } = await replayStatelessStream(server);
+  assert.deepEqual(mallory, [{ status: 400, texts: [] }, { status: 400, texts: [] }]);
+  // Alice resumes her own stream as unguarded.
+  assert.equal(alice.status, 200);
+  assert.ok(alice.texts.includes("done:alice-secret"), JSON.stringify(alice));
+  const refusals = server.decisions.filter((d) => d.outcome === "refuse");
+  assert.deepEqual(refusals.map((d) => [d.method, d.reason]), [
+    ["GET", "unknown-event-id"],
+    ["GET", "unknown-event-id"],
+  ]);
+});
+
+/**
  * Attack (b): every session's listening stream is `_GET_stream` in one
  * shared store. Mallory resumes her OWN listening stream from her own event
  * id, after Alice's session sent a notification on its listening stream.

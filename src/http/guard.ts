@@ -140,12 +140,7 @@ export class SessionGuard {
     if (ctx.fingerprint === null && this.config.strict) {
       return this.refuse("anonymous", { method, sid });
     }
-    if (sid === null && method !== "POST") {
-      // A GET or DELETE of no session asks no ownership question: the handler answers it
-      // (an SDK server: 405 or 400), as it would unguarded.
-      this.decide("allow", "allowed", null, { method });
-      return await this.config.handler(request, ctx);
-    }
+    if (sid === null && method !== "POST") return await this.#sessionless(request, method, ctx);
     try {
       if (method === "POST") return await this.#post(request, sid, ctx, ahead);
       if (method === "GET") return await this.#get(request, sid!, ctx);
@@ -241,18 +236,40 @@ export class SessionGuard {
   /**
    * The rewriter that tags the SSE event ids of a POST's answer for its
    * session (the one it names, or the one an `initialize` answer issued and
-   * the guard bound); `null` when there is nothing to tag.
+   * the guard bound) or, without one, for its caller (see
+   * {@linkcode streamsOf}); `null` when there is nothing to tag.
    */
-  answerRewriter(response: Response, sid: string | null): SseIdRewriter | null {
+  answerRewriter(response: Response, sid: string | null, ctx: GuardContext): SseIdRewriter | null {
     if (this.#resumption === null) return null;
-    const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id"));
+    const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id")) ??
+      streamsOf(ctx);
     return this.#resumption.rewriter(response, session, "request");
   }
 
   /** A POST's answer with its SSE event ids tagged (see {@linkcode answerRewriter}). */
-  tagAnswer(response: Response, sid: string | null): Response {
-    const rewriter = this.answerRewriter(response, sid);
+  tagAnswer(response: Response, sid: string | null, ctx: GuardContext): Response {
+    const rewriter = this.answerRewriter(response, sid, ctx);
     return rewriter === null ? response : rewriteEventIds(response, rewriter);
+  }
+
+  /**
+   * A GET or DELETE of no session: it asks no ownership question, and the
+   * handler answers it (an SDK server: 405 or 400) as it would unguarded;
+   * only a GET resuming a stream (`Last-Event-ID`) must name one of its
+   * caller's streams (a stateless server's answers are tagged for their
+   * caller), and the stream it opens is tagged for that caller too.
+   */
+  async #sessionless(request: Request, method: string, ctx: GuardContext): Promise<Response> {
+    const streams = method === "GET" && this.#resumption !== null ? streamsOf(ctx) : null;
+    if (streams === null) {
+      this.decide("allow", "allowed", null, { method });
+      return await this.config.handler(request, ctx);
+    }
+    const resumed = this.#resumption!.resume(request, streams);
+    if (resumed === null) return this.refuse("unknown-event-id", { method });
+    this.decide("allow", "allowed", null, { method });
+    const response = await this.config.handler(resumed.request, ctx);
+    return this.#resumption!.tag(response, streams, resumed.kind);
   }
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
@@ -390,6 +407,16 @@ export class SessionGuard {
       // A throwing error hook must not break request handling.
     }
   };
+}
+
+/**
+ * Whose streams a request without a session reads: its caller's (a
+ * stateless server's answers), or nobody's for an anonymous caller (nothing
+ * to bind them to: they pass untagged, as unguarded). The space keeps the
+ * name apart from every session id (visible ASCII only).
+ */
+function streamsOf(ctx: GuardContext): string | null {
+  return ctx.fingerprint === null ? null : `caller ${ctx.fingerprint}`;
 }
 
 /**

@@ -335,7 +335,7 @@ export function postRequest(guard: SessionGuard): Post {
         onEnd: end,
       },
       undefined,
-      guard.answerRewriter(response, sid),
+      guard.answerRewriter(response, sid, ctx),
     );
     return stream.response;
   }
@@ -401,7 +401,7 @@ export function postRequest(guard: SessionGuard): Post {
       if (pass instanceof Response) return pass;
       guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
       const answer = await invoke(innerOf(pass), ctx, pass?.wrap ?? null);
-      return guard.tagAnswer(await bindIssued(request, answer, null, ctx, rpcMethod), null);
+      return guard.tagAnswer(await bindIssued(request, answer, null, ctx, rpcMethod), null, ctx);
     }
     if (config.strict) {
       const refusal = await guard.checkOwner({ ...at, rpcMethod, sid, id }, fp!, owner!, epoch);
@@ -423,7 +423,7 @@ export function postRequest(guard: SessionGuard): Post {
         rpcMethod,
       });
       const answer = await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod);
-      return guard.tagAnswer(answer, sid);
+      return guard.tagAnswer(answer, sid, ctx);
     }
     guard.decide("allow", "allowed", null, { ...at, rpcMethod });
     if (message.kind === "request") {
@@ -433,6 +433,7 @@ export function postRequest(guard: SessionGuard): Post {
     return guard.tagAnswer(
       await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod),
       sid,
+      ctx,
     );
   };
 }

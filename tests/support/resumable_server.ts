@@ -115,6 +115,12 @@ export interface ResumableServerOptions {
   /** How long `poll` works while the client is away, ms (default 20). */
   awayMs?: number;
   /**
+   * A stateless server (no session ids: every request gets a transport of
+   * its own over the shared store, as SDK 1.32 serves `sessionIdGenerator:
+   * undefined`). Default `false`.
+   */
+  stateless?: boolean;
+  /**
    * Guarded servers in front of the same app and registries, each with a
    * guard of its own (a fleet behind a load balancer); default 1.
    */
@@ -208,6 +214,16 @@ export function startResumableServer(
           status: 404,
         });
       }
+      return await transport.handleRequest(request);
+    }
+    if (options.stateless) {
+      const transport = new WebStandardStreamableHTTPServerTransport({
+        sessionIdGenerator: undefined,
+        eventStore: shared ?? newStore(),
+        retryInterval: 20,
+      });
+      await createServer().connect(transport);
+      // Not closed here: a polled tool goes on writing to the store after its answer returns.
       return await transport.handleRequest(request);
     }
     const transport: WebStandardStreamableHTTPServerTransport =
