@@ -16,26 +16,12 @@
  * @module
  */
 
+import { fromBase64url, toBase64url } from "../core/base64url.ts";
+
 const PREFIX = "gc1.";
 const IV_BYTES = 12;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-
-function base64url(bytes: Uint8Array): string {
-  let binary = "";
-  for (let i = 0; i < bytes.length; i++) binary += String.fromCharCode(bytes[i]);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
-}
-
-function fromBase64url(text: string): Uint8Array<ArrayBuffer> | null {
-  if (!/^[A-Za-z0-9_-]*$/.test(text)) return null;
-  try {
-    const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
-    return Uint8Array.from(binary, (char) => char.charCodeAt(0));
-  } catch {
-    return null;
-  }
-}
 
 async function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> {
   const usages: KeyUsage[] = ["encrypt", "decrypt"];
@@ -82,7 +68,7 @@ export class CursorSeal {
     const out = new Uint8Array(IV_BYTES + sealed.length);
     out.set(iv);
     out.set(sealed, IV_BYTES);
-    return PREFIX + base64url(out);
+    return PREFIX + toBase64url(out);
   }
 
   /**

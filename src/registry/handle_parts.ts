@@ -7,6 +7,7 @@
  */
 
 import type { OwnerBounds } from "../core/owner_table.ts";
+import { toBase64url } from "../core/base64url.ts";
 import { type Namespace, namespacedStore } from "../store/namespace.ts";
 import type { RegistryStore } from "../store/store.ts";
 import type { RegistryOptions } from "./registry_options.ts";
@@ -79,10 +80,7 @@ export function isHandle(value: unknown): value is string {
 
 /** 192 random bits from `crypto.getRandomValues`, base64url without padding. */
 export function randomPart(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(RANDOM_BYTES));
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_");
+  return toBase64url(crypto.getRandomValues(new Uint8Array(RANDOM_BYTES)));
 }
 
 /**
