@@ -17,32 +17,28 @@
  */
 
 import { fromBase64url, toBase64url } from "../core/base64url.ts";
+import { hmacSha256Key } from "../core/hmac_sha256.ts";
 
 const PREFIX = "gc1.";
 const IV_BYTES = 12;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-async function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> {
+/**
+ * Input of the key derivation from a secret. It starts with 0xFF, which no
+ * UTF-8 text holds: fingerprints are HMACs of UTF-8 identities with the same
+ * secret, so no principal's fingerprint can ever equal this key.
+ */
+const DERIVATION = new Uint8Array([0xff, ...encoder.encode("mcp-session-guard task cursors v1")]);
+
+function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> {
   const usages: KeyUsage[] = ["encrypt", "decrypt"];
   if (secret === undefined) {
-    return await crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, usages);
+    return crypto.subtle.generateKey({ name: "AES-GCM", length: 256 }, false, usages);
   }
-  const raw = typeof secret === "string" ? encoder.encode(secret) : secret.slice();
-  const hmac = await crypto.subtle.importKey(
-    "raw",
-    raw,
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  // A key of its own: a cursor key never equals a fingerprint key.
-  const bytes = await crypto.subtle.sign(
-    "HMAC",
-    hmac,
-    encoder.encode("mcp-session-guard/task-cursor/v1"),
-  );
-  return await crypto.subtle.importKey("raw", bytes, "AES-GCM", false, usages);
+  const raw = typeof secret === "string" ? encoder.encode(secret) : secret;
+  const bytes = hmacSha256Key(raw).sign(DERIVATION).slice();
+  return crypto.subtle.importKey("raw", bytes, "AES-GCM", false, usages);
 }
 
 /** Seals and opens the task-list cursors of one guard. */
