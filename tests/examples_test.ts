@@ -200,6 +200,7 @@ Deno.test("examples/demo.lock holds what the demo runs, and no test dependency",
     "@hono/mcp@",
     "@modelcontextprotocol/server@",
     "@modelcontextprotocol/client@",
+    "@ai-sdk/",
   ];
   for (const dev of devOnly) {
     assert.ok(!committed.some((p) => p.startsWith(dev)), `${dev} is not the demo's`);

@@ -8,7 +8,19 @@
 import assert from "node:assert/strict";
 import { fingerprint, SessionOwnerRegistry } from "../mod.ts";
 import type { GuardOwners } from "../mod.ts";
-import { bearer, connect, sessionHeaders, startServer, waitFor } from "./support/mcp_server.ts";
+// @ts-types="@modelcontextprotocol/sdk/server/mcp"
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+// @ts-types="@modelcontextprotocol/sdk/server/webStandardStreamableHttp"
+import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
+import {
+  bearer,
+  connect,
+  initializeRequest,
+  openSession,
+  sessionHeaders,
+  startServer,
+  waitFor,
+} from "./support/mcp_server.ts";
 
 const MAX_BODY = 4096;
 
@@ -376,6 +388,74 @@ Deno.test("guard: every method reaches the handler, which decides what exists", 
   });
   assert.equal(mallory.status, 403);
   assert.equal((await mallory.json()).error.code, -32600);
+});
+
+Deno.test("guard: an unknown or ended session is answered byte for byte as the SDK's transport answers one", async () => {
+  // The SDK's own answer: a stateful transport, initialized, asked about another session id.
+  const sdkTransport = new WebStandardStreamableHTTPServerTransport({
+    sessionIdGenerator: () => "the-only-session",
+  });
+  const sdkServer = new McpServer({ name: "sdk", version: "0" });
+  await sdkServer.connect(sdkTransport);
+  const sdkPost = (sid: string | null, body: unknown) =>
+    sdkTransport.handleRequest(
+      new Request("http://localhost/mcp", {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(sid === null
+            ? { accept: "application/json, text/event-stream" }
+            : sessionHeaders(sid, null)),
+        },
+        body: JSON.stringify(body),
+      }),
+    );
+  await (await sdkPost(null, initializeRequest())).body?.cancel();
+  const sdk = await sdkPost("no-such-session", { jsonrpc: "2.0", id: 7, method: "ping" });
+  const want = {
+    status: sdk.status,
+    type: sdk.headers.get("content-type"),
+    body: await sdk.text(),
+  };
+  await sdkServer.close();
+  assert.equal(want.status, 404);
+
+  await using server = await startServer({ guard: { notOwnerStatus: 404 } });
+  await using alice = await connect(server.url, "alice-token", { listen: false });
+  const ended = await openSession(server.url, "alice-token");
+  const end = await fetch(server.url, {
+    method: "DELETE",
+    headers: sessionHeaders(ended, "alice-token"),
+  });
+  await end.body?.cancel();
+  assert.equal(end.status, 200);
+  const cases: [string, string, string][] = [
+    ["never issued", "no-such-session", "alice-token"],
+    ["ended by its owner", ended, "alice-token"],
+    ["another principal's (notOwnerStatus 404)", alice.sessionId, "mallory-token"],
+  ];
+  for (const [what, sid, token] of cases) {
+    for (
+      const [method, body] of [
+        ["POST", { jsonrpc: "2.0", id: 7, method: "ping" }],
+        ["POST", { jsonrpc: "2.0", method: "notifications/initialized" }],
+        ["GET", undefined],
+        ["DELETE", undefined],
+      ] as const
+    ) {
+      const response = await fetch(server.url, {
+        method,
+        headers: { "content-type": "application/json", ...sessionHeaders(sid, token) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const got = {
+        status: response.status,
+        type: response.headers.get("content-type"),
+        body: await response.text(),
+      };
+      assert.deepEqual(got, want, `${method} ${body?.method ?? ""} in a session ${what}`);
+    }
+  }
 });
 
 Deno.test("guard: notOwnerStatus 404 answers another principal's session as an unknown one", async () => {

@@ -19,10 +19,23 @@ export interface RefusalSpec {
   code: number;
   message: string | ((detail: string) => string);
   headers?: Readonly<Record<string, string>>;
+  /**
+   * `true`: the answer's `id` is `null` whatever the request's id, as the
+   * transport-level answer a server gives before reading the message.
+   */
+  nullId?: boolean;
 }
 
-const UNKNOWN_SESSION =
-  "Session not found: no principal owns this session id; initialize a new session";
+/**
+ * An unknown session, answered byte for byte as the MCP SDK's own transport
+ * answers a session id it does not know (404, `-32001`, `"id": null`). A
+ * client tells an ended session from a failed request by this answer:
+ * `@ai-sdk/mcp` calls `onSessionExpired` and drops the session id only for a
+ * 404 whose body is not a JSON-RPC error for its request (`"id": null` is not
+ * one, by its schema; the request's own id is), and the SDK clients surface
+ * the 404 to the application, which opens a new session.
+ */
+const UNKNOWN_SESSION = "Session not found";
 
 const UNKNOWN_TASK = "Invalid params: no task with this taskId; it may have expired";
 
@@ -88,6 +101,7 @@ export const REFUSALS = {
     status: 404,
     code: RpcCode.SessionNotFound,
     message: UNKNOWN_SESSION,
+    nullId: true,
   },
   "invalid-params": {
     status: 400,
@@ -162,6 +176,12 @@ export function refusalResponse(
     : { ...spec.headers, ...options.headers };
   return {
     status: spec.status,
-    response: rpcError(spec.status, spec.code, message, id, headers as Record<string, string>),
+    response: rpcError(
+      spec.status,
+      spec.code,
+      message,
+      spec.nullId === true ? null : id,
+      headers as Record<string, string>,
+    ),
   };
 }

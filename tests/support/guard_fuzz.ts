@@ -595,6 +595,10 @@ const REFUSAL_CODES: Record<string, number> = {
   "invalid-params": -32602,
 };
 
+/** The SDK 1.32 transport's answer to a session id it does not know, as the guard gives it. */
+const SDK_UNKNOWN_SESSION =
+  '{"jsonrpc":"2.0","error":{"code":-32001,"message":"Session not found"},"id":null}';
+
 function refusal(status: number, reason: string, id: RequestId | null = null): Refusal {
   return { outcome: "refuse", status, reason, code: REFUSAL_CODES[reason], id };
 }
@@ -691,7 +695,6 @@ class Run {
   readonly created = new Set<string>();
   #nextId = 1;
   #labels = 0;
-  #unknownMessage: string | null = null;
   /** Commands run (skips excluded). */
   step = 0;
   /** HTTP requests sent and checked. */
@@ -835,11 +838,15 @@ class Run {
     if (method === "POST" && body !== null) return body;
     if (sent === null) return null;
     const session = resolved.session;
-    if (session === undefined) return refusal(404, "unknown-session", rpcId);
+    // An unknown session is answered as the SDK answers it, with `"id": null`.
+    if (session === undefined) return refusal(404, "unknown-session");
     if (session.owner !== caller) {
-      const r = refusal(this.target.notOwnerStatus, "not-owner", rpcId);
-      if (this.target.notOwnerStatus === 404) r.code = REFUSAL_CODES["unknown-session"];
-      return r;
+      if (this.target.notOwnerStatus === 404) {
+        const r = refusal(404, "not-owner");
+        r.code = REFUSAL_CODES["unknown-session"];
+        return r;
+      }
+      return refusal(403, "not-owner", rpcId);
     }
     return null;
   }
@@ -1346,11 +1353,9 @@ class Run {
       if (body.error.code !== expect.code) fail(`error code ${body.error.code}`);
       if (body.id !== expect.id) fail(`error id ${JSON.stringify(body.id)}`);
       if (expect.reason === "unknown-session" || expect.code === REFUSAL_CODES["unknown-session"]) {
-        // With notOwnerStatus 404, another's session must read exactly as an unknown one.
-        this.#unknownMessage ??= body.error.message;
-        if (body.error.message !== this.#unknownMessage) {
-          fail(`unknown-session message differs: ${JSON.stringify(body.error.message)}`);
-        }
+        // An unknown session reads as the SDK's own answer to one, byte for byte; with
+        // notOwnerStatus 404, another's session reads exactly the same.
+        if (text !== SDK_UNKNOWN_SESSION) fail(`unknown-session body differs: ${text}`);
       }
       if (expect.reason === "anonymous" && seen.headers.get("www-authenticate") !== "Bearer") {
         fail("401 without WWW-Authenticate: Bearer");
