@@ -12,8 +12,6 @@
  * @module
  */
 
-import { isValidRequestId } from "../core/validate.ts";
-
 /** JSON-RPC error codes the guard uses. */
 export const RpcCode = {
   /** Invalid JSON. */
@@ -68,6 +66,15 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
+ * True for what JSON-RPC allows as a request id: any string, or a finite number. Some of them
+ * are not tracked for cancellation (`isValidRequestId` in `src/core/validate.ts`: ill-formed Unicode, over
+ * 1,024 UTF-8 bytes): those requests still reach the handler, untracked.
+ */
+function isRequestId(value: unknown): value is string | number {
+  return typeof value === "string" || (typeof value === "number" && Number.isFinite(value));
+}
+
+/**
  * Classifies a parsed body. Any method name passes: which methods exist is
  * the handler's business (it answers `-32601` itself); the guard only reads
  * the few it treats specially.
@@ -91,7 +98,7 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
   }
   const hasId = "id" in value;
   const rawId = value.id;
-  const id = isValidRequestId(rawId) ? rawId : null;
+  const id = isRequestId(rawId) ? rawId : null;
   if (value.jsonrpc !== "2.0") {
     return problem(
       400,
@@ -106,7 +113,7 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
       400,
       RpcCode.InvalidRequest,
       "invalid-request",
-      "Invalid Request: id must be a string (at most 1024 UTF-8 bytes) or a finite number",
+      "Invalid Request: id must be a string or a finite number",
     );
   }
   const method = value.method;
@@ -141,17 +148,8 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
     );
   }
   if (hasId) return { kind: "request", id: id!, method, params: value.params };
-  if (method === "notifications/cancelled") {
-    const requestId = (value.params as Record<string, unknown> | undefined)?.requestId;
-    if (requestId !== undefined && !isValidRequestId(requestId)) {
-      return problem(
-        400,
-        RpcCode.InvalidParams,
-        "invalid-params",
-        "Invalid params: notifications/cancelled needs requestId to be a string or a finite number",
-      );
-    }
-  }
+  // A notifications/cancelled naming an id the guard never tracks (not a string or number, or
+  // one no registry keys) matches nothing here, and is still the handler's to answer.
   return { kind: "notification", method, params: value.params };
 }
 

@@ -227,11 +227,9 @@ export type Malformed =
   | "scalar"
   | "null-id"
   | "object-id"
-  | "long-id"
   | "no-method"
   | "empty-method"
   | "array-params"
-  | "cancel-object-rid"
   | "result-and-error"
   | "text/plain"
   | "no-content-type"
@@ -394,11 +392,9 @@ export const MALFORMED: readonly Malformed[] = [
   "scalar",
   "null-id",
   "object-id",
-  "long-id",
   "no-method",
   "empty-method",
   "array-params",
-  "cancel-object-rid",
   "result-and-error",
   "text/plain",
   "no-content-type",
@@ -1634,12 +1630,6 @@ function malformedBody(
         400,
         "invalid-request",
       );
-    case "long-id":
-      return bad(
-        JSON.stringify({ jsonrpc: "2.0", id: "i".repeat(1025), method: "ping" }),
-        400,
-        "invalid-request",
-      );
     case "no-method":
       return bad(JSON.stringify({ jsonrpc: "2.0", id: 5 }), 400, "invalid-request", 5);
     case "empty-method":
@@ -1650,16 +1640,6 @@ function malformedBody(
         400,
         "invalid-params",
         7,
-      );
-    case "cancel-object-rid":
-      return bad(
-        JSON.stringify({
-          jsonrpc: "2.0",
-          method: "notifications/cancelled",
-          params: { requestId: { guess: 1 } },
-        }),
-        400,
-        "invalid-params",
       );
     case "result-and-error":
       return bad(
