@@ -43,7 +43,8 @@ export type Post = (
   ahead: Promise<void> | undefined,
 ) => Promise<Response>;
 
-type Request_ = Extract<RpcMessage, { kind: "request" }>;
+/** A request whose id a registry keys (tracked for cancellation). */
+type Request_ = Extract<RpcMessage, { kind: "request" }> & { id: string | number };
 
 /** Builds the POST path over a guard's state. */
 export function postRequest(guard: SessionGuard): Post {
@@ -429,11 +430,12 @@ export function postRequest(guard: SessionGuard): Post {
     guard.decide("allow", "allowed", null, { ...at, rpcMethod });
     if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
-      return await runTracked(request, inner, sid, ctx, message, gate);
+      return await runTracked(request, inner, sid, ctx, message as Request_, gate);
     }
     // A notification, or a request whose id no registry keys (ill-formed Unicode, over 1,024
-    // UTF-8 bytes): the handler answers it as it would unguarded; such a request runs untracked,
-    // as when the cancellation table is full (a server-side cancel cannot reach it).
+    // UTF-8 bytes; or not a JSON-RPC id at all): the handler answers it as it would unguarded;
+    // such a request runs untracked, as when the cancellation table is full (a server-side
+    // cancel cannot reach it).
     return guard.tagAnswer(
       await bindIssued(request, await invoke(inner, ctx, gate), sid, ctx, rpcMethod),
       sid,

@@ -89,6 +89,11 @@ export const REFUSALS = {
     code: RpcCode.SessionNotFound,
     message: UNKNOWN_SESSION,
   },
+  "invalid-request": {
+    status: 400,
+    code: RpcCode.InvalidRequest,
+    message: (detail) => detail,
+  },
   "invalid-params": {
     status: 400,
     code: RpcCode.InvalidParams,

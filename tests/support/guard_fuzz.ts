@@ -225,8 +225,6 @@ export type Malformed =
   | "empty-batch"
   | "jsonrpc-1.0"
   | "scalar"
-  | "null-id"
-  | "object-id"
   | "no-method"
   | "empty-method"
   | "array-params"
@@ -390,8 +388,6 @@ export const MALFORMED: readonly Malformed[] = [
   "empty-batch",
   "jsonrpc-1.0",
   "scalar",
-  "null-id",
-  "object-id",
   "no-method",
   "empty-method",
   "array-params",
@@ -1618,18 +1614,6 @@ function malformedBody(
       );
     case "scalar":
       return bad('"ping"', 400, "invalid-request");
-    case "null-id":
-      return bad(
-        JSON.stringify({ jsonrpc: "2.0", id: null, method: "ping" }),
-        400,
-        "invalid-request",
-      );
-    case "object-id":
-      return bad(
-        JSON.stringify({ jsonrpc: "2.0", id: { a: 1 }, method: "ping" }),
-        400,
-        "invalid-request",
-      );
     case "no-method":
       return bad(JSON.stringify({ jsonrpc: "2.0", id: 5 }), 400, "invalid-request", 5);
     case "empty-method":
