@@ -29,11 +29,29 @@ Deno.test("classify: requests, notifications and responses", () => {
     error: undefined,
   });
   assert.equal(classify({ jsonrpc: "2.0", id: 9, error: { code: 1 } }).kind, "response");
-  // A cancellation without requestId is valid (nothing to cancel).
-  assert.equal(
-    classify({ jsonrpc: "2.0", method: "notifications/cancelled", params: {} }).kind,
-    "notification",
-  );
+  // A cancellation without requestId is valid (nothing to cancel), and so is one naming an id
+  // the guard never tracks: the handler answers both, as unguarded.
+  for (const requestId of [undefined, null, { guess: 1 }, "\ud800", "x".repeat(1025)]) {
+    assert.equal(
+      classify({ jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId } }).kind,
+      "notification",
+    );
+  }
+  // Any string id is JSON-RPC's: one no registry keys (ill-formed, over 1,024 UTF-8 bytes) is
+  // still a request (it runs untracked).
+  for (const id of ["\ud800", "x".repeat(1025)]) {
+    assert.deepEqual(classify({ jsonrpc: "2.0", id, method: "ping" }), {
+      kind: "request",
+      id,
+      method: "ping",
+      params: undefined,
+    });
+  }
+  // What is no JSON-RPC id at all is the handler's to refuse: a request with id null here.
+  for (const id of [null, true, { a: 1 }, [1], 1.5e400]) {
+    const got = classify({ jsonrpc: "2.0", id, method: "ping" });
+    assert.equal(got.kind === "request" && got.id, null, JSON.stringify(id));
+  }
 });
 
 Deno.test("classify: every refusal names its reason and keeps a readable id", () => {
@@ -42,16 +60,9 @@ Deno.test("classify: every refusal names its reason and keeps a readable id", ()
     [null, "invalid-request", -32600],
     [42, "invalid-request", -32600],
     [{ id: 1, method: "ping" }, "invalid-request", -32600],
-    [{ jsonrpc: "2.0", id: 1.5e400, method: "ping" }, "invalid-request", -32600],
-    [{ jsonrpc: "2.0", id: "x".repeat(1025), method: "ping" }, "invalid-request", -32600],
     [{ jsonrpc: "2.0", id: 1, method: "" }, "invalid-request", -32600],
     [{ jsonrpc: "2.0", id: 1, method: 7 }, "invalid-request", -32600],
     [{ jsonrpc: "2.0", id: 1, method: "ping", params: "x" }, "invalid-params", -32602],
-    [
-      { jsonrpc: "2.0", method: "notifications/cancelled", params: { requestId: null } },
-      "invalid-params",
-      -32602,
-    ],
     [{ jsonrpc: "2.0", result: {} }, "invalid-request", -32600],
   ];
   for (const [value, reason, code] of cases) {

@@ -125,6 +125,13 @@ Deno.test("task list cursors: guarded, opaque, bound to their principal, never a
   await using server = startServer(true, { secret, notOwnerStatus: 404 });
   const { alice, mallory } = await fillPage(server.url);
 
+  // Without a JSON-RPC id the guard could not find the answer to filter: refused, not passed.
+  for (const id of [null, { x: 1 }]) {
+    const bare = await post(server.url, "mallory-token", { id, method: "tasks/list" });
+    assert.equal(bare.status, 400);
+    assert.equal(bare.body.error.code, -32600);
+    assert.match(bare.body.error.message, /id must be a string or a finite number/);
+  }
   const page = await rpc(server.url, "mallory-token", "tasks/list", {});
   assert.deepEqual(page.body.result.tasks, [], "the first page is all Alice's: filtered out");
   const cursor: string = page.body.result.nextCursor;

@@ -160,7 +160,7 @@ export class SessionGuard {
     const req = (ref as SdkContextRef | undefined)?.mcpReq;
     const extra = ref as Partial<SdkExtraRef> | undefined;
     const requestId = req !== undefined ? req?.id : extra?.requestId;
-    if (!isValidRequestId(requestId)) {
+    if (typeof requestId !== "string" && typeof requestId !== "number") {
       throw new InvalidInputError(
         "signalFor: pass the tool's `extra` (SDK 1.32) or `ctx` (SDK v2), got " +
           (ref === null || typeof ref !== "object"
@@ -171,7 +171,10 @@ export class SessionGuard {
     const signal = req !== undefined ? req.signal : extra!.signal;
     const sdk = signal instanceof AbortSignal ? signal : undefined;
     const sid = ref.sessionId;
-    const own = typeof sid === "string" ? this.inflight.get(cancelKey(sid, requestId)) : undefined;
+    // A request whose id no registry keys runs untracked: the SDK's signal is its only one.
+    const own = typeof sid === "string" && isValidRequestId(requestId)
+      ? this.inflight.get(cancelKey(sid, requestId))
+      : undefined;
     if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
     return own ?? sdk ?? new AbortController().signal;
   };

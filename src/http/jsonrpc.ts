@@ -4,15 +4,13 @@
  * error responses the guard answers with.
  *
  * The guard refuses what it cannot reason about instead of guessing: batch
- * bodies (removed from MCP in 2025-06-18), messages that are neither a
- * request, a notification nor a response, and `notifications/cancelled`
- * with a malformed `requestId`. It does not decide which methods exist: every
- * method name reaches the handler, which answers unknown ones itself.
+ * bodies (removed from MCP in 2025-06-18) and messages that are neither a
+ * request, a notification nor a response. It does not decide which methods
+ * exist, nor which ids are valid: every method name and id reaches the
+ * handler, which answers unknown methods and invalid ids itself.
  *
  * @module
  */
-
-import { isValidRequestId } from "../core/validate.ts";
 
 /** JSON-RPC error codes the guard uses. */
 export const RpcCode = {
@@ -34,7 +32,11 @@ export const RpcCode = {
 
 /** One JSON-RPC message, classified. */
 export type RpcMessage =
-  | { kind: "request"; id: string | number; method: string; params: unknown }
+  /**
+   * `id` is `null` when the message's id is not a JSON-RPC id (`null`, `true`, an object, a
+   * number JSON parses as infinite): the handler answers such a request itself.
+   */
+  | { kind: "request"; id: string | number | null; method: string; params: unknown }
   | { kind: "notification"; method: string; params: unknown }
   | { kind: "response"; id: string | number | null; result: unknown; error: unknown };
 
@@ -68,6 +70,15 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 /**
+ * True for what JSON-RPC allows as a request id: any string, or a finite number. Some of them
+ * are not tracked for cancellation (`isValidRequestId` in `src/core/validate.ts`: ill-formed
+ * Unicode, over 1,024 UTF-8 bytes): those requests still reach the handler, untracked.
+ */
+function isRequestId(value: unknown): value is string | number {
+  return typeof value === "string" || (typeof value === "number" && Number.isFinite(value));
+}
+
+/**
  * Classifies a parsed body. Any method name passes: which methods exist is
  * the handler's business (it answers `-32601` itself); the guard only reads
  * the few it treats specially.
@@ -91,7 +102,7 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
   }
   const hasId = "id" in value;
   const rawId = value.id;
-  const id = isValidRequestId(rawId) ? rawId : null;
+  const id = isRequestId(rawId) ? rawId : null;
   if (value.jsonrpc !== "2.0") {
     return problem(
       400,
@@ -99,14 +110,6 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
       "invalid-request",
       'Invalid Request: "jsonrpc" must be "2.0"',
       id,
-    );
-  }
-  if (hasId && id === null) {
-    return problem(
-      400,
-      RpcCode.InvalidRequest,
-      "invalid-request",
-      "Invalid Request: id must be a string (at most 1024 UTF-8 bytes) or a finite number",
     );
   }
   const method = value.method;
@@ -141,17 +144,8 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
     );
   }
   if (hasId) return { kind: "request", id: id!, method, params: value.params };
-  if (method === "notifications/cancelled") {
-    const requestId = (value.params as Record<string, unknown> | undefined)?.requestId;
-    if (requestId !== undefined && !isValidRequestId(requestId)) {
-      return problem(
-        400,
-        RpcCode.InvalidParams,
-        "invalid-params",
-        "Invalid params: notifications/cancelled needs requestId to be a string or a finite number",
-      );
-    }
-  }
+  // A notifications/cancelled naming an id the guard never tracks (not a string or number, or
+  // one no registry keys) matches nothing here, and is still the handler's to answer.
   return { kind: "notification", method, params: value.params };
 }
 

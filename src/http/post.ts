@@ -19,7 +19,7 @@ import {
   type RpcMessage,
 } from "./jsonrpc.ts";
 import { isModernRequest } from "./tasks.ts";
-import { sanitizeSessionId } from "../core/validate.ts";
+import { isValidRequestId, sanitizeSessionId } from "../core/validate.ts";
 import type { At, SessionGuard } from "./guard.ts";
 import { closeSession, notifyCancelled } from "./handler_calls.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
@@ -43,7 +43,8 @@ export type Post = (
   ahead: Promise<void> | undefined,
 ) => Promise<Response>;
 
-type Request_ = Extract<RpcMessage, { kind: "request" }>;
+/** A request whose id a registry keys (tracked for cancellation). */
+type Request_ = Extract<RpcMessage, { kind: "request" }> & { id: string | number };
 
 /** Builds the POST path over a guard's state. */
 export function postRequest(guard: SessionGuard): Post {
@@ -342,8 +343,9 @@ export function postRequest(guard: SessionGuard): Post {
 
   /** A `notifications/cancelled`: aborts only a request of the same session. */
   async function cancel(sid: string, params: { requestId?: unknown; reason?: unknown }) {
-    if (params?.requestId === undefined) return false;
-    const requestId = params.requestId as string | number;
+    // Only ids a registry keys are ever tracked: any other matches nothing.
+    const requestId = params?.requestId;
+    if (!isValidRequestId(requestId)) return false;
     const why = typeof params.reason === "string" ? params.reason.slice(0, 200) : undefined;
     return await registry(cancellations.cancel(
       sid,
@@ -426,12 +428,16 @@ export function postRequest(guard: SessionGuard): Post {
       return guard.tagAnswer(answer, sid, ctx);
     }
     guard.decide("allow", "allowed", null, { ...at, rpcMethod });
-    if (message.kind === "request") {
+    if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
-      return await runTracked(request, inner, sid, ctx, message, gate);
+      return await runTracked(request, inner, sid, ctx, message as Request_, gate);
     }
+    // A notification, or a request whose id no registry keys (ill-formed Unicode, over 1,024
+    // UTF-8 bytes; or not a JSON-RPC id at all): the handler answers it as it would unguarded;
+    // such a request runs untracked, as when the cancellation table is full (a server-side
+    // cancel cannot reach it).
     return guard.tagAnswer(
-      await bindIssued(request, await handler(inner, ctx), sid, ctx, rpcMethod),
+      await bindIssued(request, await invoke(inner, ctx, gate), sid, ctx, rpcMethod),
       sid,
       ctx,
     );

@@ -103,6 +103,11 @@ export const REFUSALS = {
     message: UNKNOWN_SESSION,
     nullId: true,
   },
+  "invalid-request": {
+    status: 400,
+    code: RpcCode.InvalidRequest,
+    message: (detail) => detail,
+  },
   "invalid-params": {
     status: 400,
     code: RpcCode.InvalidParams,

@@ -66,7 +66,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function isResponseFor(value: unknown, id: string | number): value is ResponseMessage {
+function isResponseFor(value: unknown, id: string | number | null): value is ResponseMessage {
   return isObject(value) && !("method" in value) && value.id === id &&
     ("result" in value || "error" in value);
 }
@@ -96,7 +96,7 @@ export function carriesResponse(text: string, id: string | number): boolean {
  */
 async function handle(
   text: string,
-  id: string | number,
+  id: string | number | null,
   onMatch: OnMatch,
   rewrite: boolean,
 ): Promise<string | null> {
@@ -123,7 +123,7 @@ async function handle(
 }
 
 function jsonProcessor(
-  id: string | number,
+  id: string | number | null,
   onMatch: OnMatch,
   rewrite: boolean,
   max: number,
@@ -153,7 +153,7 @@ function jsonProcessor(
 }
 
 function sseProcessor(
-  id: string | number,
+  id: string | number | null,
   onMatch: OnMatch,
   rewrite: boolean,
   max: number,
@@ -179,7 +179,7 @@ function sseProcessor(
 
 function intercept(
   response: Response,
-  id: string | number,
+  id: string | number | null,
   onMatch: OnMatch,
   rewrite: boolean,
   options: WatchOptions | undefined,
@@ -246,7 +246,7 @@ function intercept(
  */
 export function watchResponse(
   response: Response,
-  requestId: string | number,
+  requestId: string | number | null,
   onResult: (message: ResponseMessage) => Promise<void> | void,
   options?: WatchOptions,
 ): Response {
@@ -269,7 +269,7 @@ export function watchResponse(
  */
 export function rewriteResult(
   response: Response,
-  requestId: string | number,
+  requestId: string | number | null,
   rewrite: (message: ResponseMessage) => Promise<unknown> | unknown,
   options?: WatchOptions,
 ): Response {

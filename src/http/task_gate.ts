@@ -35,6 +35,13 @@ import type { GuardContext, GuardTaskOwners } from "./types.ts";
 /** What a task gate does to the handler's answer. */
 export type ResponseWrap = (response: Response) => Response;
 
+/**
+ * A task-creating request or `tasks/list` whose id is not a JSON-RPC id: the guard could not
+ * find its answer to bind the task or filter the list, so it refuses it (any other request
+ * with such an id reaches the handler, which answers it).
+ */
+const NO_ID = "Invalid Request: id must be a string or a finite number";
+
 /** How the gate answers a refusal (the guard's own refusal path). */
 export type Refuse = (
   reason: RefusalReason,
@@ -120,11 +127,13 @@ export class TaskGate {
       }
       case "create":
         if (owner === null) return null; // anonymous and stateless: nobody to bind it to
+        if (message.id === null) return refuse("invalid-request", null, NO_ID);
         return {
           wrap: (response) => this.#bindCreated(response, message.id, owner),
           rewritten: false,
         };
       case "list":
+        if (message.id === null) return refuse("invalid-request", null, NO_ID);
         return await this.#list(message.params, message.id, owner);
     }
   }
@@ -151,7 +160,7 @@ export class TaskGate {
   }
 
   /** Binds the task a `tools/call` answer creates to `owner` before the answer is read. */
-  #bindCreated(response: Response, id: string | number, owner: string): Response {
+  #bindCreated(response: Response, id: string | number | null, owner: string): Response {
     return watchResponse(response, id, async (reply) => {
       const taskId = taskIdOfResult(reply.result);
       if (taskId === null) return;
@@ -177,7 +186,11 @@ export class TaskGate {
    * issued, so it gets the server's answer to a made-up one);
    * the answer keeps the caller's own tasks and seals its `nextCursor`.
    */
-  async #list(params: unknown, id: string | number, owner: string | null): Promise<GatePass> {
+  async #list(
+    params: unknown,
+    id: string | number | null,
+    owner: string | null,
+  ): Promise<GatePass> {
     let rewritten = false;
     const cursor = (params as { cursor?: unknown } | undefined)?.cursor;
     if (typeof cursor === "string") {

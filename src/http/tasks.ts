@@ -122,7 +122,7 @@ function declaresTasksExtension(params: unknown): boolean {
  * - `tasks/list` is `"list"`; everything else is `"none"`.
  */
 export function taskRequest(
-  message: { method: string; params: unknown; id?: string | number },
+  message: { method: string; params: unknown; id?: string | number | null },
 ): TaskRequest {
   const { method, params } = message;
   if (method === "tools/call") {
