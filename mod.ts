@@ -75,6 +75,7 @@ export { guardSessions } from "./src/http/guard.ts";
 export type {
   GuardCancellations,
   GuardContext,
+  GuardCredentialOwners,
   GuardDecision,
   GuardedHandler,
   GuardMode,
@@ -82,6 +83,7 @@ export type {
   GuardOwners,
   GuardReason,
   GuardTaskOwners,
+  Principal,
   RequestHandler,
   RequestRef,
   SdkContextRef,

@@ -423,7 +423,7 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
   await using owners = new SessionOwnerRegistry({ knownOwners: false });
   const { counting, lookups } = countingLookups(owners);
   await using server = await startServer({
-    guard: { owners: counting, tasks: false, ownerCacheMs: 400 },
+    guard: { owners: counting, tasks: false, credentials: false, ownerCacheMs: 400 },
   });
   await using alice = await connect(server.url, "alice-token", { listen: false });
 
@@ -469,7 +469,9 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
 Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is looked up and refused", async () => {
   await using owners = new SessionOwnerRegistry();
   const { counting, lookups } = countingLookups(owners);
-  await using server = await startServer({ guard: { owners: counting, tasks: false } });
+  await using server = await startServer({
+    guard: { owners: counting, tasks: false, credentials: false },
+  });
   await using alice = await connect(server.url, "alice-token", { listen: false });
   lookups.reset();
   for (let i = 0; i < 5; i++) {

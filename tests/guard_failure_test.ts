@@ -61,7 +61,9 @@ const downOwners: GuardOwners = {
 };
 
 Deno.test("guard: when bind fails after the session was created, it is closed (503)", async () => {
-  await using server = await startServer({ guard: { owners: downOwners, tasks: false } });
+  await using server = await startServer({
+    guard: { owners: downOwners, tasks: false, credentials: false },
+  });
   const response = await post(server.url, "alice-token", INITIALIZE);
   await expectError(response, 503, -32000, /registry is unavailable/);
   assert.equal(response.headers.get("retry-after"), "1");

@@ -251,7 +251,7 @@ Deno.test("guard: GET and DELETE without Mcp-Session-Id reach the handler, as un
   }
   const { owners, calls, real } = spyOwners();
   try {
-    await using server = await startServer({ guard: { owners, tasks: false } });
+    await using server = await startServer({ guard: { owners, tasks: false, credentials: false } });
     assert.deepEqual(await answers(server.url), unguarded);
     assert.deepEqual(calls, [], "no ownership question was asked");
     assert.deepEqual(server.decisions.map((d) => [d.method, d.outcome, d.reason]), [
@@ -320,7 +320,7 @@ Deno.test("guard: every id reaches the handler, and a cancellation naming an id 
 Deno.test("guard: invalid session ids get 400 and never reach the registry", async () => {
   const { owners, calls, real } = spyOwners();
   try {
-    await using server = await startServer({ guard: { owners, tasks: false } });
+    await using server = await startServer({ guard: { owners, tasks: false, credentials: false } });
     const bad = ["has space", "x".repeat(257), "caf\u00e9", "tab\there", "a,b"];
     const duplicated = new Headers({ accept: "text/event-stream", ...bearer("alice-token") });
     duplicated.append("mcp-session-id", "one");

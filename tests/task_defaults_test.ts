@@ -71,8 +71,15 @@ Deno.test("tasks bound by default: refused at start-up where it cannot be derive
       }),
     /options\.tasks must be a SessionOwnerRegistry .* or false, got object/,
   );
-  // With a registry of its own, or tasks: false, custom owners are fine.
-  guardSessions(handler, { owners, cancellations, principal: () => "alice", tasks: false });
+  // With a registry of its own, or tasks: false (and credentials: false, which custom owners
+  // need in the same way), custom owners are fine.
+  guardSessions(handler, {
+    owners,
+    cancellations,
+    principal: () => "alice",
+    tasks: false,
+    credentials: false,
+  });
 });
 
 Deno.test("tasks bound by default: the derived registry is the owners' own, closed with them", async () => {

@@ -167,7 +167,7 @@ export class UnauthenticatedError extends Error {
 }
 
 /** `value` as an absolute http(s) URL (serialized: no quote left in it), or `null`. */
-function absoluteHttpUrl(value: unknown): string | null {
+export function absoluteHttpUrl(value: unknown): string | null {
   if (typeof value !== "string" && !(value instanceof URL)) return null;
   let url: URL;
   try {

@@ -6,13 +6,14 @@
  * @module
  */
 
-import { InvalidInputError } from "../core/errors.ts";
+import { absoluteHttpUrl, InvalidInputError } from "../core/errors.ts";
 import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { checkCount } from "../core/validate.ts";
 import { derivedRegistry, SessionOwnerRegistry } from "../registry/session_owner_registry.ts";
 import type {
   GuardCancellations,
+  GuardCredentialOwners,
   GuardDecision,
   GuardOptions,
   GuardOwners,
@@ -22,6 +23,8 @@ import type {
 
 /** Where the guard's own task registry keeps its bindings in the owners' store. */
 const TASK_NAMESPACE = { redis: "t:", kv: ":t" };
+/** Where the guard's own credential records live in the owners' store. */
+const CREDENTIAL_NAMESPACE = { redis: "s:", kv: ":s" };
 
 /** Every key of {@linkcode GuardOptions}. */
 const GUARD_OPTION_KEYS: readonly string[] = [
@@ -38,6 +41,9 @@ const GUARD_OPTION_KEYS: readonly string[] = [
   "notOwnerStatus",
   "resumption",
   "tasks",
+  "credentials",
+  "matchClientId",
+  "resourceMetadata",
   "onDecision",
   "onSessionClosed",
   "onError",
@@ -61,6 +67,15 @@ export interface GuardConfig {
   resumption: "requests" | "all" | "unchecked";
   /** Who owns which task (`undefined`: `tasks: false`, task requests pass unchecked). */
   tasks: GuardTaskOwners | undefined;
+  /**
+   * What the credential that opened each session allowed (`undefined`:
+   * `credentials: false`, or attach-only mode: sessions bind to the subject alone).
+   */
+  credentials: GuardCredentialOwners | undefined;
+  /** `matchClientId`: a session opened by one OAuth client refuses the others. */
+  matchClientId: boolean;
+  /** `resourceMetadata`, serialized: added to the guard's own challenges. */
+  resourceMetadata: string | undefined;
   /** Fingerprints of `sharedPrincipals` (hashed with `secret`). */
   shared: Promise<Set<string>>;
   onDecision: ((decision: GuardDecision) => void) | undefined;
@@ -127,6 +142,40 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
         "or tasks: false to let task requests through unchecked",
     );
   }
+  const mode = oneOf("mode", options.mode, ["strict", "attach-only"] as const, "strict");
+  const credentials = options.credentials;
+  if (
+    credentials !== undefined && credentials !== false &&
+    (["bind", "ownerOf", "forget", "pin", "unpin"] as const).some((name) =>
+      typeof credentials?.[name] !== "function"
+    )
+  ) {
+    fail(
+      `options.credentials must be a SessionOwnerRegistry (with bind, ownerOf, forget, pin and unpin) or false, got ${
+        shown(credentials)
+      }`,
+    );
+  }
+  if (
+    mode === "strict" && credentials === undefined && !(owners instanceof SessionOwnerRegistry)
+  ) {
+    fail(
+      "options.credentials is required when options.owners is not a SessionOwnerRegistry " +
+        "(credential records cannot be derived from it): pass a registry for them, " +
+        "or credentials: false to bind sessions to the subject alone",
+    );
+  }
+  if (options.matchClientId !== undefined && typeof options.matchClientId !== "boolean") {
+    fail(`matchClientId must be true or false, got ${shown(options.matchClientId)}`);
+  }
+  let resourceMetadata: string | undefined;
+  if (options.resourceMetadata !== undefined) {
+    resourceMetadata = absoluteHttpUrl(options.resourceMetadata) ?? fail(
+      `resourceMetadata must be an absolute http(s) URL, got ${
+        shown(String(options.resourceMetadata))
+      }`,
+    );
+  }
   const secret = options.secret;
   if (
     secret !== undefined &&
@@ -149,7 +198,6 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
   const sharedFps = Promise.all(shared.map((identity) => fingerprint(identity, { secret })))
     .then((fps) => new Set(fps));
   sharedFps.catch(() => {});
-  const mode = oneOf("mode", options.mode, ["strict", "attach-only"] as const, "strict");
   return {
     handler,
     owners,
@@ -176,6 +224,10 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     tasks: tasks === false
       ? undefined
       : tasks ?? derivedRegistry(owners as SessionOwnerRegistry, TASK_NAMESPACE),
+    credentials: mode !== "strict" || credentials === false ? undefined : credentials ??
+      derivedRegistry(owners as SessionOwnerRegistry, CREDENTIAL_NAMESPACE, "mirror"),
+    matchClientId: options.matchClientId ?? true,
+    resourceMetadata,
     shared: sharedFps,
     onDecision: options.onDecision,
     onSessionClosed: options.onSessionClosed,

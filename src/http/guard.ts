@@ -23,6 +23,7 @@ import {
 import { SessionOrder } from "./session_order.ts";
 import { isValidRequestId, sanitizeSessionId } from "../core/validate.ts";
 import { type GuardConfig, resolveGuardConfig } from "./config.ts";
+import { insufficientScope, SessionCredentials } from "./credentials.ts";
 import { closeSession } from "./handler_calls.ts";
 import { Identifier } from "./identify.ts";
 import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
@@ -60,6 +61,8 @@ export class SessionGuard {
   readonly owners: OwnerCache;
   readonly local: LocalSessions;
   readonly tasks: TaskGate | undefined;
+  /** Scope-bound sessions: the credential records (`undefined`: off, or attach-only mode). */
+  readonly credentials: SessionCredentials | undefined;
   /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
   readonly inflight = new Map<string, AbortSignal>();
   /** GETs and DELETEs that later requests of their session must not overtake. */
@@ -79,12 +82,22 @@ export class SessionGuard {
     this.tasks = config.tasks === undefined
       ? undefined
       : new TaskGate(config.tasks, config.hideOthers, this.report, config.secret);
+    this.credentials = config.credentials === undefined ? undefined : new SessionCredentials(
+      config.credentials,
+      config.matchClientId,
+      config.secret,
+      config.ownerCacheMs,
+    );
     this.#post = postRequest(this);
     this.#resumption = config.resumption === "unchecked" ? null : new Resumption(
       config.secret === undefined ? EventIdKey.random() : EventIdKey.fromSecret(config.secret),
       config.resumption === "all",
     );
     config.owners.onRemoved?.(({ cause, sessionIds }) => {
+      for (const sid of sessionIds) this.local.removed(sid, cause);
+    });
+    // A session whose credential record went cannot be checked: it is closed like an evicted one.
+    config.credentials?.onRemoved?.(({ cause, sessionIds }) => {
       for (const sid of sessionIds) this.local.removed(sid, cause);
     });
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
@@ -138,7 +151,12 @@ export class SessionGuard {
       return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
     }
     if (ctx.fingerprint === null && this.config.strict) {
-      return this.refuse("anonymous", { method, sid });
+      const metadata = this.config.resourceMetadata;
+      return this.refuse("anonymous", { method, sid }, "", {
+        headers: metadata === undefined
+          ? undefined
+          : { "www-authenticate": `Bearer resource_metadata="${metadata}"` },
+      });
     }
     if (sid === null && method !== "POST") return await this.#sessionless(request, method, ctx);
     try {
@@ -182,16 +200,27 @@ export class SessionGuard {
   async #get(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
     const fp = ctx.fingerprint;
     const { owners } = this.config;
+    const credentials = this.credentials;
     let pinned = false;
     if (this.config.strict) {
+      const record = credentials?.lookup(sid);
       // The owner's own stream, by the registry's memory: one round trip (the pin), not two;
       // a listening GET that reaches the handler late misses the server's requests.
       if (owners.knownOwner?.(sid) !== fp) {
         const refusal = await this.checkOwner({ method: "GET", sid }, fp!, this.ownerOf(sid));
         if (refusal !== null) return refusal;
       }
-      pinned = await registry(owners.authorizeAttach(sid, fp!, { pin: true }));
-      if (!pinned) return this.notOwner({ method: "GET", sid });
+      if (credentials === undefined) {
+        pinned = await registry(owners.authorizeAttach(sid, fp!, { pin: true }));
+        if (!pinned) return this.notOwner({ method: "GET", sid });
+      } else {
+        const refusal = this.checkCredentials({ method: "GET", sid }, ctx, await record!);
+        if (refusal !== null) return refusal;
+        // The record is pinned with the session: a live stream's record is never evicted.
+        const refused = await this.#pinBoth(sid, fp!, credentials);
+        if (refused !== null) return refused;
+        pinned = true;
+      }
     } else if (fp === null) {
       // Attach-only, anonymous: may listen only on a session nobody owns, and never claims it.
       if (await registry(owners.ownerOf(sid)) !== null) {
@@ -208,6 +237,7 @@ export class SessionGuard {
     }
     const unpin = () => {
       owners.unpin(sid).catch((err) => this.report(err, "unpin"));
+      credentials?.registry.unpin(sid).catch((err) => this.report(err, "unpin"));
     };
     // Resumption stays within the session: a Last-Event-ID must be an id sent in it.
     const resumed = this.#resumption === null
@@ -234,6 +264,43 @@ export class SessionGuard {
       return response;
     }
     return onBodyEnd(response, unpin, this.#resumption?.rewriter(response, sid, resumed.kind));
+  }
+
+  /**
+   * Pins a session and its credential record for a live stream: `null`
+   * when both are pinned, else the refusal (and neither stays pinned).
+   */
+  async #pinBoth(
+    sid: string,
+    fp: string,
+    credentials: SessionCredentials,
+  ): Promise<Response | null> {
+    const { owners } = this.config;
+    const [own, record] = await Promise.allSettled([
+      owners.authorizeAttach(sid, fp, { pin: true }),
+      credentials.registry.pin(sid),
+    ]);
+    const undo = (which: "owner" | "record") => {
+      const unpinned = which === "owner" ? owners.unpin(sid) : credentials.registry.unpin(sid);
+      unpinned.catch((err) => this.report(err, "unpin"));
+    };
+    if (own.status === "rejected" || record.status === "rejected") {
+      if (own.status === "fulfilled" && own.value) undo("owner");
+      if (record.status === "fulfilled" && record.value) undo("record");
+      throw new RegistryFailure(
+        own.status === "rejected"
+          ? own.reason
+          : record.status === "rejected"
+          ? record.reason
+          : null,
+      );
+    }
+    if (own.value && record.value) return null;
+    if (own.value) undo("owner");
+    if (record.value) undo("record");
+    return own.value
+      ? this.refuse("credentials-missing", { method: "GET", sid })
+      : this.notOwner({ method: "GET", sid });
   }
 
   /**
@@ -277,25 +344,36 @@ export class SessionGuard {
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
     const fp = ctx.fingerprint;
+    const credentials = this.credentials;
+    const lookup = credentials?.lookup(sid);
     const owner = await registry(this.config.owners.ownerOf(sid));
+    let record: string | null = null;
     if (this.config.strict) {
       if (owner === null) return this.refuse("unknown-session", { method: "DELETE", sid });
       if (owner !== fp) return this.notOwner({ method: "DELETE", sid });
+      if (credentials !== undefined) {
+        record = await lookup!;
+        const refusal = this.checkCredentials({ method: "DELETE", sid }, ctx, record);
+        if (refusal !== null) return refusal;
+      }
     } else if (owner !== null && owner !== fp) {
       return this.notOwner({ method: "DELETE", sid });
     }
     this.decide("allow", "allowed", null, { method: "DELETE", sid });
     this.owners.ended(sid);
+    credentials?.cache.ended(sid);
     const response = await this.config.handler(request, ctx);
     if (response.ok || response.status === 404) {
       // The session is over (or the handler no longer knows it): stop its requests, drop it.
       this.local.drop(sid);
-      const [cancelled, forgotten] = await Promise.allSettled([
+      const [cancelled, forgotten, unrecorded] = await Promise.allSettled([
         this.config.cancellations.cancelAll(sid),
         owner === null ? Promise.resolve(true) : this.config.owners.forget(sid, owner),
+        record === null ? Promise.resolve(true) : credentials!.registry.forget(sid, record),
       ]);
       if (cancelled.status === "rejected") this.report(cancelled.reason, "cancelAll");
       if (forgotten.status === "rejected") this.report(forgotten.reason, "forget");
+      if (unrecorded.status === "rejected") this.report(unrecorded.reason, "forget");
     }
     return response;
   }
@@ -327,6 +405,34 @@ export class SessionGuard {
   }
 
   /**
+   * Scope-bound sessions: `null` when `ctx`'s credential may use the
+   * session whose credential record is `record`, else the refusal (403
+   * with the step-up challenge for a scope it lacks). A record confirmed by
+   * the registry is remembered for `ownerCacheMs`, unless a session ended
+   * since `epoch`.
+   */
+  checkCredentials(
+    at: At & { sid: string },
+    ctx: GuardContext,
+    record: string | null,
+    epoch?: number,
+  ): Response | null {
+    const credentials = this.credentials!;
+    const verdict = credentials.check(record, ctx);
+    if (verdict === null) {
+      credentials.cache.remember(at.sid, record!, epoch);
+      return null;
+    }
+    credentials.cache.drop(at.sid);
+    if (verdict.reason !== "insufficient-scope") return this.refuse(verdict.reason, at);
+    return this.refuse("insufficient-scope", at, verdict.scopes?.join(" ") ?? "", {
+      headers: {
+        "www-authenticate": insufficientScope(verdict.scopes, this.config.resourceMetadata),
+      },
+    });
+  }
+
+  /**
    * Closes, in the handler, a session of this process whose binding was
    * evicted or expired (sessions of other processes are their guards' to
    * close), and tells `onSessionClosed`. Its requests are cancelled first, so
@@ -335,6 +441,14 @@ export class SessionGuard {
    */
   #closeRemoved(sid: string, session: LocalSession, cause: RemovalCause): void {
     this.owners.ended(sid);
+    if (this.credentials !== undefined && session.fingerprint !== null) {
+      // The binding and the credential record go together, whichever of them went first (a
+      // record evicted or expired on its own closes its session too: it cannot be checked).
+      this.credentials.cache.ended(sid);
+      const forgot = (err: unknown) => this.report(err, "forget");
+      this.credentials.registry.forget(sid).catch(forgot);
+      this.config.owners.forget(sid, session.fingerprint).catch(forgot);
+    }
     const ctx: GuardContext = {
       principal: session.principal,
       fingerprint: session.fingerprint,

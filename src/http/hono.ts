@@ -13,6 +13,7 @@ import {
   type GuardOptions,
   guardSessions,
   InvalidInputError,
+  type Principal,
   type RequestHandler,
   type RequestRef,
 } from "../../mod.ts";
@@ -91,10 +92,14 @@ export interface McpGuardOptions<C extends HonoContextLike = HonoContextLike>
   /**
    * The caller's identity, read from the Hono context: what an earlier
    * middleware verified (the `sub` of `c.get("jwtPayload")` after
-   * `hono/jwt`), or `null` for anonymous. Throw `UnauthenticatedError` for a
-   * bad or expired credential (401); anything else thrown answers 503.
+   * `hono/jwt`), or `null` for anonymous; a `Principal` (`{ subject,
+   * scopes, clientId }`) binds sessions to the token's scopes and client
+   * too. Throw `UnauthenticatedError` for a bad or expired credential
+   * (401); anything else thrown answers 503.
    */
-  principal: (c: C) => string | null | undefined | Promise<string | null | undefined>;
+  principal: (
+    c: C,
+  ) => string | Principal | null | undefined | Promise<string | Principal | null | undefined>;
   /**
    * Where the guard sends requests of its own, which come from no client and
    * so have no Hono context to run `next()` in: the DELETE that closes a

@@ -33,6 +33,13 @@ export class OwnerCache {
     return hit !== undefined && hit.fp === fp && hit.until > performance.now();
   }
 
+  /** The live cached owner of `sid`, if any. */
+  get(sid: string): string | undefined {
+    if (this.#ms === 0) return undefined;
+    const hit = this.#entries.get(sid);
+    return hit !== undefined && hit.until > performance.now() ? hit.fp : undefined;
+  }
+
   /**
    * Remembers a confirmed owner, unless a session ended since `epoch` (the
    * answer may predate that end). A live entry is not extended: at most

@@ -98,10 +98,14 @@ export function postRequest(guard: SessionGuard): Post {
     return wrap === null ? response : wrap(response);
   }
 
-  /** Counts an allowed request as a use of its session (coalesced by the registry). */
+  /**
+   * Counts an allowed request as a use of its session, and of its credential
+   * record (coalesced by the registries).
+   */
   const touchFailed = (err: unknown) => guard.report(err, "touch");
-  function touch(sid: string, fp: string): void {
+  function touch(sid: string, fp: string, record: string | null): void {
     owners.touch?.(sid, fp).catch(touchFailed);
+    if (record !== null) guard.credentials?.registry.touch?.(sid, record).catch(touchFailed);
   }
 
   /** Discards a response and asks the handler to terminate the session it issued. */
@@ -153,6 +157,21 @@ export function postRequest(guard: SessionGuard): Post {
     try {
       const shared = (await config.shared).has(fp);
       result = await owners.bind(issued, fp, shared ? { shared } : undefined);
+      if (result === "bound" && guard.credentials !== undefined) {
+        // What the credential allowed, on the issued id only, once its owner is bound: the
+        // session is not usable (refused as unknown) until both are.
+        let recorded: string;
+        try {
+          recorded = await guard.credentials.bind(issued, ctx);
+        } catch (err) {
+          await owners.forget(issued, fp).catch((e) => guard.report(e, "forget"));
+          throw err;
+        }
+        if (recorded !== "bound") {
+          await owners.forget(issued, fp).catch((e) => guard.report(e, "forget"));
+          result = recorded;
+        }
+      }
     } catch (err) {
       guard.local.bound(issued, null);
       await closeIssued(request, issued, response, ctx);
@@ -365,6 +384,10 @@ export function postRequest(guard: SessionGuard): Post {
     // Strict mode: ask who owns the session while the body is read and parsed.
     const epoch = guard.owners.epoch;
     const owner = config.strict && sid !== null ? lookupOwner(sid, fp!) : null;
+    // ... and, for scope-bound sessions, what the credential that opened it allowed.
+    const credentials = sid === null ? undefined : guard.credentials;
+    const recordEpoch = credentials?.cache.epoch;
+    const record = credentials?.lookup(sid!, true);
     if (!isJsonMediaType(request.headers.get("content-type"))) {
       return guard.refuse("unsupported-media-type", at);
     }
@@ -405,9 +428,16 @@ export function postRequest(guard: SessionGuard): Post {
       const answer = await invoke(innerOf(pass), ctx, pass?.wrap ?? null);
       return guard.tagAnswer(await bindIssued(request, answer, null, ctx, rpcMethod), null, ctx);
     }
+    let recorded: string | null = null;
     if (config.strict) {
-      const refusal = await guard.checkOwner({ ...at, rpcMethod, sid, id }, fp!, owner!, epoch);
+      const where = { ...at, rpcMethod, sid, id };
+      const refusal = await guard.checkOwner(where, fp!, owner!, epoch);
       if (refusal !== null) return refusal;
+      if (credentials !== undefined) {
+        recorded = await record!;
+        const refused = guard.checkCredentials(where, ctx, recorded, recordEpoch);
+        if (refused !== null) return refused;
+      }
     }
     const pass = await gateOf();
     if (pass instanceof Response) return pass;
@@ -417,7 +447,7 @@ export function postRequest(guard: SessionGuard): Post {
     if (ahead !== undefined) await ahead;
     // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
     // coalesces touches, so this is not a round trip per request.
-    if (fp !== null) touch(sid, fp);
+    if (fp !== null) touch(sid, fp, recorded);
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       const cancelled = await cancel(sid, message.params as { requestId?: unknown });
       guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, {

@@ -108,6 +108,25 @@ export const REFUSALS = {
     code: RpcCode.InvalidRequest,
     message: (detail) => detail,
   },
+  "insufficient-scope": {
+    status: 403,
+    code: RpcCode.InvalidRequest,
+    message: (scopes) =>
+      "Forbidden: insufficient scope: this session was opened with a credential that has " +
+      (scopes === "" ? "other scopes" : `the scopes ${scopes}`) +
+      "; present a credential with them (see WWW-Authenticate)",
+  },
+  "other-client": {
+    status: 403,
+    code: RpcCode.InvalidRequest,
+    message: "Forbidden: this session was opened by another client",
+  },
+  // The session cannot be checked, so it cannot be used: the client opens a new one.
+  "credentials-missing": {
+    status: 404,
+    code: RpcCode.SessionNotFound,
+    message: UNKNOWN_SESSION,
+  },
   "invalid-params": {
     status: 400,
     code: RpcCode.InvalidParams,

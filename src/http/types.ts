@@ -23,6 +23,88 @@ import type { SessionOwnerRegistry } from "../registry/session_owner_registry.ts
 export type GuardMode = "strict" | "attach-only";
 
 /**
+ * Who is calling, as `principal()` may answer besides a plain string: the
+ * verified subject, and what its credential allows (the `scope` claim of
+ * an OAuth access token, split on spaces; the OAuth client it was issued
+ * to). A string `principal()` answer is the same as `{ subject }`.
+ *
+ * Ownership follows the `subject` alone: `{ subject: "alice", scopes:
+ * ["mcp:read"] }` owns the sessions `"alice"` opened. What the credential
+ * that opened a session allowed binds the session too (strict mode; the
+ * guard's `credentials` option): a later request of the session whose
+ * credential lacks one of those scopes is answered 403 with
+ * `WWW-Authenticate: Bearer error="insufficient_scope", scope="..."` (the
+ * step-up challenge MCP clients follow), and one from another `clientId`
+ * 403 too (`matchClientId`). A session opened without scopes or client id
+ * asks nothing more.
+ *
+ * `scopes`: at most 64 distinct scope tokens (RFC 6749: 1 to 256 visible
+ * ASCII characters but `"` and `\`, no spaces); `clientId`: a non-blank,
+ * well-formed string of at most 1,024 UTF-8 bytes without control
+ * characters. Anything else (or any other key) is a bug: answered 500
+ * (`"principal-invalid"`), the cause in `onError`.
+ *
+ * @example Alice's read-only token cannot use the session her write token opened
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   CancellationRegistry,
+ *   guardSessions,
+ *   type Principal,
+ *   SessionOwnerRegistry,
+ * } from "@mcp-guard/session";
+ *
+ * // Stands for a verified access token: its subject, scopes and client.
+ * const tokens: Record<string, Principal> = {
+ *   "alice-write": { subject: "alice", scopes: ["mcp:read", "mcp:write"], clientId: "app" },
+ *   "alice-read": { subject: "alice", scopes: ["mcp:read"], clientId: "app" },
+ * };
+ * await using owners = new SessionOwnerRegistry();
+ * await using cancellations = new CancellationRegistry();
+ * // A stand-in for an MCP server: initialize opens session "s-1".
+ * const mcpHandler = (request: Request) =>
+ *   new Response(null, {
+ *     status: 202,
+ *     headers: request.headers.has("mcp-session-id") ? {} : { "mcp-session-id": "s-1" },
+ *   });
+ * const guard = guardSessions(mcpHandler, {
+ *   owners,
+ *   cancellations,
+ *   principal: (request) => tokens[request.headers.get("authorization") ?? ""] ?? null,
+ * });
+ * const post = (token: string, sessionId?: string) =>
+ *   guard(
+ *     new Request("http://localhost/mcp", {
+ *       method: "POST",
+ *       headers: {
+ *         authorization: token,
+ *         "content-type": "application/json",
+ *         ...(sessionId === undefined ? {} : { "mcp-session-id": sessionId }),
+ *       },
+ *       body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+ *     }),
+ *   );
+ *
+ * assert.equal((await post("alice-write")).headers.get("mcp-session-id"), "s-1");
+ * const read = await post("alice-read", "s-1");
+ * assert.equal(read.status, 403);
+ * assert.equal(
+ *   read.headers.get("www-authenticate"),
+ *   'Bearer error="insufficient_scope", scope="mcp:read mcp:write"',
+ * );
+ * assert.equal((await post("alice-write", "s-1")).status, 202);
+ * ```
+ */
+export interface Principal {
+  /** The verified identity (a token's `sub`): what owns sessions, as a string answer does. */
+  subject: string;
+  /** What the credential allows (a token's `scope` claim, split on spaces). */
+  scopes?: readonly string[];
+  /** The OAuth client the credential was issued to (a token's `client_id`). */
+  clientId?: string;
+}
+
+/**
  * A web-standard request handler, as `Deno.serve` and Hono take. The guard
  * passes a second argument, {@linkcode GuardContext}, that a plain handler may
  * ignore.
@@ -42,8 +124,19 @@ export type RequestHandler = (
  * both take them (see `forwardBody: "parsed"`).
  */
 export interface GuardContext {
-  /** The identity `principal()` returned, or `null` for an anonymous caller (attach-only mode). */
+  /**
+   * The identity `principal()` returned (its `subject`, for a
+   * {@linkcode Principal}), or `null` for an anonymous caller (attach-only
+   * mode).
+   */
   principal: string | null;
+  /**
+   * The credential's scopes, when `principal()` answered a
+   * {@linkcode Principal} with some: distinct, sorted.
+   */
+  scopes?: readonly string[];
+  /** The credential's OAuth client, when `principal()` answered a {@linkcode Principal} with one. */
+  clientId?: string;
   /** Its fingerprint (what the registries store), or `null`. */
   fingerprint: string | null;
   /** The JSON-RPC message of a POST, parsed; `undefined` for GET and DELETE. */
@@ -69,6 +162,15 @@ export type GuardOwners =
 export type GuardTaskOwners =
   & Pick<SessionOwnerRegistry, "bind" | "ownerOf">
   & Partial<Pick<SessionOwnerRegistry, "touch">>;
+
+/**
+ * Where the guard keeps what the credential that opened each session
+ * allowed: the {@linkcode SessionOwnerRegistry} calls it makes (a registry
+ * of its own, one record per session, keyed by session id).
+ */
+export type GuardCredentialOwners =
+  & Pick<SessionOwnerRegistry, "bind" | "ownerOf" | "forget" | "pin" | "unpin">
+  & Partial<Pick<SessionOwnerRegistry, "knownOwner" | "touch" | "onRemoved">>;
 
 /** The {@linkcode CancellationRegistry} calls the guard makes (any implementation will do). */
 export type GuardCancellations = Pick<
@@ -115,6 +217,21 @@ export type GuardReason =
   | "not-owner"
   /** 404: strict mode and the session id is bound to nobody. */
   | "unknown-session"
+  /**
+   * 403: the credential lacks a scope the session was opened with (strict
+   * mode); `WWW-Authenticate: Bearer error="insufficient_scope",
+   * scope="<the session's scopes>"` tells the client which to step up to.
+   */
+  | "insufficient-scope"
+  /** 403: the session was opened by another OAuth client of the same subject (`matchClientId`). */
+  | "other-client"
+  /**
+   * 404, answered as an unknown session: the session is bound, but the
+   * record of the credential that opened it is gone (evicted, or the
+   * session was opened by a guard that kept none): it cannot be checked,
+   * so it cannot be used; the client opens a new one.
+   */
+  | "credentials-missing"
   /** 415: a POST whose `Content-Type` is not `application/json`. */
   | "unsupported-media-type"
   /** 413: the body is larger than `maxBodyBytes`. */
@@ -178,12 +295,17 @@ export interface GuardOptions {
    * `"undefined"`) is a bug, answered 500 (`"principal-invalid"`) with the
    * cause in `onError`.
    *
+   * Answer a {@linkcode Principal} (`{ subject, scopes, clientId }`) to
+   * bind each session to what the credential that opened it allowed, too.
+   *
    * Throw {@linkcode UnauthenticatedError} for a credential that is bad or
    * expired: the caller gets 401 with its `challenge` as `WWW-Authenticate`.
    * Anything else it throws means "cannot tell right now" (a key server is
    * down): 503 with `Retry-After`, and the error goes to `onError`.
    */
-  principal: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  principal: (
+    request: Request,
+  ) => string | Principal | null | undefined | Promise<string | Principal | null | undefined>;
   /**
    * Identities, as `principal()` returns them, that stand for many clients
    * (a shared master key): their sessions are bounded by the owner
@@ -295,6 +417,46 @@ export interface GuardOptions {
    * @default {a registry derived from `owners`}
    */
   tasks?: GuardTaskOwners | false;
+  /**
+   * Scope-bound sessions (strict mode), on by default: the guard keeps, for
+   * every session an `initialize` opened, what the credential that opened
+   * it allowed (a {@linkcode Principal}'s `scopes` and `clientId`; nothing
+   * for a string answer), and checks every later GET, POST and DELETE of
+   * the session against it: a credential without one of those scopes gets
+   * 403 `"insufficient-scope"`, one of another client 403 `"other-client"`
+   * (see `matchClientId`). Credentials with the same or more scopes pass.
+   * A session whose record is gone (or that a guard without records
+   * opened) is refused as unknown (404 `"credentials-missing"`): never
+   * let through unchecked.
+   *
+   * By default the records live in a registry made from `owners` (its
+   * store and idle expiry, under a key space of its own: prefix + `s:` on
+   * Redis, + `:s` on Deno KV, a worker of its own in memory; an LRU of
+   * twice `maxEntries`), closed with `owners`. Pass a registry to choose;
+   * `false` binds sessions to the subject alone (scopes and client ids are
+   * ignored). Required in strict mode when `owners` is not a
+   * `SessionOwnerRegistry`.
+   *
+   * @default {a registry derived from `owners`}
+   */
+  credentials?: GuardCredentialOwners | false;
+  /**
+   * Whether a session opened by a credential with a `clientId` refuses
+   * credentials of any other client (or of none), 403 `"other-client"`:
+   * another OAuth client of the same user does not get into it. `false`
+   * binds sessions to the subject and scopes only.
+   *
+   * @default {true}
+   */
+  matchClientId?: boolean;
+  /**
+   * The absolute http(s) URL of this server's OAuth 2.0 Protected Resource
+   * Metadata (RFC 9728). The challenges the guard makes itself (401
+   * `"anonymous"`, 403 `"insufficient-scope"`) carry it as
+   * `resource_metadata="..."`, which MCP clients read to find where to get
+   * a token (or a token with more scopes).
+   */
+  resourceMetadata?: string | URL;
   /**
    * Called with each decision (errors thrown by it are reported to
    * `onError`): one per request, plus, for a request whose answer issued a

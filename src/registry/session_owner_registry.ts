@@ -38,7 +38,11 @@ import {
 } from "./owner_options.ts";
 
 /** Set by `SessionOwnerRegistry`'s static block: it reads private fields. */
-let derive: (registry: SessionOwnerRegistry, namespace: Namespace) => SessionOwnerRegistry;
+let derive: (
+  registry: SessionOwnerRegistry,
+  namespace: Namespace,
+  bounds: DerivedBounds,
+) => SessionOwnerRegistry;
 
 /**
  * Binds MCP session ids to the fingerprint of the principal that created them.
@@ -419,7 +423,7 @@ export class SessionOwnerRegistry implements AsyncDisposable {
   }
 
   static {
-    derive = (registry, namespace) => {
+    derive = (registry, namespace, bounds) => {
       const key = `${namespace.redis}\n${namespace.kv}`;
       let derived = registry.#derived.get(key);
       if (derived === undefined) {
@@ -427,8 +431,20 @@ export class SessionOwnerRegistry implements AsyncDisposable {
           throw new RegistryClosedError("SessionOwnerRegistry");
         }
         const options = registry.#options;
+        let mirror: SessionOwnerRegistryOptions = {};
+        if (bounds === "mirror") {
+          // Twice the table, no cap of any principal's own: never the first to evict.
+          const room = 2 * resolveOwnerOptions(options).maxEntries;
+          mirror = {
+            maxEntries: room,
+            maxPerPrincipal: room,
+            sharedPrincipals: [],
+            maxPerSharedPrincipal: room,
+          };
+        }
         derived = new SessionOwnerRegistry({
           ...options,
+          ...mirror,
           store: namespacedStore(options.store, namespace, "SessionOwnerRegistry"),
         });
         registry.#derived.set(key, derived);
@@ -456,17 +472,29 @@ export class SessionOwnerRegistry implements AsyncDisposable {
 }
 
 /**
- * A registry with `registry`'s options (bounds, idle expiry, store) over a
- * namespace of its own in the same store (a shared store's `prefix` gains
- * `namespace`; the in-memory store gets a worker of its own), made once per
- * namespace and closed with `registry`. The guard binds tasks in one, so
- * tasks never count against sessions' bounds. Throws `RegistryClosedError`
- * once `registry` is closed, `InvalidInputError` when the store cannot hold
- * the namespace.
+ * How a derived registry is bounded: `"same"`, with `registry`'s bounds;
+ * `"mirror"`, for records kept one per binding of `registry` (and dropped
+ * with it): a plain LRU of twice its `maxEntries`, without per-principal
+ * caps or shared principals, so it evicts only once records whose binding
+ * is gone outnumber the live ones, never because of how one principal's
+ * records are spread.
+ */
+export type DerivedBounds = "same" | "mirror";
+
+/**
+ * A registry with `registry`'s options (idle expiry, store, and its bounds
+ * as `bounds` says) over a namespace of its own in the same store (a shared
+ * store's `prefix` gains `namespace`; the in-memory store gets a worker of
+ * its own), made once per namespace and closed with `registry`. The guard
+ * binds tasks in one, so tasks never count against sessions' bounds, and
+ * keeps in another what the credential that opened each session allowed.
+ * Throws `RegistryClosedError` once `registry` is closed,
+ * `InvalidInputError` when the store cannot hold the namespace.
  */
 export function derivedRegistry(
   registry: SessionOwnerRegistry,
   namespace: Namespace,
+  bounds: DerivedBounds = "same",
 ): SessionOwnerRegistry {
-  return derive(registry, namespace);
+  return derive(registry, namespace, bounds);
 }
