@@ -3,7 +3,7 @@
  * without the guard. Started by `bench/http_bench.ts` as a child process:
  *
  * ```sh
- * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on [--json] [--no-known-owners] [--owner-cache-ms=1000]
+ * deno run --allow-net --allow-read --allow-env bench/http_server.ts --guard=on [--json] [--no-known-owners] [--owner-cache-ms=1000] [--no-credentials]
  * ```
  *
  * Prints `listening <port>` once ready; exits on SIGTERM.
@@ -33,6 +33,7 @@ const handler = guarded
     principal: bearerPrincipal(),
     ownerCacheMs,
     forwardBody: Deno.args.includes("--copy-body") ? "copy" : "parsed",
+    ...(Deno.args.includes("--no-credentials") ? { credentials: false } : {}),
   })
   : app.handler;
 
