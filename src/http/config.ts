@@ -10,6 +10,7 @@ import { InvalidInputError } from "../core/errors.ts";
 import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { checkCount } from "../core/validate.ts";
+import { type GuardObserver, observerOf } from "./observer.ts";
 import { derivedRegistry, SessionOwnerRegistry } from "../registry/session_owner_registry.ts";
 import type {
   GuardCancellations,
@@ -66,6 +67,8 @@ export interface GuardConfig {
   onDecision: ((decision: GuardDecision) => void) | undefined;
   onSessionClosed: GuardOptions["onSessionClosed"];
   onError: GuardOptions["onError"];
+  /** Telemetry (`@mcp-guard/session/otel`), or `undefined`. */
+  observer: GuardObserver | undefined;
 }
 
 function fail(message: string): never {
@@ -150,8 +153,9 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     .then((fps) => new Set(fps));
   sharedFps.catch(() => {});
   const mode = oneOf("mode", options.mode, ["strict", "attach-only"] as const, "strict");
-  return {
-    handler,
+  const observer = observerOf(options);
+  const config: GuardConfig = {
+    handler: observer === undefined ? handler : observer.handler(handler),
     owners,
     cancellations,
     principal: options.principal,
@@ -180,5 +184,8 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     onDecision: options.onDecision,
     onSessionClosed: options.onSessionClosed,
     onError: options.onError,
+    observer,
   };
+  observer?.attach({ owners, cancellations, tasks: config.tasks, secret });
+  return config;
 }
