@@ -141,6 +141,11 @@ export class ActorClient {
     return this.#restarts;
   }
 
+  /** Where the worker keeps its state (for metrics: which store answers). */
+  get store(): InitMessage["store"] {
+    return this.#opts.init.store;
+  }
+
   /** Calls waiting for the worker and the age of the oldest one sent. */
   health(): ActorHealth {
     const oldest = this.#pending.oldest();
