@@ -322,7 +322,9 @@ Deno.test("otel collector: Deno's exporter delivers the guard's metrics, spans a
     const spans = receiver.spans();
     const refused = spans.filter((s) => attrs(s.attributes)["mcp_guard.reason"] === "not-owner");
     assert.equal(refused.length, 4);
-    const postRefused = refused.find((s) => attrs(s.attributes)["rpc.method"] === "tools/call")!;
+    const postRefused = refused.find((s) =>
+      attrs(s.attributes)["mcp.method.name"] === "tools/call"
+    )!;
     assert.deepEqual(
       {
         ...attrs(postRefused.attributes),
@@ -336,8 +338,6 @@ Deno.test("otel collector: Deno's exporter delivers the guard's metrics, spans a
         "http.response.status_code": 403,
         "mcp_guard.outcome": "refuse",
         "mcp_guard.reason": "not-owner",
-        "rpc.system": "jsonrpc",
-        "rpc.method": "tools/call",
         "mcp.method.name": "tools/call",
         "mcp_guard.session": auditId(sid, { secret: SECRET }),
         "error.type": "not-owner",

@@ -263,8 +263,7 @@ Deno.test("otel: decisions, the guard's time, spans and refusal records, ids has
   assert.equal(refused.length, 3);
   const postRefused = refused.find((s) => s.name === "POST")!;
   assert.equal(postRefused.attributes["error.type"], "not-owner");
-  assert.equal(postRefused.attributes["rpc.system"], "jsonrpc");
-  assert.equal(postRefused.attributes["rpc.method"], "tools/call");
+  assert.equal(postRefused.attributes["mcp.method.name"], "tools/call");
   assert.equal(postRefused.attributes["mcp_guard.session"], auditId(sid, { secret: SECRET }));
   const initSpan = spans.find((s) => s.attributes["mcp_guard.reason"] === "bound")!;
   const bind = spans.find((s) => s.name === "mcp_guard.registry bind")!;

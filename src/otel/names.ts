@@ -5,9 +5,9 @@
  * client cannot create series at will.
  *
  * Semantic conventions where they exist: `http.request.method`,
- * `http.response.status_code`, `error.type`, `rpc.system`/`rpc.method`, and
- * MCP's `mcp.method.name`. The guard's own attributes live under
- * `mcp_guard.`.
+ * `http.response.status_code`, `error.type`, and MCP's `mcp.method.name`
+ * for the JSON-RPC method (MCP's conventions recommend it over the generic
+ * `rpc.*` ones). The guard's own attributes live under `mcp_guard.`.
  *
  * @module
  */
@@ -31,8 +31,6 @@ export const ATTR = {
   httpMethod: "http.request.method",
   httpStatus: "http.response.status_code",
   errorType: "error.type",
-  rpcSystem: "rpc.system",
-  rpcMethod: "rpc.method",
   mcpMethod: "mcp.method.name",
 } as const;
 
