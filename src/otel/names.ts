@@ -48,6 +48,7 @@ export const METRIC = {
   removed: "mcp_guard.bindings.removed",
   tracked: "mcp_guard.requests.tracked",
   cancellations: "mcp_guard.cancellations",
+  handlesRefused: "mcp_guard.handles.refused",
   errors: "mcp_guard.errors",
   auditDropped: "mcp_guard.audit.dropped",
 } as const;

@@ -432,7 +432,7 @@ export class GuardTelemetry {
       description: "Cancellations that aborted a request here, by where they came from.",
       unit: "{request}",
     });
-    this.#handleRefusals = meter.createCounter("mcp_guard.handles.refused", {
+    this.#handleRefusals = meter.createCounter(METRIC.handlesRefused, {
       description: "Handles refused to a caller (unknown, another principal's, malformed).",
       unit: "{call}",
     });
