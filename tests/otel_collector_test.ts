@@ -162,8 +162,7 @@ class ServerChild {
         "run",
         "--quiet",
         "--allow-net=127.0.0.1",
-        "--allow-read",
-        "--allow-env",
+        "--allow-read", // no --allow-env: Deno reads the OTEL_* variables itself
         "tests/fixtures/otel_server.ts",
       ],
       cwd: ROOT.pathname,
