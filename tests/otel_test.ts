@@ -32,6 +32,8 @@ import {
   SessionOwnerRegistry,
 } from "../mod.ts";
 import { auditId, guardTelemetry } from "../otel.ts";
+import { mcpGuard, type McpGuardEnv } from "../hono.ts";
+import { Hono } from "hono";
 import { clients } from "../src/registry/registry_options.ts";
 
 // Deno's context manager works without OTEL_DENO: spans become active across awaits.
@@ -534,6 +536,36 @@ Deno.test("otel: audit lines to a byte stream", async () => {
   assert.ok(text.endsWith("\n"));
   assert.equal(JSON.parse(text).reason, "unknown-session");
   await stream.getWriter().close(); // released, not closed
+});
+
+Deno.test("otel: Hono's mcpGuard takes instrumented options too", async () => {
+  const lines: string[] = [];
+  const telemetry = guardTelemetry({ auditLines: (l) => lines.push(l) });
+  await using owners = new SessionOwnerRegistry();
+  await using cancellations = new CancellationRegistry();
+  const app = new Hono<McpGuardEnv>();
+  app.use(
+    "/mcp",
+    mcpGuard(telemetry.instrument({
+      owners,
+      cancellations,
+      principal: (c: { req: { header(name: string): string | undefined } }) =>
+        principal(
+          new Request("http://x/", {
+            headers: { authorization: c.req.header("authorization") ?? "" },
+          }),
+        ),
+    })),
+  );
+  app.all("/mcp", (c) => c.text("ok"));
+  await owners.bind("alice-session", await fingerprint("alice"));
+  const refused = await app.request("/mcp", {
+    method: "DELETE",
+    headers: { authorization: "Bearer mallory-token", "mcp-session-id": "alice-session" },
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(JSON.parse(lines[0]).session, auditId("alice-session"));
+  await telemetry.close();
 });
 
 Deno.test("otel: with nothing to record, instrument changes nothing", async () => {
