@@ -16,7 +16,16 @@
  * deno task bench:guard --sse                            # SSE answers
  * deno task bench:guard --sse --ids                      # ... with event ids, as with an event store
  * deno task bench:guard --against=/tmp/old/mod.ts --rounds=40
+ * deno task bench:guard --against=/tmp/old/mod.ts --otel  # this side with guardTelemetry()
+ * OTEL_DENO=true deno task bench:guard --against=/tmp/old/mod.ts --otel  # ... recording
  * ```
+ *
+ * `--otel` plugs `guardTelemetry()` (`otel.ts`) into this checkout's guard,
+ * and runs every request of both sides in a span, as `Deno.serve` does when
+ * OpenTelemetry is on (without a tracer provider, the span is a no-op): the
+ * difference is what the guard's telemetry adds. Without `OTEL_DENO=true` (or
+ * another registered provider) nothing is recorded, and `instrument` hands
+ * the options back unchanged.
  *
  * Prints the median per-request CPU of both sides and the median of the
  * per-round differences with its quartiles.
@@ -24,7 +33,9 @@
  * @module
  */
 
+import { type Span, trace } from "@opentelemetry/api";
 import * as current from "../mod.ts";
+import { guardTelemetry } from "../otel.ts";
 import { headers } from "./mcp_headers.ts";
 
 type Mod = typeof current;
@@ -36,6 +47,7 @@ interface Settings {
   rounds: number;
   requests: number;
   against: string | null;
+  otel: boolean;
 }
 
 function parseArgs(args: string[]): Settings {
@@ -45,6 +57,7 @@ function parseArgs(args: string[]): Settings {
     rounds: 20,
     requests: 10_000,
     against: null,
+    otel: false,
   };
   for (const arg of args) {
     const count = /^--(rounds|requests)=(\d[\d_]*)$/.exec(arg);
@@ -54,10 +67,11 @@ function parseArgs(args: string[]): Settings {
       settings[count[1] as "rounds" | "requests"] = value;
     } else if (arg === "--sse") settings.sse = true;
     else if (arg === "--ids") settings.sse = settings.ids = true;
+    else if (arg === "--otel") settings.otel = true;
     else if (arg.startsWith("--against=") && arg.length > 10) settings.against = arg.slice(10);
     else {
       throw new Error(
-        `unknown argument ${arg} (use --sse, --ids, --rounds=N, --requests=N, --against=<mod.ts>)`,
+        `unknown argument ${arg} (use --sse, --ids, --otel, --rounds=N, --requests=N, --against=<mod.ts>)`,
       );
     }
   }
@@ -116,15 +130,19 @@ interface Side {
   close(): Promise<void>;
 }
 
-async function guarded(name: string, mod: Mod): Promise<Side> {
+/** `--otel`: this checkout's guard reports to OpenTelemetry (when a provider is registered). */
+const telemetry = settings.otel ? guardTelemetry() : null;
+/** `--otel`: each request runs in a span, as under `Deno.serve` with OpenTelemetry on. */
+const tracer = settings.otel ? trace.getTracer("bench") : null;
+
+async function guarded(name: string, mod: Mod, instrumented = false): Promise<Side> {
   const owners = new mod.SessionOwnerRegistry();
   const cancellations = new mod.CancellationRegistry();
-  const handler = mod.guardSessions(inner, {
-    owners,
-    cancellations,
-    principal,
-    forwardBody: "parsed",
-  });
+  const options = { owners, cancellations, principal, forwardBody: "parsed" as const };
+  const handler = mod.guardSessions(
+    inner,
+    instrumented && telemetry !== null ? telemetry.instrument(options) : options,
+  );
   return {
     name,
     handler,
@@ -156,6 +174,18 @@ async function openSessions(handler: Side["handler"]): Promise<Side["sessions"]>
   return sessions;
 }
 
+/** Calls the handler, in a request span with `--otel`. */
+function serve(handler: Side["handler"], request: Request): Promise<Response> {
+  if (tracer === null) return handler(request);
+  return tracer.startActiveSpan("POST", async (span: Span) => {
+    try {
+      return await handler(request);
+    } finally {
+      span.end();
+    }
+  });
+}
+
 /** CPU time this thread has used (ns). */
 const cpuNs = () => Number(Deno.readTextFileSync("/proc/thread-self/schedstat").split(" ")[0]);
 
@@ -166,7 +196,8 @@ async function run(side: Side, count: number): Promise<number> {
   const client = async () => {
     while (sent < count) {
       const { token, sid } = side.sessions[sent++ % side.sessions.length];
-      const response = await side.handler(
+      const response = await serve(
+        side.handler,
         new Request(URL_, {
           method: "POST",
           headers: headers(token, sid),
@@ -204,7 +235,13 @@ const a: Side = settings.against === null
     `guarded (${settings.against})`,
     await import(new URL(settings.against, `file://${Deno.cwd()}/`).href) as Mod,
   );
-const b = await guarded("guarded (this checkout)", current);
+const b = await guarded(
+  settings.otel
+    ? `guarded (this checkout, telemetry ${telemetry!.enabled ? "recording" : "off"})`
+    : "guarded (this checkout)",
+  current,
+  true,
+);
 try {
   for (let i = 0; i < 3; i++) await Promise.all([run(a, 2_000), run(b, 2_000)]); // JIT warm-up
   const costA: number[] = [], costB: number[] = [], diff: number[] = [];
@@ -227,7 +264,8 @@ try {
   console.log(`  ${b.name}: ${f(median(costB))} µs`);
   console.log(
     `  difference, median of rounds: ${f(median(diff))} µs ` +
-      `(quartiles ${f(quantile(diff, 0.25))} / ${f(quantile(diff, 0.75))})`,
+      `(quartiles ${f(quantile(diff, 0.25))} / ${f(quantile(diff, 0.75))}; ` +
+      `min ${f(quantile(diff, 0))}, max ${f(quantile(diff, 1))})`,
   );
 } finally {
   await a.close();

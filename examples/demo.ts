@@ -6,7 +6,10 @@
  * her own token and Alice's session id, tries to attach a listener, post into
  * the session, cancel Alice's request by guessing its id, and delete the
  * session: every attempt is refused and Alice's tool completes. Then Alice
- * cancels her own request and the tool stops.
+ * cancels her own request and the tool stops. It ends with the table of
+ * what the guard decided, by reason, which the server counts with its
+ * `onDecision` hook (no telemetry needed; `docs/observability.md` has the
+ * OpenTelemetry side).
  *
  * Exits 0 when everything happened as described, 1 otherwise.
  *
@@ -35,6 +38,8 @@ function check(ok: boolean, what: string): void {
 /** The guarded server as a child process; its log lines are shown indented. */
 class ServerProcess {
   readonly lines: string[] = [];
+  /** Lines are shown as they come until the server is asked to stop. */
+  #echo = true;
   readonly #child: Deno.ChildProcess;
   readonly #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   readonly #pump: Promise<void>;
@@ -71,7 +76,7 @@ class ServerProcess {
         const line = rest.slice(0, newline);
         rest = rest.slice(newline + 1);
         this.lines.push(line);
-        say(`      server | ${line}`);
+        if (this.#echo) say(`      server | ${line}`);
         for (const waiter of [...this.#waiters]) {
           if (waiter.pattern.test(line)) {
             this.#waiters.splice(this.#waiters.indexOf(waiter), 1);
@@ -101,7 +106,16 @@ class ServerProcess {
     });
   }
 
+  /** The table of decisions the server prints as it stops (see `examples/server.ts`). */
+  decisionTable(): string[] {
+    const start = this.lines.findIndex((line) => line.startsWith("decisions by reason"));
+    if (start === -1) return [];
+    const end = this.lines.indexOf("stopped", start);
+    return this.lines.slice(start + 1, end === -1 ? undefined : end).map((line) => line.trim());
+  }
+
   async stop(): Promise<void> {
+    this.#echo = false;
     try {
       this.#child.kill("SIGTERM");
     } catch { /* already gone */ }
@@ -260,6 +274,12 @@ async function main(): Promise<void> {
     await server.stop();
   }
 
+  const table = server.decisionTable();
+  check(table.length > 1, "the server printed no decision table");
+  check(
+    table.some((row) => /^refuse\s+not-owner\s+403\s+\d+$/.test(row)),
+    "the table has no refused not-owner row",
+  );
   say();
   if (failures.length === 0) {
     say("Result: every one of Mallory's attempts was refused; Alice's tool completed, and");
@@ -270,6 +290,9 @@ async function main(): Promise<void> {
     for (const failure of failures) say(`  - ${failure}`);
     Deno.exitCode = 1;
   }
+  say();
+  say("[8] What the guard decided, by reason (its onDecision hook, counted by the server):");
+  for (const row of table) say(`    ${row}`);
 }
 
 await main();

@@ -65,6 +65,8 @@ export interface DemoServerOptions {
 export interface DemoServer {
   /** The MCP endpoint, e.g. `http://127.0.0.1:8787/mcp`. */
   url: URL;
+  /** What the guard decided so far, counted by outcome, reason and status: a table's lines. */
+  decisionTable(): string[];
   /**
    * Stops serving (new connections refused; the open sessions are closed so
    * their streams end), then closes the registries, whose workers would
@@ -92,6 +94,38 @@ function describeDecision(d: GuardDecision): string | null {
   return null;
 }
 
+/** Counts the guard's decisions (from `onDecision`: no telemetry needed) for a closing table. */
+export class DecisionTally {
+  readonly #counts = new Map<string, { decision: GuardDecision; count: number }>();
+
+  /** Counts one decision. */
+  record(decision: GuardDecision): void {
+    const key = `${decision.outcome} ${decision.reason} ${decision.status}`;
+    const counted = this.#counts.get(key);
+    if (counted === undefined) this.#counts.set(key, { decision, count: 1 });
+    else counted.count++;
+  }
+
+  /** The counts as table lines: allowed first, then refused, most frequent first. */
+  table(): string[] {
+    const rows = [...this.#counts.values()].sort((a, b) =>
+      a.decision.outcome === b.decision.outcome
+        ? b.count - a.count || a.decision.reason.localeCompare(b.decision.reason)
+        : a.decision.outcome === "allow"
+        ? -1
+        : 1
+    );
+    const line = (outcome: string, reason: string, status: string, count: string) =>
+      `${outcome.padEnd(8)} ${reason.padEnd(17)} ${status.padStart(6)} ${count.padStart(6)}`;
+    return [
+      line("outcome", "reason", "status", "count"),
+      ...rows.map(({ decision, count }) =>
+        line(decision.outcome, decision.reason, String(decision.status ?? "-"), String(count))
+      ),
+    ];
+  }
+}
+
 function describeTool(e: ToolEvent): string {
   const where = `session ${short(e.sessionId)} request ${JSON.stringify(e.requestId)}`;
   switch (e.kind) {
@@ -111,6 +145,7 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
   const log = options.log ?? ((line: string) => console.log(line));
   const owners = new SessionOwnerRegistry();
   const cancellations = new CancellationRegistry();
+  const tally = new DecisionTally();
   const app = createMcpApp({
     countSteps: options.countSteps,
     countStepMs: options.countStepMs,
@@ -127,6 +162,7 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
     mode: options.mode,
     forwardBody: "parsed", // the app hands the parsed body to the SDK: the body is read once
     onDecision: (decision) => {
+      tally.record(decision);
       const line = describeDecision(decision);
       if (line !== null) log(line);
     },
@@ -140,6 +176,7 @@ export function startDemoServer(options: DemoServerOptions = {}): Promise<DemoSe
         const url = new URL(`http://${hostname}:${port}/mcp`);
         resolve({
           url,
+          decisionTable: () => tally.table(),
           async close() {
             const stopped = server.shutdown();
             await app.close();
@@ -184,6 +221,8 @@ if (import.meta.main) {
     if (stopping) return;
     stopping = true;
     await server.close();
+    console.log("decisions by reason (counted with onDecision):");
+    for (const line of server.decisionTable()) console.log(`  ${line}`);
     console.log("stopped");
   };
   Deno.addSignalListener("SIGINT", stop);

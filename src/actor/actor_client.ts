@@ -64,6 +64,25 @@ export interface ActorClientOptions extends InFlightHooks {
 }
 
 /**
+ * Sees every call a client queues (telemetry: latency, failures). It must
+ * not throw, and must leave `promise` to its caller (it may only listen).
+ */
+export interface CallObserver {
+  /** `op` was queued (`lazy`: to travel with the next message); `promise` settles with it. */
+  call(op: number, promise: Promise<unknown>, lazy: boolean): void;
+}
+
+/** How a client's worker keeps up, for metrics: see {@linkcode ActorClient.health}. */
+export interface ActorHealth {
+  /** A worker was ever started (a registry nobody used has none). */
+  started: boolean;
+  /** Calls queued or sent and not answered yet. */
+  waiting: number;
+  /** How long (ms) the oldest call sent and not answered yet has waited; 0 when none. */
+  oldestMs: number;
+}
+
+/**
  * Extra time a batch may wait while a fresh worker boots (loads its modules,
  * connects its store) before the worker counts as hung.
  */
@@ -102,6 +121,8 @@ export class ActorClient {
   #watchdog: ReturnType<typeof setTimeout> | undefined;
 
   readonly #host: RingHost;
+  /** Telemetry's listener on every call, or `null` (the default: no cost but this check). */
+  observer: CallObserver | null = null;
 
   constructor(options: ActorClientOptions) {
     this.#opts = options;
@@ -118,6 +139,21 @@ export class ActorClient {
   /** Workers started after the first one (each restart lost the worker's state). */
   get restarts(): number {
     return this.#restarts;
+  }
+
+  /** Where the worker keeps its state (for metrics: which store answers). */
+  get store(): InitMessage["store"] {
+    return this.#opts.init.store;
+  }
+
+  /** Calls waiting for the worker and the age of the oldest one sent. */
+  health(): ActorHealth {
+    const oldest = this.#pending.oldest();
+    return {
+      started: this.#everStarted,
+      waiting: this.#queue.length + (this.#ring?.backlog() ?? 0) + this.#pending.calls(),
+      oldestMs: oldest === undefined ? 0 : Math.max(0, performance.now() - oldest.sentAt),
+    };
   }
 
   /** Batches sent so far (each carries every call of one tick, or `maxBatch` of them). */
@@ -141,7 +177,9 @@ export class ActorClient {
    * together with every other call queued by then.
    */
   call<T>(op: number, a?: unknown, b?: unknown, c?: unknown, d?: unknown): Promise<T> {
-    return this.#enqueue<T>(op, a, b, c, d, false);
+    const promise = this.#enqueue<T>(op, a, b, c, d, false);
+    if (this.observer !== null) this.observer.call(op, promise, false);
+    return promise;
   }
 
   /**
@@ -152,7 +190,9 @@ export class ActorClient {
    * this turns many tiny messages into a few large ones.
    */
   callLazy<T>(op: number, a?: unknown, b?: unknown, c?: unknown): Promise<T> {
-    return this.#enqueue<T>(op, a, b, c, undefined, true);
+    const promise = this.#enqueue<T>(op, a, b, c, undefined, true);
+    if (this.observer !== null) this.observer.call(op, promise, true);
+    return promise;
   }
 
   #enqueue<T>(

@@ -58,6 +58,13 @@ export class InFlight {
     return id;
   }
 
+  /** Calls in flight (every piece's), counted when asked (for metrics, not the hot path). */
+  calls(): number {
+    let calls = 0;
+    for (const piece of this.#pieces.values()) calls += piece.ops.length;
+    return calls;
+  }
+
   /** The piece sent first and not answered yet. */
   oldest(): Piece | undefined {
     return this.#pieces.values().next().value;

@@ -91,6 +91,13 @@ export class RingSender {
     this.#pump();
   }
 
+  /** Calls waiting for a free slot (for metrics). */
+  backlog(): number {
+    let calls = 0;
+    for (const batch of this.#outbox) calls += batch.ops.length - batch.op;
+    return calls;
+  }
+
   /** Resolves once every queued batch is in a slot (at once when none waits). */
   drained(): Promise<void> {
     if (this.#outbox.length === 0) return Promise.resolve();

@@ -10,6 +10,7 @@ import { absoluteHttpUrl, InvalidInputError } from "../core/errors.ts";
 import { fingerprint, identityProblem } from "../core/fingerprint.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { checkCount } from "../core/validate.ts";
+import { type GuardObserver, observerOf } from "./observer.ts";
 import { derivedRegistry, SessionOwnerRegistry } from "../registry/session_owner_registry.ts";
 import type {
   GuardCancellations,
@@ -81,6 +82,8 @@ export interface GuardConfig {
   onDecision: ((decision: GuardDecision) => void) | undefined;
   onSessionClosed: GuardOptions["onSessionClosed"];
   onError: GuardOptions["onError"];
+  /** Telemetry (`@mcp-guard/session/otel`), or `undefined`. */
+  observer: GuardObserver | undefined;
 }
 
 function fail(message: string): never {
@@ -198,8 +201,9 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
   const sharedFps = Promise.all(shared.map((identity) => fingerprint(identity, { secret })))
     .then((fps) => new Set(fps));
   sharedFps.catch(() => {});
-  return {
-    handler,
+  const observer = observerOf(options);
+  const config: GuardConfig = {
+    handler: observer === undefined ? handler : observer.handler(handler),
     owners,
     cancellations,
     principal: options.principal,
@@ -232,5 +236,8 @@ export function resolveGuardConfig(handler: RequestHandler, options: GuardOption
     onDecision: options.onDecision,
     onSessionClosed: options.onSessionClosed,
     onError: options.onError,
+    observer,
   };
+  observer?.attach({ owners, cancellations, tasks: config.tasks, secret });
+  return config;
 }

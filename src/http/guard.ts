@@ -37,6 +37,7 @@ import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
 import type {
   GuardContext,
+  GuardDecision,
   GuardedHandler,
   GuardOptions,
   GuardReason,
@@ -89,6 +90,11 @@ export class SessionGuard {
       config.ownerCacheMs,
     );
     this.#post = postRequest(this);
+    const observer = config.observer;
+    if (observer !== undefined) {
+      const handle = this.handle;
+      this.handle = (request) => observer.request(request, handle);
+    }
     this.#resumption = config.resumption === "unchecked" ? null : new Resumption(
       config.secret === undefined ? EventIdKey.random() : EventIdKey.fromSecret(config.secret),
       config.resumption === "all",
@@ -139,6 +145,7 @@ export class SessionGuard {
     let ctx: GuardContext;
     try {
       ctx = await this.identifier.identify(request);
+      this.config.observer?.identified(ctx);
     } catch (err) {
       if (err instanceof UnauthenticatedError) {
         return this.refuse("unauthenticated", { method, sid }, "", {
@@ -491,7 +498,7 @@ export class SessionGuard {
     return response;
   }
 
-  /** Reports one decision to `onDecision` (a throwing hook goes to `onError`). */
+  /** Reports one decision to `onDecision` (a throwing hook goes to `onError`) and telemetry. */
   decide(
     outcome: "allow" | "refuse",
     reason: GuardReason,
@@ -499,16 +506,20 @@ export class SessionGuard {
     at: At,
   ): void {
     const hook = this.config.onDecision;
+    const observer = this.config.observer;
+    if (hook === undefined && observer === undefined) return;
+    const decision: GuardDecision = {
+      outcome,
+      reason,
+      status,
+      method: at.method,
+      rpcMethod: at.rpcMethod ?? null,
+      sessionId: at.sid ?? null,
+    };
+    observer?.decided(decision);
     if (hook === undefined) return;
     try {
-      hook({
-        outcome,
-        reason,
-        status,
-        method: at.method,
-        rpcMethod: at.rpcMethod ?? null,
-        sessionId: at.sid ?? null,
-      });
+      hook(decision);
     } catch (err) {
       this.report(err, "onDecision");
     }
@@ -516,6 +527,7 @@ export class SessionGuard {
 
   /** Tells `onError` (a throwing hook is ignored: it must not break request handling). */
   report = (error: unknown, context: string): void => {
+    this.config.observer?.error(error, context);
     const hook = this.config.onError;
     if (hook === undefined) return;
     try {

@@ -19,6 +19,7 @@ import {
 } from "./registry_options.ts";
 import { checkCount, str } from "../core/validate.ts";
 import { type PairMark, Withdrawals } from "./withdrawals.ts";
+import { registryEvents } from "./observers.ts";
 
 export type { CancelStats } from "../core/cancel_table.ts";
 
@@ -431,8 +432,21 @@ export class CancellationRegistry implements AsyncDisposable {
     if (local.mark !== null) this.#pairs!.remove(local.mark);
   }
 
-  #abort(entryId: string, reason: unknown): void {
-    this.#local.get(entryId)?.controller.abort(reason);
+  /** Aborts a local request; `remote`: the cancellation came through another process. */
+  #abort(entryId: string, reason: unknown, remote = false): void {
+    const controller = this.#local.get(entryId)?.controller;
+    if (controller === undefined || controller.signal.aborted) return;
+    const heard = registryEvents.get(this)?.cancelled;
+    if (heard !== undefined) {
+      heard(
+        remote
+          ? "other-process"
+          : reason instanceof RequestCancelledError && reason.origin === "client"
+          ? "client"
+          : "server",
+      );
+    }
+    controller.abort(reason);
   }
 
   #onAbortEvent(event: AbortEvent): void {
@@ -440,6 +454,7 @@ export class CancellationRegistry implements AsyncDisposable {
       this.#abort(
         entryId,
         event.reason ?? new RequestCancelledError(event.sessionId, event.requestId),
+        true,
       );
     }
   }

@@ -26,6 +26,7 @@ import { REGISTRY_OPTION_KEYS } from "./registry_options.ts";
 import { checkOptionKeys } from "../core/options_check.ts";
 import { SessionOwnerRegistry } from "./session_owner_registry.ts";
 import { isValidFingerprint } from "../core/validate.ts";
+import { handleOwners, registryEvents } from "./observers.ts";
 import {
   type HandleRegistryOptions,
   handleStore,
@@ -126,6 +127,7 @@ export class HandleRegistry implements AsyncDisposable {
       store: handleStore(options.store),
       knownOwners: false,
     });
+    handleOwners.set(this, this.#owners);
   }
 
   /**
@@ -200,9 +202,24 @@ export class HandleRegistry implements AsyncDisposable {
    */
   authorize(handle: string, fingerprint: string): Promise<boolean> {
     if (this.#closed) return Promise.reject(new RegistryClosedError("HandleRegistry"));
-    if (!isHandle(handle) || !isValidFingerprint(fingerprint)) return Promise.resolve(false);
+    if (!isHandle(handle) || !isValidFingerprint(fingerprint)) {
+      registryEvents.get(this)?.handleRefused?.(
+        "invalid-handle",
+        isHandle(handle) ? handle : null,
+        isValidFingerprint(fingerprint) ? fingerprint : null,
+      );
+      return Promise.resolve(false);
+    }
     return this.#serial(handle, async () => {
-      if (await this.#owners.ownerOf(handle) !== fingerprint) return false;
+      const owner = await this.#owners.ownerOf(handle);
+      if (owner !== fingerprint) {
+        registryEvents.get(this)?.handleRefused?.(
+          owner === null ? "unknown-handle" : "not-handle-owner",
+          handle,
+          fingerprint,
+        );
+        return false;
+      }
       // The owner's own binding: `bind` refreshes it (LRU order, idle expiry).
       return await this.#owners.bind(handle, fingerprint) === "bound";
     });
