@@ -1,13 +1,17 @@
 /**
  * A real `redis-server` (from apt) for tests and benchmarks: a free loopback
  * port, no persistence, stopped with SIGTERM and awaited, restartable on the
- * same port.
+ * same port. {@linkcode startRedisCluster} starts a Redis Cluster of several
+ * masters the same way (joined with `redis-cli --cluster create`).
  *
  * ```ts ignore
  * await using redis = await startRedis();
  * const store = redisStore({ url: redis.url });
  * await redis.stop();   // simulate an outage
  * await redis.start();  // same port, empty data
+ *
+ * await using cluster = await startRedisCluster(); // three masters
+ * const clustered = redisStore({ cluster: { rootNodes: cluster.urls } });
  * ```
  *
  * @module
@@ -177,4 +181,171 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/** A running Redis Cluster of loopback masters (see {@linkcode startRedisCluster}). */
+export interface RedisCluster extends AsyncDisposable {
+  /** Each master's client port. */
+  readonly ports: readonly number[];
+  /** `redis://127.0.0.1:<port>` of each master. */
+  readonly urls: readonly string[];
+  /** Sends one command to the master on `port` over a raw connection; the raw reply text. */
+  command(port: number, ...args: string[]): Promise<string>;
+  /** Stops every node (SIGTERM, awaited) and removes their `nodes.conf` files. Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Options of {@linkcode startRedisCluster}. */
+export interface StartRedisClusterOptions {
+  /** How many masters (no replicas); at least 3, as `redis-cli --cluster create` requires. */
+  masters?: number;
+}
+
+/** Runs `redis-cli` with `args`; its exit status and output (both streams). */
+async function redisCli(args: string[]): Promise<{ success: boolean; output: string }> {
+  let result: Deno.CommandOutput;
+  try {
+    result = await new Deno.Command("redis-cli", { args, stdin: "null" }).output();
+  } catch (err) {
+    throw new Error(
+      `redis-cli could not be run (${err}): the Redis Cluster test needs it on PATH ` +
+        "(Debian: apt-get install redis-tools, which redis-server depends on)",
+    );
+  }
+  const text = new TextDecoder();
+  return {
+    success: result.success,
+    output: text.decode(result.stdout) + text.decode(result.stderr),
+  };
+}
+
+/**
+ * Starts a Redis Cluster: `masters` (default 3) `redis-server --cluster-enabled
+ * yes` processes on free loopback ports (client and cluster-bus ports), each
+ * with its `nodes.conf` in one temp dir, joined with `redis-cli --cluster
+ * create --cluster-replicas 0 --cluster-yes`; resolves once every node
+ * reports `cluster_state:ok`. Throws (after stopping whatever it started)
+ * with the tool's output when the cluster cannot form: a test that needs it
+ * fails, it never skips.
+ */
+export async function startRedisCluster(
+  options: StartRedisClusterOptions = {},
+): Promise<RedisCluster> {
+  const masters = options.masters ?? 3;
+  if (masters < 3) throw new Error("a Redis Cluster needs at least 3 masters");
+  const dir = await Deno.makeTempDir({ prefix: "mcp-guard-redis-cluster-" });
+  const nodes: Deno.ChildProcess[] = [];
+  const ports: number[] = [];
+  let stopped = false;
+
+  async function stop(): Promise<void> {
+    if (stopped) return;
+    stopped = true;
+    await Promise.all(nodes.map(async (proc) => {
+      try {
+        proc.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      await proc.status;
+    }));
+    // Every node's nodes.conf (and anything else it wrote) lives here.
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+
+  try {
+    for (let i = 0; i < masters; i++) {
+      const { port, proc } = await spawnNode(dir, i);
+      nodes.push(proc);
+      ports.push(port);
+    }
+    const created = await redisCli([
+      "--cluster",
+      "create",
+      ...ports.map((p) => `127.0.0.1:${p}`),
+      "--cluster-replicas",
+      "0",
+      "--cluster-yes",
+    ]);
+    if (!created.success) {
+      throw new Error(`redis-cli --cluster create failed:\n${created.output}`);
+    }
+    // Every node must see every slot covered before a client may rely on any of them.
+    const deadline = Date.now() + 15_000;
+    for (const port of ports) {
+      let info = "";
+      while (!info.includes("cluster_state:ok")) {
+        if (Date.now() > deadline) {
+          throw new Error(`the cluster did not reach cluster_state:ok on ${port}:\n${info}`);
+        }
+        info = await rawCommand(port, ["CLUSTER", "INFO"]).catch((err) => String(err));
+        if (!info.includes("cluster_state:ok")) await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    ports,
+    urls: ports.map((p) => `redis://127.0.0.1:${p}`),
+    command: (port: number, ...args: string[]) => rawCommand(port, args),
+    stop,
+    [Symbol.asyncDispose]: stop,
+  };
+}
+
+/** Starts one cluster-enabled node in `dir` on free ports; retries with new ones if taken. */
+async function spawnNode(
+  dir: string,
+  index: number,
+): Promise<{ port: number; proc: Deno.ChildProcess }> {
+  for (let attempt = 0;; attempt++) {
+    const port = freePort();
+    const busPort = freePort();
+    const proc = new Deno.Command(BINARY, {
+      args: [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--cluster-enabled",
+        "yes",
+        "--cluster-port",
+        String(busPort),
+        "--cluster-config-file",
+        `nodes-${index}.conf`,
+        "--cluster-node-timeout",
+        "5000",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir,
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    let exited = false;
+    proc.status.then(() => exited = true);
+    const deadline = Date.now() + 5_000;
+    while (Date.now() < deadline && !exited) {
+      try {
+        if ((await rawCommand(port, ["PING"], 200)).startsWith("+PONG")) return { port, proc };
+      } catch {
+        // not listening yet
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (!exited) proc.kill("SIGKILL");
+    await proc.status;
+    await Deno.remove(`${dir}/nodes-${index}.conf`).catch(() => {});
+    if (attempt >= 3) throw new Error(`cluster node ${index} did not start (port ${port})`);
+  }
 }
