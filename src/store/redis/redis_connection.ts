@@ -7,23 +7,35 @@
  * @module
  */
 
-import { createClient } from "npm:redis@^5.9.0";
+import { createClient } from "npm:redis@^6.4.0";
 import { OpFailure } from "../backend.ts";
 import { RegistryMisconfiguredError } from "../../core/errors.ts";
 import { type ResolvedRedisOptions, safeUrl } from "./redis_options.ts";
 
 /** One node-redis client. */
-export type Client = ReturnType<typeof createClient>;
+export type Client = ReturnType<typeof makeClient>;
+
+/**
+ * No Redis Enterprise maintenance notifications (node-redis 6 asks for them
+ * by default): the handshake would cost a command on every connection, and
+ * the client reads environment variables for it, which a store that only
+ * needs `--allow-net` may not do.
+ */
+const MAINT = "disabled" as const;
 
 /**
  * A client for `opts.url` (not connected yet). With `offlineQueue` false,
  * commands fail at once while the connection is down instead of waiting for
  * it; either way it reconnects in the background, forever.
  */
-export function makeClient(opts: ResolvedRedisOptions, offlineQueue: boolean): Client {
+export function makeClient(opts: ResolvedRedisOptions, offlineQueue: boolean) {
   const client = createClient({
     url: opts.url,
     disableOfflineQueue: !offlineQueue,
+    // No client-side command deadline (node-redis 6 defaults to 5 s): a hung server is caught
+    // by the registry's `callTimeoutMs`, which restarts the worker and so the connection.
+    commandOptions: { timeout: undefined },
+    maintNotifications: MAINT,
     socket: {
       connectTimeout: opts.connectTimeoutMs,
       // Retry forever, quickly at first: calls fail fast meanwhile (no offline queue).
