@@ -191,6 +191,13 @@ export interface RedisCluster extends AsyncDisposable {
   readonly urls: readonly string[];
   /** Sends one command to the master on `port` over a raw connection; the raw reply text. */
   command(port: number, ...args: string[]): Promise<string>;
+  /**
+   * Stops the master on `port` (SIGTERM, awaited): its slots go down, the
+   * others keep serving theirs (`cluster-require-full-coverage no`).
+   */
+  stopNode(port: number): Promise<void>;
+  /** Starts a stopped master again: same ports and `nodes.conf` (its slots), empty data. */
+  startNode(port: number): Promise<void>;
   /** Stops every node (SIGTERM, awaited) and removes their `nodes.conf` files. Idempotent. */
   stop(): Promise<void>;
 }
@@ -234,30 +241,41 @@ export async function startRedisCluster(
   const masters = options.masters ?? 3;
   if (masters < 3) throw new Error("a Redis Cluster needs at least 3 masters");
   const dir = await Deno.makeTempDir({ prefix: "mcp-guard-redis-cluster-" });
-  const nodes: Deno.ChildProcess[] = [];
+  const nodes: { node: ClusterNode; proc: Deno.ChildProcess | null }[] = [];
   const ports: number[] = [];
   let stopped = false;
+
+  async function stopOne(entry: (typeof nodes)[number]): Promise<void> {
+    const proc = entry.proc;
+    if (proc === null) return;
+    entry.proc = null;
+    try {
+      proc.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+    await proc.status;
+  }
 
   async function stop(): Promise<void> {
     if (stopped) return;
     stopped = true;
-    await Promise.all(nodes.map(async (proc) => {
-      try {
-        proc.kill("SIGTERM");
-      } catch {
-        // already gone
-      }
-      await proc.status;
-    }));
+    await Promise.all(nodes.map(stopOne));
     // Every node's nodes.conf (and anything else it wrote) lives here.
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 
+  const entryOf = (port: number) => {
+    const entry = nodes.find((n) => n.node.port === port);
+    if (entry === undefined) throw new Error(`no cluster node on port ${port}`);
+    return entry;
+  };
+
   try {
     for (let i = 0; i < masters; i++) {
-      const { port, proc } = await spawnNode(dir, i);
-      nodes.push(proc);
-      ports.push(port);
+      const started = await startNode(dir, i);
+      nodes.push(started);
+      ports.push(started.node.port);
     }
     const created = await redisCli([
       "--cluster",
@@ -290,62 +308,92 @@ export async function startRedisCluster(
     ports,
     urls: ports.map((p) => `redis://127.0.0.1:${p}`),
     command: (port: number, ...args: string[]) => rawCommand(port, args),
+    stopNode: (port: number) => stopOne(entryOf(port)),
+    async startNode(port: number) {
+      const entry = entryOf(port);
+      if (entry.proc !== null) return;
+      const proc = spawnNode(dir, entry.node);
+      if (!(await answersPing(entry.node.port, proc))) {
+        throw new Error(`cluster node on ${port} did not start again`);
+      }
+      entry.proc = proc;
+    },
     stop,
     [Symbol.asyncDispose]: stop,
   };
 }
 
-/** Starts one cluster-enabled node in `dir` on free ports; retries with new ones if taken. */
-async function spawnNode(
+/** One node of a test cluster: its client and bus ports, and its `nodes.conf` name. */
+interface ClusterNode {
+  index: number;
+  port: number;
+  busPort: number;
+}
+
+/** Spawns the cluster-enabled `redis-server` of `node`, its files in `dir`. */
+function spawnNode(dir: string, node: ClusterNode): Deno.ChildProcess {
+  return new Deno.Command(BINARY, {
+    args: [
+      "--port",
+      String(node.port),
+      "--bind",
+      "127.0.0.1",
+      "--cluster-enabled",
+      "yes",
+      "--cluster-port",
+      String(node.busPort),
+      "--cluster-config-file",
+      `nodes-${node.index}.conf`,
+      "--cluster-node-timeout",
+      "5000",
+      // A master that is down takes only its own slots down.
+      "--cluster-require-full-coverage",
+      "no",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      "--daemonize",
+      "no",
+      "--loglevel",
+      "warning",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+/** Waits (at most 5 s) until `proc` answers PING on `port`; false if it exited or never did. */
+async function answersPing(port: number, proc: Deno.ChildProcess): Promise<boolean> {
+  let exited = false;
+  proc.status.then(() => exited = true);
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && !exited) {
+    try {
+      if ((await rawCommand(port, ["PING"], 200)).startsWith("+PONG")) return true;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  if (!exited) proc.kill("SIGKILL");
+  await proc.status;
+  return false;
+}
+
+/** Starts node `index` in `dir` on free ports; retries with new ones if they were taken. */
+async function startNode(
   dir: string,
   index: number,
-): Promise<{ port: number; proc: Deno.ChildProcess }> {
+): Promise<{ node: ClusterNode; proc: Deno.ChildProcess | null }> {
   for (let attempt = 0;; attempt++) {
-    const port = freePort();
-    const busPort = freePort();
-    const proc = new Deno.Command(BINARY, {
-      args: [
-        "--port",
-        String(port),
-        "--bind",
-        "127.0.0.1",
-        "--cluster-enabled",
-        "yes",
-        "--cluster-port",
-        String(busPort),
-        "--cluster-config-file",
-        `nodes-${index}.conf`,
-        "--cluster-node-timeout",
-        "5000",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        dir,
-        "--daemonize",
-        "no",
-        "--loglevel",
-        "warning",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    let exited = false;
-    proc.status.then(() => exited = true);
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline && !exited) {
-      try {
-        if ((await rawCommand(port, ["PING"], 200)).startsWith("+PONG")) return { port, proc };
-      } catch {
-        // not listening yet
-      }
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    if (!exited) proc.kill("SIGKILL");
-    await proc.status;
+    const node = { index, port: freePort(), busPort: freePort() };
+    const proc = spawnNode(dir, node);
+    if (await answersPing(node.port, proc)) return { node, proc };
     await Deno.remove(`${dir}/nodes-${index}.conf`).catch(() => {});
-    if (attempt >= 3) throw new Error(`cluster node ${index} did not start (port ${port})`);
+    if (attempt >= 3) throw new Error(`cluster node ${index} did not start (port ${node.port})`);
   }
 }
