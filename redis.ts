@@ -55,6 +55,11 @@ const BACKEND_URL = new URL("./src/store/redis/redis_backend.ts", import.meta.ur
  *   `--allow-net=127.0.0.1:6379`), and nothing is retried.
  * - Closing a `CancellationRegistry` drops the requests it registered from
  *   the store, so a cancel through another process no longer finds them.
+ * - `cluster: { rootNodes }` instead of `url` runs the same on a Redis
+ *   Cluster: every key and channel of one prefix hashes to one slot (the
+ *   store wraps the prefix in a hash tag, `{prefix}`), events travel over
+ *   sharded pub/sub, and a master that is down fails only the registries
+ *   whose slot it serves (closed, as above) until it is back.
  *
  * Throws `InvalidInputError` naming the bad option, or the unknown key and
  * the nearest valid one (`{ urll: ... }` -> did you mean "url"?).
@@ -65,6 +70,18 @@ const BACKEND_URL = new URL("./src/store/redis/redis_backend.ts", import.meta.ur
  *
  * const store = redisStore({ url: "redis://127.0.0.1:6379", idleTtlMs: 24 * 3600_000 });
  * console.log(store.kind); // "module"
+ * ```
+ *
+ * @example On a Redis Cluster
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { redisStore } from "@mcp-guard/session/redis";
+ *
+ * const store = redisStore({
+ *   cluster: { rootNodes: ["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"] },
+ *   prefix: "my-app:", // keys {my-app:}o:own, ... in one slot
+ * });
+ * assert.equal(store.kind, "module");
  * ```
  */
 export function redisStore(options: RedisStoreOptions = {}): RegistryStore {

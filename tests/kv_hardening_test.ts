@@ -2,7 +2,9 @@
  * Hardening of the Deno KV store: `bind`'s shared flag and `touch`, idle
  * expiry (`idleTtlMs`), evictions and expiries announced to every process
  * sharing the database, keys that fit KV's limits for any accepted input,
- * one operation's failure isolated from the rest of its batch, and
+ * one operation's failure isolated from the rest of its batch, what a
+ * backend carries from one transaction to the next never outliving another
+ * process's write nor a transaction that did not commit, and
  * misconfiguration (a typo in an option, no `--unstable-kv`, no permission)
  * reported by name.
  */
@@ -631,18 +633,25 @@ Deno.test("Deno KV backend: an op KV refuses fails alone; its batch's other writ
     });
 
     await t.step("a read that fails while an op is applied: the ops before it commit", async () => {
-      const backend = await createBackend({
-        init: init("owner", "b"),
-        emit: (e) => events.push(e),
-      });
+      // Bound by another backend (another process): this one has nothing of it cached, so
+      // the forget below reads fp-poison's count from the database.
+      const seed = await createBackend({ init: init("owner", "b"), emit: () => {} });
       try {
         assert.deepEqual(
-          await backend.run([Op.Bind, Op.Bind], [
+          await seed.run([Op.Bind, Op.Bind], [
             ...["k1", "fp-poison", false, undefined],
             ...["k2", "fp-b", false, undefined],
           ]),
           ["bound", "bound"],
         );
+      } finally {
+        await seed.close();
+      }
+      const backend = await createBackend({
+        init: init("owner", "b"),
+        emit: (e) => events.push(e),
+      });
+      try {
         // Reading fp-poison's count (a forget of its session reads it) fails.
         Deno.Kv.prototype.get = function (this: Deno.Kv, key: Deno.KvKey, options?: never) {
           if (key.includes("fp-poison")) throw new RangeError("Value too large (max 65536 bytes)");
@@ -730,6 +739,69 @@ Deno.test("Deno KV backend: an op KV refuses fails alone; its batch's other writ
   } finally {
     proto.set = realSet;
     Deno.Kv.prototype.get = realGet;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("Deno KV backend: what one transaction leaves for the next is only ever current", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "mcp-guard-kv-cache-" });
+  const path = `${dir}/cache.kv`;
+  const init = (instanceId: string): InitMessage => ({
+    kind: "init",
+    registry: "owner",
+    options: resolveOwnerOptions({ maxEntries: 100, maxPerPrincipal: 100 }),
+    store: kvStore({ path, prefix: "c" }),
+    instanceId,
+  });
+  const proto = Deno.AtomicOperation.prototype;
+  const realSet = proto.set;
+  const a = await createBackend({ init: init("a"), emit: () => {} });
+  const b = await createBackend({ init: init("b"), emit: () => {} });
+  try {
+    await t.step("another process's write: the next transaction reads again", async () => {
+      assert.deepEqual(
+        await a.run([Op.Bind, Op.Attach], ["s1", "fp-a", false, undefined, "s1", "fp-a", false]),
+        ["bound", true],
+      );
+      // b (another process on the file) moves s1 to fp-b behind a's back.
+      assert.deepEqual(
+        await b.run([Op.Forget, Op.Bind], ["s1", undefined, "s1", "fp-b", false, undefined]),
+        [true, "bound"],
+      );
+      assert.deepEqual(
+        await a.run([Op.Attach, Op.OwnerOf, Op.OwnerSize], ["s1", "fp-a", false, "s1"]),
+        [false, "fp-b", 1],
+      );
+      assert.deepEqual(await a.run([Op.Bind], ["s2", "fp-a", false, undefined]), ["bound"]);
+      assert.deepEqual(await b.run([Op.OwnerOf, Op.OwnerSize], ["s2"]), ["fp-a", 2]);
+    });
+
+    await t.step("a transaction that did not commit leaves nothing behind", async () => {
+      // s1's record is known to `b` from its own last commit. A batch pins it, then a write KV
+      // refuses fails the shared commit: the pin was applied to b's copy only, so re-applied
+      // alone it pins s1 once, not twice.
+      assert.deepEqual(await b.run([Op.Attach], ["s1", "fp-b", false]), [true]); // b's last commit
+      proto.set = function (this: Deno.AtomicOperation, key, value, options) {
+        if (key.includes("poison")) throw new TypeError("Key too large for write (max 2048 bytes)");
+        return realSet.call(this, key, value, options);
+      };
+      const out = await b.run(
+        [Op.Attach, Op.Bind],
+        ["s1", "fp-b", true, "poison", "fp-b", false, undefined],
+      );
+      proto.set = realSet;
+      assert.equal(out[0], true);
+      assert.ok(out[1] instanceof OpFailure);
+      const stats = (await b.run([Op.OwnerStats], []))[0] as { pinned: number; size: number };
+      assert.deepEqual([stats.pinned, stats.size], [1, 2]);
+      // One unpin releases it: a second finds no pin left.
+      assert.deepEqual(await b.run([Op.Unpin, Op.Unpin], ["s1", "s1"]), [true, false]);
+      assert.deepEqual(await a.run([Op.Unpin], ["s1"]), [false]);
+    });
+  } finally {
+    proto.set = realSet;
+    await a.close();
+    await b.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

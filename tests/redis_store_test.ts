@@ -37,6 +37,15 @@ Deno.test("redisStore: rejects bad options with an InvalidInputError naming them
     [{ requestTtlMs: "60000" }, /requestTtlMs/],
     [{ connectTimeoutMs: 0 }, /connectTimeoutMs/],
     [null, /options/],
+    [{ cluster: { rootNodes: [] } }, /cluster\.rootNodes/],
+    [{ cluster: { rootNodes: "redis://a:1" } }, /cluster\.rootNodes/],
+    [{ cluster: { rootNodes: ["http://a:1"] } }, /cluster\.rootNodes\[0\]/],
+    [{ cluster: { rootNodes: ["redis://a:1/2"] } }, /database "2"/],
+    [{ cluster: { rootNodes: ["redis://a:1", "rediss://b:1"] } }, /rootNodes\[1\] differs/],
+    [{ cluster: { rootNodes: ["redis://u:p@a:1", "redis://b:1"] } }, /credentials/],
+    [{ cluster: { rootNode: ["redis://a:1"] } }, /"rootNode".*"rootNodes"/],
+    [{ cluster: { rootNodes: ["redis://a:1"] }, url: "redis://a:1" }, /not both/],
+    [{ cluster: { rootNodes: ["redis://a:1"] }, prefix: "{x}" }, /"\{x\}".*hash tag/],
   ];
   for (const [options, name] of bad) {
     assert.throws(
@@ -52,6 +61,9 @@ Deno.test("redisStore: rejects bad options with an InvalidInputError naming them
   );
   const store = redisStore({ url: "redis://127.0.0.1:1", prefix: "a:" });
   assert.equal(store.kind, "module");
+  // Credentials shared by every root node; database 0 named or not.
+  const cluster = { rootNodes: ["rediss://u:p@a:1/0", "rediss://u:p@b:2"] };
+  assert.equal(redisStore({ cluster }).kind, "module");
 });
 
 Deno.test("Redis store: one server, several registries", async (t) => {

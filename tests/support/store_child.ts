@@ -29,11 +29,10 @@ import type { RegistryStore } from "../../mod.ts";
 
 /** What a child is asked to do. */
 export interface ChildJob {
-  store: { kind: "redis"; url: string; prefix: string } | {
-    kind: "kv";
-    path: string;
-    prefix: string;
-  };
+  store:
+    | { kind: "redis"; url: string; prefix: string }
+    | { kind: "redis-cluster"; rootNodes: string[]; prefix: string }
+    | { kind: "kv"; path: string; prefix: string };
   action: "claim" | "bind" | "owners" | "register" | "serve";
   ids?: string[];
   fp?: string;
@@ -104,6 +103,8 @@ export async function claimInTurns(
 async function main(job: ChildJob): Promise<void> {
   const store: RegistryStore = job.store.kind === "redis"
     ? redisStore({ url: job.store.url, prefix: job.store.prefix })
+    : job.store.kind === "redis-cluster"
+    ? redisStore({ cluster: { rootNodes: job.store.rootNodes }, prefix: job.store.prefix })
     : kvStore({ path: job.store.path, prefix: job.store.prefix, pollIntervalMs: 20 });
   const ids = job.ids ?? [];
   switch (job.action) {

@@ -19,7 +19,7 @@
 import type { BackendContext } from "../backend.ts";
 import { cancelKey } from "../../core/cancel_table.ts";
 import { Op } from "../../actor/protocol.ts";
-import { type Key, type Store, transact, type Tx } from "./kv_tx.ts";
+import { type Key, type Store, transact, type Tx, TxCache } from "./kv_tx.ts";
 import { isValidRequestId, sanitizeSessionId, utf8Length } from "../../core/validate.ts";
 
 /** Inbox messages for a process that never reads them (it died) expire. */
@@ -102,8 +102,9 @@ export function cancelStore(
   const BYS = (sid: string): Key => [P, "c", "s", sid];
   const INBOX = (inst: string): Key => [P, "c", "ib", inst];
   type T = Tx<CancelMeta>;
+  const cache = new TxCache();
   const tx = <R>(keys: Key[], body: (tx: T) => Promise<R>) =>
-    transact(kv, META, EMPTY_CANCEL, keys, body);
+    transact(kv, META, EMPTY_CANCEL, keys, body, { cache });
 
   /** Leaves an abort message for every other process running one of `ids`. */
   function notify(t: T, ids: string[], sessionId: string, requestId: unknown, reason: unknown) {
@@ -251,5 +252,5 @@ export function cancelStore(
     }
   }
 
-  return { meta: META, empty: EMPTY_CANCEL, apply, keysOf, cancelAll, poll };
+  return { meta: META, empty: EMPTY_CANCEL, apply, keysOf, cancelAll, poll, hooks: { cache } };
 }

@@ -38,7 +38,7 @@
 import type { BackendContext } from "../backend.ts";
 import type { OwnerStats, ResolvedOwnerOptions } from "../../core/owner_table.ts";
 import { Op, type RemovalCause } from "../../actor/protocol.ts";
-import { type Key, type Store, transact, type Tx, type TxHooks } from "./kv_tx.ts";
+import { type Key, type Store, transact, type Tx, TxCache, type TxHooks } from "./kv_tx.ts";
 import { isValidFingerprint, sanitizeSessionId } from "../../core/validate.ts";
 import { keepMsOf } from "../../core/owner_types.ts";
 
@@ -129,6 +129,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
   type T = Tx<OwnerMeta>;
   /** The last event of the log this process has seen. */
   let seen = 0;
+  const cache = new TxCache();
 
   /** Scores below this are idle-expired (`-1`: nothing expires). */
   function cutoff(t: T): number {
@@ -257,11 +258,22 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
     }
   }
 
+  /**
+   * The keys evicting the binding an index entry names reads: the binding
+   * and, in `lru` / `kl` (whose entries hold the owner), its owner's count
+   * (a per-principal index is the evicting principal's own: counted already).
+   */
+  const evictionReads = (sidAt: number) => (key: Key, owner: unknown): Key[] =>
+    typeof owner === "string" && isValidFingerprint(owner)
+      ? [S(key[sidAt] as string), PC(owner)]
+      : [S(key[sidAt] as string)];
+
   /** The first binding of an unpinned index (see `evictFirst`), dropping stale index keys. */
   async function headOf(t: T, prefix: Key, sidAt: number): Promise<[string, Rec] | null> {
     const kept = prefix === KL ? true : prefix === LRU ? false : null;
+    const ahead = evictionReads(sidAt);
     for (;;) {
-      const key = await t.first(prefix);
+      const key = await t.first(prefix, ahead);
       if (key === null) return null;
       const sid = key[sidAt] as string;
       const rec = await t.get<Rec>(S(sid));
@@ -467,6 +479,7 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
   }
 
   const hooks: TxHooks<OwnerMeta> = {
+    cache,
     /** Logs the transaction's removals, in its own commit, for every other process. */
     seal(t) {
       for (const cause of ["evicted", "expired"] as const) {

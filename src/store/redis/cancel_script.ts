@@ -5,9 +5,13 @@
  * @module
  */
 
-import { applyOps, checkOps } from "./redis_scripts.ts";
+import { applyOps, checkOps, type Publish } from "./redis_scripts.ts";
 
 /**
+ * The cancellation script, sending abort events with `publish` (see
+ * `ownerScript`).
+ *
+ * KEYS: `P c:meta` (for routing, as in the owner script).
  * ARGV: prefix, maxEntries, instanceId, requestTtlMs (0 = none), then per op:
  * 20 register(sid, slotKey, entryId) · 21 deregister(entryId) ·
  * 22 cancel(slotKey, meta) · 23 cancelAll(sid, meta) · 24 size · 25 stats ·
@@ -20,7 +24,8 @@ import { applyOps, checkOps } from "./redis_scripts.ts";
  * the number of entries dropped), and a flat list of `index (1-based),
  * message` for the ops that raised an error.
  */
-export const CANCEL_SCRIPT = `#!lua
+export function cancelScript(publish: Publish): string {
+  return `#!lua
 local P = ARGV[1]
 local maxEntries = tonumber(ARGV[2])
 local self = ARGV[3]
@@ -73,7 +78,7 @@ local function notify(ids, meta)
     end
   end
   for _, inst in ipairs(order) do
-    redis.call('PUBLISH', P .. 'c:ch:' .. inst, meta .. '\\n' .. cjson.encode(groups[inst]))
+    redis.call('${publish}', P .. 'c:ch:' .. inst, meta .. '\\n' .. cjson.encode(groups[inst]))
   end
 end
 
@@ -175,3 +180,4 @@ if dirty then
 end
 return { out, failed }
 `;
+}

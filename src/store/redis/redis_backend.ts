@@ -34,13 +34,13 @@
 import type { Backend, BackendContext } from "../backend.ts";
 import type { ResolvedOwnerOptions } from "../../core/owner_table.ts";
 import { Op, type RemovalCause } from "../../actor/protocol.ts";
-import { resolveRedisOptions } from "./redis_options.ts";
-import { CANCEL_CLOSE, OWNER_SCRIPT, OWNER_SWEEP } from "./redis_scripts.ts";
-import { CANCEL_SCRIPT } from "./cancel_script.ts";
+import { keyPrefix, resolveRedisOptions } from "./redis_options.ts";
+import { CANCEL_CLOSE, OWNER_SWEEP, ownerScript } from "./redis_scripts.ts";
+import { cancelScript } from "./cancel_script.ts";
 import { planCancel, planOwner, planResults } from "./redis_plan.ts";
 import {
   checkNetPermission,
-  makeClient,
+  connect,
   opError,
   sha1,
   storeError,
@@ -62,15 +62,21 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
   const opts = resolveRedisOptions(init.store.kind === "module" ? init.store.options : {});
   await checkNetPermission(opts);
   const owner = init.registry === "owner";
-  const source = owner ? OWNER_SCRIPT : CANCEL_SCRIPT;
+  const clustered = opts.cluster !== undefined;
+  // Every key and channel starts with `P`: `{prefix}` on a cluster, so all share one slot.
+  const P = keyPrefix(opts);
+  const publish = clustered ? "SPUBLISH" : "PUBLISH";
+  const source = owner ? ownerScript(publish) : cancelScript(publish);
   const sha = await sha1(source);
+  // The one key each call declares: the cluster client routes the call by it.
+  const routeKey = `${P}${owner ? "o" : "c"}:meta`;
   let head: string[];
   let shared = new Set<string>();
   if (owner) {
     const o = init.options as ResolvedOwnerOptions;
     shared = new Set(o.sharedPrincipals);
     head = [
-      opts.prefix,
+      P,
       String(o.maxEntries),
       String(o.maxPerPrincipal),
       String(opts.idleTtlMs),
@@ -79,27 +85,25 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
     ];
   } else {
     const o = init.options as { maxEntries: number };
-    head = [opts.prefix, String(o.maxEntries), init.instanceId, String(opts.requestTtlMs)];
+    head = [P, String(o.maxEntries), init.instanceId, String(opts.requestTtlMs)];
   }
 
-  const client = makeClient(opts, false);
-  const connecting = client.connect();
-  connecting.catch(() => {});
+  const client = connect(opts, false);
 
   // Every registry listens on a channel (see `redis_events.ts`).
-  const sub = makeClient(opts, true);
-  sub.connect().catch(() => {});
-  const subscription = subscribeEvents(sub, opts.prefix, ctx);
-  await waitAtMost(Promise.all([connecting, subscription.settled]), opts.connectTimeoutMs);
+  const sub = connect(opts, true);
+  const subscription = subscribeEvents(sub, P, ctx);
+  await waitAtMost(Promise.all([client.connected, subscription.settled]), opts.connectTimeoutMs);
 
   const evalChunk = async (argv: string[]): Promise<unknown[]> => {
-    const all = [...head, ...argv];
+    const all = [routeKey, ...head, ...argv];
     try {
-      return await client.sendCommand(["EVALSHA", sha, "0", ...all]) as unknown[];
+      return await client.send(routeKey, ["EVALSHA", sha, "1", ...all]) as unknown[];
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-      // The script did not run; EVAL runs it once and caches it for the next EVALSHA.
-      return await client.sendCommand(["EVAL", source, "0", ...all]) as unknown[];
+      // The script did not run; EVAL runs it once and caches it for the next EVALSHA (on that
+      // node: each node of a cluster has its own script cache).
+      return await client.send(routeKey, ["EVAL", source, "1", ...all]) as unknown[];
     }
   };
 

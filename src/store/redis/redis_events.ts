@@ -10,9 +10,11 @@
  * - The cancellation registry listens on its own `<prefix>c:ch:<instance>`,
  *   for cancels sent through other processes: reported as `abort` events.
  *
- * Messages that are not ours (someone published garbage on a channel) are
- * ignored. node-redis restores the subscription after every reconnect,
- * before the connection counts as ready.
+ * `<prefix>` is the key prefix (`{prefix}` on a cluster, where these are
+ * sharded channels in the keys' slot). Messages that are not ours (someone
+ * published garbage on a channel) are ignored. node-redis restores the
+ * subscription after every reconnect, before the connection counts as
+ * ready.
  *
  * @module
  */
@@ -20,7 +22,7 @@
 import type { BackendContext } from "../backend.ts";
 import type { RemovalCause } from "../../actor/protocol.ts";
 import { REMOVED_CHANNEL } from "./redis_scripts.ts";
-import type { Client } from "./redis_connection.ts";
+import type { Connection } from "./redis_connection.ts";
 
 /** A registry's subscription to its channel. */
 export interface Subscription {
@@ -48,11 +50,15 @@ function parseRemoved(
 }
 
 /**
- * Subscribes `sub` (a client with an offline queue, connecting) to the
- * channel of `ctx.init`'s registry, reporting what it hears through
- * `ctx.emit`.
+ * Subscribes `sub` (a connection with an offline queue, connecting) to the
+ * channel of `ctx.init`'s registry under the key prefix `prefix`, reporting
+ * what it hears through `ctx.emit`.
  */
-export function subscribeEvents(sub: Client, prefix: string, ctx: BackendContext): Subscription {
+export function subscribeEvents(
+  sub: Connection,
+  prefix: string,
+  ctx: BackendContext,
+): Subscription {
   const { init } = ctx;
   let subscribing: Promise<unknown>;
   if (init.registry === "owner") {

@@ -12,7 +12,8 @@
  * `pcall`, so an error raised by one (a key of the wrong type, say) is
  * reported for that operation alone while the others stand.
  *
- * Owner keys (P = the prefix):
+ * Owner keys (P = the prefix; on a Redis Cluster `{prefix}`, a hash tag that puts
+ * every key and channel of the prefix in one slot, so each script runs on one node):
  * - `P o:own`    hash    session id -> "<pins>:<owner fingerprint>"
  * - `P o:lru`    zset    UNPINNED session ids by last-use score (global LRU;
  *                        a pinned binding is never evicted, so it leaves it)
@@ -117,7 +118,18 @@ end
 }
 
 /**
- * ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
+ * How a script announces events: `PUBLISH` on a single server, `SPUBLISH` on
+ * a cluster (sharded pub/sub: the channel hashes to the keys' slot, so the
+ * message stays on that shard instead of being broadcast to every node).
+ */
+export type Publish = "PUBLISH" | "SPUBLISH";
+
+/**
+ * The owner script, announcing removals with `publish`.
+ *
+ * KEYS: `P o:meta` (declared so a cluster client routes the call to the
+ * node serving the prefix's slot; every key the script touches is in that
+ * slot). ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
  * maxPerSharedPrincipal, then per op its code and arguments:
  * 1 bind(sid, fp, flags: 1 shared, keepMs) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
  * 3 forget(sid, fp or "") · 4 ownerOf(sid) · 5 pin(sid) · 6 unpin(sid) ·
@@ -133,7 +145,8 @@ end
  * `P o:ev` as JSON `{ cause, sessionIds, from: instanceId }`, so every process
  * sharing the store can close the sessions behind them.
  */
-export const OWNER_SCRIPT = `#!lua
+export function ownerScript(publish: Publish): string {
+  return `#!lua
 local P = ARGV[1]
 local maxEntries = tonumber(ARGV[2])
 local maxPer = tonumber(ARGV[3])
@@ -446,9 +459,10 @@ if dirty then
 end
 for _, cause in ipairs({ 'evicted', 'expired' }) do
   if #gone[cause] > 0 then
-    redis.call('PUBLISH', P .. '${REMOVED_CHANNEL}',
+    redis.call('${publish}', P .. '${REMOVED_CHANNEL}',
       cjson.encode({ cause = cause, sessionIds = gone[cause], from = self }))
   end
 end
 return { out, failed, gone.evicted, gone.expired }
 `;
+}
