@@ -20,16 +20,16 @@ import { OwnerTable, type ResolvedOwnerOptions } from "../core/owner_table.ts";
 import { InvalidInputError } from "../core/errors.ts";
 import {
   ARITY,
-  type InitMessage,
   Op,
   type RemovalCause,
+  type StoreInit,
   type WorkerEvent,
-} from "../actor/protocol.ts";
+} from "../core/operations.ts";
 
 /** What a store module's `createBackend` receives. */
 export interface BackendContext {
   /** The init message (registry kind, options, instance id). */
-  init: InitMessage;
+  init: StoreInit;
   /**
    * Pushes an event to this process's facade: an abort of requests this
    * process runs, or owner bindings that were evicted or expired (a shared
@@ -77,7 +77,7 @@ export interface Backend {
 export type CreateBackend = (ctx: BackendContext) => Backend | Promise<Backend>;
 
 /** Checks a batch's shape before anything of it is applied. */
-export function validateBatch(ops: unknown, args: unknown, kind: InitMessage["registry"]): void {
+export function validateBatch(ops: unknown, args: unknown, kind: StoreInit["registry"]): void {
   if (!Array.isArray(ops) || !Array.isArray(args)) {
     throw new InvalidInputError("batch needs array fields `ops` and `args`");
   }
@@ -170,7 +170,7 @@ const SWEEP_MS = 1_000;
  * every quarter of the TTL) and reports them as expired.
  */
 export function createMemoryBackend(
-  init: InitMessage,
+  init: StoreInit,
   emit: (event: WorkerEvent) => void = () => {},
 ): Backend {
   if (init.registry !== "owner") return tableBackend(new CancelTable(init.options), applyCancelOp);

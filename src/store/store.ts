@@ -9,7 +9,7 @@
  */
 
 import { checkOptionKeys } from "../core/options_check.ts";
-import type { StoreSpec } from "../actor/protocol.ts";
+import type { StoreSpec } from "../core/operations.ts";
 import { checkCount } from "../core/validate.ts";
 
 /**

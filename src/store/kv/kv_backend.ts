@@ -30,7 +30,7 @@ import {
   RegistryMisconfiguredError,
 } from "../../core/errors.ts";
 import type { ResolvedOwnerOptions } from "../../core/owner_table.ts";
-import { ARITY, Op } from "../../actor/protocol.ts";
+import { ARITY, Op } from "../../core/operations.ts";
 import { resolveKvOptions } from "./kv_store.ts";
 import { isBusy, type Key, type Store, transact } from "./kv_tx.ts";
 import { ownerStore } from "./kv_owner_store.ts";

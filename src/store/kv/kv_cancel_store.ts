@@ -18,7 +18,7 @@
 
 import type { BackendContext } from "../backend.ts";
 import { cancelKey } from "../../core/cancel_table.ts";
-import { Op } from "../../actor/protocol.ts";
+import { Op } from "../../core/operations.ts";
 import { type Key, type Store, transact, type Tx, TxCache } from "./kv_tx.ts";
 import { isValidRequestId, sanitizeSessionId, utf8Length } from "../../core/validate.ts";
 

@@ -37,7 +37,7 @@
 
 import type { BackendContext } from "../backend.ts";
 import type { OwnerStats, ResolvedOwnerOptions } from "../../core/owner_table.ts";
-import { Op, type RemovalCause } from "../../actor/protocol.ts";
+import { Op, type RemovalCause } from "../../core/operations.ts";
 import { type Key, type Store, transact, type Tx, TxCache, type TxHooks } from "./kv_tx.ts";
 import { isValidFingerprint, sanitizeSessionId } from "../../core/validate.ts";
 import { keepMsOf } from "../../core/owner_types.ts";

@@ -33,7 +33,7 @@
 
 import type { Backend, BackendContext } from "../backend.ts";
 import type { ResolvedOwnerOptions } from "../../core/owner_table.ts";
-import { Op, type RemovalCause } from "../../actor/protocol.ts";
+import { Op, type RemovalCause } from "../../core/operations.ts";
 import { keyPrefix, resolveRedisOptions } from "./redis_options.ts";
 import { CANCEL_CLOSE, OWNER_SWEEP, ownerScript } from "./redis_scripts.ts";
 import { cancelScript } from "./cancel_script.ts";

@@ -20,7 +20,7 @@
  */
 
 import type { BackendContext } from "../backend.ts";
-import type { RemovalCause } from "../../actor/protocol.ts";
+import type { RemovalCause } from "../../core/operations.ts";
 import { REMOVED_CHANNEL } from "./redis_scripts.ts";
 import type { Connection } from "./redis_connection.ts";
 

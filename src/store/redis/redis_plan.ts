@@ -14,7 +14,7 @@
 import { OpFailure } from "../backend.ts";
 import { cancelKey } from "../../core/cancel_table.ts";
 import { InvalidInputError } from "../../core/errors.ts";
-import { ARITY, Op } from "../../actor/protocol.ts";
+import { ARITY, Op } from "../../core/operations.ts";
 import { CANCEL_INVALID, CHUNK_OPS, OWNER_INVALID } from "./redis_scripts.ts";
 import {
   isValidFingerprint,
