@@ -29,7 +29,7 @@ import { Identifier } from "./identify.ts";
 import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
 import { OwnerCache } from "./owner_cache.ts";
 import { type Post, postRequest } from "./post.ts";
-import { type RefusalReason, refusalResponse } from "./refusals.ts";
+import { type At, type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
 import { EventIdKey } from "./event_ids.ts";
 import { Resumption, rewriteEventIds } from "./resume.ts";
@@ -46,14 +46,6 @@ import type {
   SdkContextRef,
   SdkExtraRef,
 } from "./types.ts";
-
-/** Where a refusal happened, for the decision it reports. */
-export interface At {
-  method: string;
-  rpcMethod?: string | null;
-  sid?: string | null;
-  id?: string | number | null;
-}
 
 /** A session-scoped guard around one handler: the state and the GET/DELETE rules. */
 export class SessionGuard {

@@ -1,12 +1,14 @@
 /**
- * Requests the guard itself sends to the handler: a `notifications/cancelled`
- * for a request it had to stop, and a DELETE for a session it must close
- * (one it could not bind, or whose binding was evicted or expired). Both are
- * best effort: a failure is reported, never thrown.
+ * Calls the guard makes to the handler: the request it let through, and the
+ * requests it sends itself, a `notifications/cancelled` for a request it had
+ * to stop and a DELETE for a session it must close (one it could not bind, or
+ * whose binding was evicted or expired). Those two are best effort: a
+ * failure is reported, never thrown.
  *
  * @module
  */
 
+import type { ResponseWrap } from "./task_gate.ts";
 import type { GuardContext, RequestHandler } from "./types.ts";
 
 /** Tells the handler that a request it started is cancelled (the SDK then stops it). */
@@ -54,4 +56,22 @@ export async function closeSession(
     { ...ctx, parsedBody: undefined, era: "legacy" },
   );
   await closed.body?.cancel().catch(() => {});
+}
+
+/**
+ * Calls the handler with a request the guard let through; `produced` sees its
+ * answer at once (before any other task runs), then `wrap` (the task gate's)
+ * gets it.
+ */
+export async function invokeHandler(
+  handler: RequestHandler,
+  inner: Request,
+  ctx: GuardContext,
+  wrap: ResponseWrap | null,
+  produced?: (response: Response) => void,
+): Promise<Response> {
+  const answer = handler(inner, ctx);
+  const response = answer instanceof Response ? answer : await answer;
+  produced?.(response);
+  return wrap === null ? response : wrap(response);
 }

@@ -13,6 +13,14 @@
 import { RpcCode, rpcError } from "./jsonrpc.ts";
 import type { GuardReason } from "./types.ts";
 
+/** Where a refusal happened, for the decision it reports. */
+export interface At {
+  method: string;
+  rpcMethod?: string | null;
+  sid?: string | null;
+  id?: string | number | null;
+}
+
 /** How one refusal is answered. `message` may depend on a detail (a method, a parser's words). */
 export interface RefusalSpec {
   status: number;

@@ -1,0 +1,205 @@
+/**
+ * A request tracked for cancellation, from its registration to the end of
+ * its answer: the first of the handler's answer and a cancellation wins; a
+ * server-side cancellation is told to the handler and answered here; a
+ * registry failure stops the request (503 before its answer, `onError`
+ * after).
+ *
+ * @module
+ */
+
+import { cancelKey } from "../core/cancel_table.ts";
+import type { Tracked } from "../registry/cancellation_registry.ts";
+import { invokeHandler, notifyCancelled } from "./handler_calls.ts";
+import type { IssuedSessions } from "./issued_sessions.ts";
+import type { RpcMessage } from "./jsonrpc.ts";
+import { RegistryFailure } from "./registry_failure.ts";
+import {
+  type AnswerWatch,
+  cancelledEvent,
+  cancelledJson,
+  cancelMessage,
+  isClientCancel,
+  isEventStream,
+  watchAnswer,
+} from "./server_cancel.ts";
+import type { SseIdRewriter } from "./sse_events.ts";
+import type { ResponseWrap } from "./task_gate.ts";
+import type { GuardCancellations, GuardContext, RequestHandler } from "./types.ts";
+
+/** A request whose id a registry keys (tracked for cancellation). */
+export type TrackedRequest = Extract<RpcMessage, { kind: "request" }> & { id: string | number };
+
+/** What tracking a request takes from its guard. */
+export interface TrackedState {
+  handler: RequestHandler;
+  cancellations: GuardCancellations;
+  /** cancelKey(sessionId, requestId) -> the guard's signal for that request (`signalFor`). */
+  inflight: Map<string, AbortSignal>;
+  /** Binds a session id the answer issues; discards an answer nobody will read. */
+  issued: IssuedSessions;
+  /** Tags the event ids of an SSE answer for its session. */
+  answerRewriter(response: Response, sid: string | null, ctx: GuardContext): SseIdRewriter | null;
+  report(error: unknown, context: string): void;
+}
+
+/**
+ * Runs a request tracked for cancellation. The registration is queued with
+ * `track` (the caller is authorized by then, so it cannot displace anyone's
+ * entry) and travels to the registry while the handler runs.
+ *
+ * If the registry fails before the handler answered, the request is
+ * cancelled (its signal aborted, and a `notifications/cancelled` sent to
+ * the handler so an SDK server stops it too) and the caller gets 503. If it
+ * fails later, the request is stopped the same way and the failure is
+ * reported to `onError`: a request the registry cannot cancel does not run.
+ *
+ * A server-side cancellation (an operator, a closed session, another
+ * process) is told to the handler too, so the tool's own signal aborts, and
+ * answered here (`./server_cancel.ts`): an SDK server drops the answer of a
+ * request it saw cancelled. The client's own gets no answer. The first of
+ * the handler's answer and the cancellation wins.
+ *
+ * The registry entry is dropped once the request is cancelled or its answer
+ * is over; `signalFor` finds the signal until the answer is over.
+ */
+export async function runTracked(
+  state: TrackedState,
+  request: Request,
+  inner: Request,
+  sid: string,
+  ctx: GuardContext,
+  message: TrackedRequest,
+  wrap: ResponseWrap | null,
+): Promise<Response> {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const key = cancelKey(sid, message.id);
+  state.inflight.set(key, signal);
+  let tracked: Tracked;
+  try {
+    tracked = state.cancellations.track(sid, message.id, controller);
+  } catch (err) {
+    state.inflight.delete(key);
+    throw new RegistryFailure(err);
+  }
+  const entryId = tracked.entryId;
+  let released = false;
+  let ended = false;
+  // Decided (answered, cancelled, stopped for a registry failure): nothing else may notify
+  // the handler or answer the caller. `cancelled`: cancelled before the answer streamed.
+  let settled = false;
+  let cancelled: string | null = null;
+  // Settles with the handler's answer, or with null once a cancellation overtook it.
+  let decide!: (first: Response | null) => void;
+  let fail!: (err: unknown) => void;
+  const first = new Promise<Response | null>((resolve, reject) => {
+    decide = resolve;
+    fail = reject;
+  });
+  let stream: AnswerWatch | null = null;
+  const release = () => {
+    if (released) return;
+    released = true;
+    state.cancellations.deregister(entryId).catch((err) => state.report(err, "deregister"));
+  };
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    signal.removeEventListener("abort", onAbort);
+    if (state.inflight.get(key) === signal) state.inflight.delete(key);
+    release();
+  };
+  const stopInner = (reason = "the session registry is unavailable") =>
+    notifyCancelled(state.handler, request, sid, ctx, message.id, reason)
+      .catch((err) => state.report(err, "cancel-in-handler"));
+  /**
+   * A cancellation: the entry leaves the registry at once (a cancelled entry can never be
+   * cancelled again); the server side's is told to the handler and answered here.
+   */
+  function onAbort(): void {
+    release();
+    if (settled) return;
+    settled = true;
+    if (isClientCancel(signal.reason)) return; // the client told the handler itself
+    const why = cancelMessage(signal.reason);
+    stopInner(why);
+    if (stream !== null) {
+      stream.interrupt(cancelledEvent(message.id, why));
+    } else {
+      cancelled = why;
+      decide(null);
+    }
+  }
+  signal.addEventListener("abort", onAbort);
+  let failure: { cause: unknown } | null = null;
+  let answered = false;
+  tracked.registered.then((ok) => {
+    if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
+  }, (err) => {
+    // The registration may still have reached a shared store before the failure: the
+    // deregistration at the end stays (it only removes a slot this entry still owns).
+    failure = { cause: err };
+    if (settled || ended) return;
+    settled = true; // answered 503 once the handler answered, or stopped here
+    if (!answered) return;
+    // The answer is already streaming: stop the request rather than run it uncancellable.
+    state.report(err, "register");
+    controller.abort(err);
+    stopInner();
+  });
+  // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
+  const handled = invokeHandler(state.handler, inner, ctx, wrap, (answer) => {
+    if (!isEventStream(answer)) settled = true;
+  });
+  handled.then(decide, fail);
+  let response: Response;
+  try {
+    const answer = await first;
+    if (cancelled !== null) {
+      // Cancelled before the handler answered: its answer, now or later, goes nowhere.
+      handled.then(
+        (late) => state.issued.discardLate(request, sid, late, ctx),
+        (err) => state.report(err, "handler"),
+      );
+      end();
+      return cancelledJson(message.id, cancelled);
+    }
+    response = answer!;
+    if (failure === null) {
+      response = await state.issued.bind(request, response, sid, ctx, message.method);
+    }
+  } catch (err) {
+    end();
+    throw err;
+  }
+  if (cancelled !== null) { // cancelled while the answer was being bound
+    await state.issued.discardLate(request, sid, response, ctx);
+    end();
+    return cancelledJson(message.id, cancelled);
+  }
+  if (failure !== null) {
+    const cause = (failure as { cause: unknown }).cause;
+    controller.abort(cause);
+    await response.body?.cancel().catch(() => {});
+    await stopInner();
+    end();
+    throw new RegistryFailure(cause);
+  }
+  answered = true;
+  if (!isEventStream(response)) {
+    end();
+    return response;
+  }
+  stream = watchAnswer(
+    response,
+    message.id,
+    {
+      onAnswer: () => settled = true,
+      onEnd: end,
+    },
+    undefined,
+    state.answerRewriter(response, sid, ctx),
+  );
+  return stream.response;
+}
