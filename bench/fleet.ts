@@ -27,9 +27,12 @@
  * - CPU per request: every server process's CPU (`/proc/<pid>/stat`, all
  *   threads) plus `redis-server`'s, over the requests served; and Redis's
  *   share of it;
- * - Redis commands per request, per command: the difference of
- *   `INFO commandstats` over the round (this bench's own `INFO` excluded),
- *   and the µs Redis spent in them per request.
+ * - Redis calls per request: script calls (`EVALSHA`, `EVAL`) and plain
+ *   reads (`HMGET` sent on its own: the `HMGET`s counted beyond the one every
+ *   store script runs), from the difference of `INFO commandstats` over the
+ *   round (this bench's own `INFO` excluded); every command Redis ran per
+ *   request, those inside scripts included; and the µs Redis spent in script
+ *   calls per request.
  *
  * The `redis-server` is started here on a free loopback port and stopped at
  * the end; the servers are started once (the largest process count of each
@@ -229,10 +232,14 @@ interface Sample {
   cpu: number;
   /** Redis's CPU µs per request (part of `cpu`). */
   redisCpu: number;
-  /** Redis commands per request, by command. */
+  /** Redis commands per request, by command (those run inside scripts included). */
   commands: Map<string, number>;
-  /** µs Redis spent executing commands, per request. */
-  redisUsec: number;
+  /** Script calls per request. */
+  scripts: number;
+  /** Plain reads (HMGET on its own) per request. */
+  reads: number;
+  /** µs Redis spent in script calls, per request. */
+  scriptUsec: number;
 }
 
 interface Subject {
@@ -296,21 +303,26 @@ async function round(
     duration = Math.max(duration, r.duration || seconds);
   }
   const commands = new Map<string, number>();
-  let usec = 0;
+  let scriptUsec = 0;
   if (statsAfter !== null) {
     for (const [name, after] of statsAfter) {
       const before = statsBefore!.get(name) ?? { calls: 0, usec: 0 };
       if (after.calls === before.calls) continue;
       commands.set(name, (after.calls - before.calls) / total);
-      usec += after.usec - before.usec;
+      // A script's time includes the commands it runs (also counted under their own names).
+      if (name === "evalsha" || name === "eval") scriptUsec += after.usec - before.usec;
     }
   }
+  const scripts = (commands.get("evalsha") ?? 0) + (commands.get("eval") ?? 0);
   return {
     rps: total / duration,
     cpu: (cpuAfter.all - cpuBefore.all) / total,
     redisCpu: (cpuAfter.redis - cpuBefore.redis) / total,
     commands,
-    redisUsec: usec / total,
+    scripts,
+    // Every owner and cancellation script call runs one HMGET (of its meta hash).
+    reads: Math.max(0, (commands.get("hmget") ?? 0) - scripts),
+    scriptUsec: scriptUsec / total,
   };
 }
 
@@ -359,7 +371,10 @@ try {
       const sample = await run(s);
       s.samples.push(sample);
       const redisPart = s.store === "redis"
-        ? `, Redis ${fmt(sample.redisCpu, 1)} µs; commands/request: ${listed(sample.commands)}`
+        ? `, Redis ${fmt(sample.redisCpu, 1)} µs; per request ${sample.scripts.toFixed(3)} ` +
+          `script calls, ${sample.reads.toFixed(3)} plain reads; commands run: ${
+            listed(sample.commands)
+          }`
         : "";
       console.log(
         `round ${r}/${args.rounds}: ${s.store} x${s.procs}: ${fmt(sample.rps)} req/s, ` +
@@ -383,10 +398,10 @@ try {
   );
   console.log(
     "| store | processes | req/s | vs memory (median of rounds) | CPU µs per request " +
-      "(servers + Redis) | Redis CPU µs per request | Redis commands per request (median) | " +
-      "Redis µs in commands per request |",
+      "(servers + Redis) | Redis CPU µs per request | script calls + plain reads per request | " +
+      "µs in scripts per request | commands Redis ran per request (median; inside scripts too) |",
   );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const s of subjects) {
     const memory = subjects.find((m) => m.store === "memory" && m.procs === s.procs);
     const ratio = s.store === "redis" && memory !== undefined
@@ -400,10 +415,12 @@ try {
       s.samples.map((x) => [...x.commands.values()].reduce((a, b) => a + b, 0)),
     );
     const redisCols = s.store === "redis"
-      ? `${mmm(s.samples.map((x) => x.redisCpu), 1)} | ${totalCommands.toFixed(2)} (${
-        listed(perCommand)
-      }) | ${mmm(s.samples.map((x) => x.redisUsec), 1)}`
-      : " | | ";
+      ? `${mmm(s.samples.map((x) => x.redisCpu), 1)} | ${
+        median(s.samples.map((x) => x.scripts)).toFixed(2)
+      } + ${median(s.samples.map((x) => x.reads)).toFixed(2)} | ${
+        mmm(s.samples.map((x) => x.scriptUsec), 1)
+      } | ${totalCommands.toFixed(1)} (${listed(perCommand)})`
+      : " | | | ";
     console.log(
       `| ${s.store} | ${s.procs} | ${mmm(s.samples.map((x) => x.rps))} | ${ratio} | ${
         mmm(s.samples.map((x) => x.cpu))
