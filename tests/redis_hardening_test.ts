@@ -370,6 +370,45 @@ Deno.test("Redis store: one operation's failure never fails the others of its ba
   );
 });
 
+Deno.test("Redis store: a tracked request costs Redis nothing when it ends within the lazy window", async () => {
+  await using redis = await startRedis();
+  const store = redisStore({ url: redis.url, prefix: "lazy:" });
+  await using here = new CancellationRegistry({ store });
+  await using elsewhere = new CancellationRegistry({ store }); // another process, in effect
+  assert.equal(await here.size(), 0); // both workers up
+  assert.equal(await elsewhere.size(), 0);
+  const scripts = async () => {
+    const stats = await redis.command("INFO", "commandstats");
+    let n = 0;
+    for (const m of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
+    return n;
+  };
+  const before = await scripts();
+  // 20 quick requests, started and ended within one lazy window (it opens with the first
+  // lazy call, and its timer fires after the 1 ms one): nothing is sent.
+  const quick = Array.from({ length: 20 }, (_, i) => here.track("sess", i));
+  await new Promise((r) => setTimeout(r, 1));
+  for (const tracked of quick) {
+    assert.equal(await here.deregister(tracked.entryId), true);
+    assert.equal(await tracked.registered, true);
+  }
+  await new Promise((r) => setTimeout(r, 30)); // past any lazy window
+  assert.equal(await scripts() - before, 0);
+  // A slower one is sent within 10 ms of track: then another process's cancel reaches it.
+  const slow = here.track("sess", "slow");
+  assert.equal(await slow.registered, true);
+  assert.equal(await elsewhere.cancel("sess", "slow", "stop"), true);
+  assert.ok(await until(() => slow.signal.aborted));
+  assert.equal(slow.signal.reason, "stop");
+  // A cancel made here after track sees the registration at once (call order).
+  const next = here.track("sess", "next");
+  assert.equal(await here.cancel("sess", "next"), true);
+  assert.equal(next.signal.aborted, true);
+  await here.deregister(slow.entryId);
+  await here.deregister(next.entryId);
+  assert.equal((await here.stats()).registered, 22); // the 20 withdrawn ones count too
+});
+
 Deno.test("Redis store: close() of a cancellation registry drops its entries", async () => {
   await using redis = await startRedis();
   const store = redisStore({ url: redis.url, prefix: "close:" });
