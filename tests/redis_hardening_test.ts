@@ -253,6 +253,85 @@ Deno.test("Redis store: one operation's failure never fails the others of its ba
     assert.equal((await reg.stats()).invalid, 1);
   });
 
+  for (const idleTtlMs of [0, 3_600_000]) {
+    await t.step(
+      `owner lookups alone skip the owner script (idleTtlMs ${idleTtlMs}); a corrupt binding fails only its lookup`,
+      async () => {
+        const prefix = `look${idleTtlMs}:`;
+        await using reg = new SessionOwnerRegistry({
+          store: redisStore({ url: redis.url, prefix, idleTtlMs }),
+        });
+        assert.equal(await reg.bind("s1", "fp-a"), "bound");
+        assert.equal(await reg.authorizeAttach("s2", "fp-b", { pin: true }), true);
+        assert.match(await redis.command("HSET", `${prefix}o:own`, "s3", "garbage"), /^:1/);
+        const calls = async (name: string) => {
+          const m = new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(
+            await redis.command("INFO", "commandstats"),
+          );
+          return m === null ? 0 : Number(m[1]);
+        };
+        // One tick: one batch of lookups (and an invalid id answered without Redis).
+        const settled = await Promise.allSettled([
+          reg.ownerOf("s1"),
+          reg.ownerOf("s3"),
+          reg.ownerOf(""),
+          reg.ownerOf("s2"),
+          reg.ownerOf("nobody"),
+        ]);
+        assert.deepEqual(settled.map((s) => s.status), [
+          "fulfilled",
+          "rejected",
+          "fulfilled",
+          "fulfilled",
+          "fulfilled",
+        ]);
+        const values = settled.map((s) => s.status === "fulfilled" ? s.value : s.reason);
+        assert.deepEqual([values[0], values[2], values[3], values[4]], [
+          "fp-a",
+          null,
+          "fp-b",
+          null,
+        ]);
+        assert.match(String((values[1] as Error).message), /malformed binding garbage/);
+        // Without idle expiry a plain HMGET, with it the small read script (loaded above):
+        // never the owner script, which runs HLEN on every call.
+        const scripts = await calls("evalsha") + await calls("eval");
+        const hlen = await calls("hlen");
+        assert.deepEqual(await Promise.all([reg.ownerOf("s1"), reg.ownerOf("s2")]), [
+          "fp-a",
+          "fp-b",
+        ]);
+        assert.equal(await calls("evalsha") + await calls("eval") - scripts, idleTtlMs ? 1 : 0);
+        assert.equal(await calls("hlen") - hlen, 0);
+      },
+    );
+  }
+
+  await t.step("an idle-expired binding reads as unbound before any sweep drops it", async () => {
+    const prefix = "lookttl:";
+    // A long TTL keeps the periodic sweep away; the binding is aged by hand instead.
+    await using reg = new SessionOwnerRegistry({
+      store: redisStore({ url: redis.url, prefix, idleTtlMs: 3_600_000 }),
+    });
+    assert.equal(await reg.bind("old", "fp-a"), "bound");
+    assert.equal(await reg.bind("kept", "fp-a", { keepMs: 7_200_000 }), "bound");
+    assert.equal(await reg.authorizeAttach("pinned", "fp-a", { pin: true }), true);
+    // Last used two hours ago (scores are µs of the server clock).
+    const past = String((Date.now() - 7_200_000) * 1000);
+    for (const key of ["o:lru", "o:kl"]) {
+      await redis.command("ZADD", `${prefix}${key}`, "XX", past, "old");
+      await redis.command("ZADD", `${prefix}${key}`, "XX", past, "kept");
+    }
+    assert.deepEqual(
+      await Promise.all([reg.ownerOf("old"), reg.ownerOf("kept"), reg.ownerOf("pinned")]),
+      [null, "fp-a", "fp-a"],
+    );
+    // The lookup wrote nothing; the next owner script call sweeps the expired binding.
+    assert.match(await redis.command("HEXISTS", `${prefix}o:own`, "old"), /^:1/);
+    assert.equal(await reg.size(), 2);
+    assert.match(await redis.command("HEXISTS", `${prefix}o:own`, "old"), /^:0/);
+  });
+
   await t.step(
     "cancel: an oversized reason or a corrupt session key fails only its op",
     async () => {
@@ -289,6 +368,45 @@ Deno.test("Redis store: one operation's failure never fails the others of its ba
       assert.equal(await other.cancel("sess", 1), true); // still cancellable: it was never cancelled
     },
   );
+});
+
+Deno.test("Redis store: a tracked request costs Redis nothing when it ends within the lazy window", async () => {
+  await using redis = await startRedis();
+  const store = redisStore({ url: redis.url, prefix: "lazy:" });
+  await using here = new CancellationRegistry({ store });
+  await using elsewhere = new CancellationRegistry({ store }); // another process, in effect
+  assert.equal(await here.size(), 0); // both workers up
+  assert.equal(await elsewhere.size(), 0);
+  const scripts = async () => {
+    const stats = await redis.command("INFO", "commandstats");
+    let n = 0;
+    for (const m of stats.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)) n += Number(m[1]);
+    return n;
+  };
+  const before = await scripts();
+  // 20 quick requests, started and ended within one lazy window (it opens with the first
+  // lazy call, and its timer fires after the 1 ms one): nothing is sent.
+  const quick = Array.from({ length: 20 }, (_, i) => here.track("sess", i));
+  await new Promise((r) => setTimeout(r, 1));
+  for (const tracked of quick) {
+    assert.equal(await here.deregister(tracked.entryId), true);
+    assert.equal(await tracked.registered, true);
+  }
+  await new Promise((r) => setTimeout(r, 30)); // past any lazy window
+  assert.equal(await scripts() - before, 0);
+  // A slower one is sent within 10 ms of track: then another process's cancel reaches it.
+  const slow = here.track("sess", "slow");
+  assert.equal(await slow.registered, true);
+  assert.equal(await elsewhere.cancel("sess", "slow", "stop"), true);
+  assert.ok(await until(() => slow.signal.aborted));
+  assert.equal(slow.signal.reason, "stop");
+  // A cancel made here after track sees the registration at once (call order).
+  const next = here.track("sess", "next");
+  assert.equal(await here.cancel("sess", "next"), true);
+  assert.equal(next.signal.aborted, true);
+  await here.deregister(slow.entryId);
+  await here.deregister(next.entryId);
+  assert.equal((await here.stats()).registered, 22); // the 20 withdrawn ones count too
 });
 
 Deno.test("Redis store: close() of a cancellation registry drops its entries", async () => {

@@ -90,7 +90,7 @@ interface Local {
   controller: AbortController;
   sessionId: string;
   requestId: string | number;
-  /** Counted for withdrawals (in-memory store, valid ids), else `null`. */
+  /** Counted for withdrawals (valid ids), else `null`. */
   mark: PairMark | null;
   /** Its lazy registration, while it may still be waiting to be sent. */
   queued: QueuedAt | null;
@@ -127,8 +127,8 @@ export class CancellationRegistry implements AsyncDisposable {
   /** The store is shared with other processes (not the in-memory one). */
   readonly #shared: boolean;
   #next = 0;
-  /** When a registration may be withdrawn (in-memory store only), else `null`. */
-  readonly #pairs: Withdrawals | null;
+  /** When a registration may be withdrawn. */
+  readonly #pairs: Withdrawals;
 
   /** Creates the registry; its worker starts on the first call. Throws `InvalidInputError` on bad options. */
   constructor(options: CancellationRegistryOptions = {}) {
@@ -136,15 +136,19 @@ export class CancellationRegistry implements AsyncDisposable {
     const maxEntries = checkCount("maxEntries", options.maxEntries ?? 100_000, 1);
     this.#prefix = crypto.randomUUID();
     this.#shared = (options.store?.kind ?? "memory") !== "memory";
-    this.#pairs = this.#shared ? null : new Withdrawals(maxEntries);
+    this.#pairs = new Withdrawals(maxEntries);
     this.#client = makeClient("CancellationRegistry", options, {
       registry: "cancel",
       options: { maxEntries },
     }, {
       instanceId: this.#prefix,
       onSpawn: (restart) => {
-        if (restart && this.#pairs !== null) this.#pairs.withdrawn = 0; // a new worker counts anew
-        if (restart && (options.store ?? { kind: "memory" }).kind === "memory") this.#replay();
+        // A new in-memory worker counts anew (a shared store keeps its counters) and has lost
+        // the entries: register again the requests still running here.
+        if (restart && !this.#shared) {
+          this.#pairs.withdrawn = 0;
+          this.#replay();
+        }
       },
       onEvent: (event) => {
         if (event.kind === "abort") this.#onAbortEvent(event);
@@ -180,17 +184,19 @@ export class CancellationRegistry implements AsyncDisposable {
 
   /**
    * Like {@linkcode register}, without waiting: returns the entry id and
-   * signal at once and, with the in-memory store, sends the registration with
-   * the next message to the worker (within 10 ms). A request that finishes
-   * before then costs the worker nothing: its deregistration withdraws the
+   * signal at once and sends the registration with the next message to the
+   * worker (within 10 ms). A request that finishes before then costs the
+   * worker (and a shared store) nothing: its deregistration withdraws the
    * registration still waiting to be sent (both resolve `true` at once, and
    * `stats().registered` counts it), whenever every other call is answered
    * as if both had been applied: not after a call somebody waits on, nor
-   * while another live entry has the same key, nor when the table may have
-   * been full meanwhile. With a shared store it is sent at once, since a
-   * cancel may come through another process. Calls on this registry still
-   * apply in call order: a `cancel` made after `track` always sees the
-   * registration. `registered` tells how it went.
+   * while another live entry of this registry has the same key, nor when its
+   * table may have been full meanwhile. Calls on this registry still apply in
+   * call order: a `cancel` made after `track` always sees the registration.
+   * With a shared store, a cancel made through another process (another
+   * registry) finds the request once its registration is sent, so within
+   * 10 ms of `track`: one made before finds nothing, as one that overtakes
+   * its request does. `registered` tells how it went.
    *
    * This is what the HTTP guard uses; prefer `register` when the caller must
    * know the request is cancellable before it starts.
@@ -211,8 +217,7 @@ export class CancellationRegistry implements AsyncDisposable {
     requestId: string | number,
     controller: AbortController = new AbortController(),
   ): Tracked {
-    // A shared store is sent at once: another process may be asked to cancel it any moment.
-    return this.#track(sessionId, requestId, controller, !this.#shared);
+    return this.#track(sessionId, requestId, controller, true);
   }
 
   /**
@@ -239,11 +244,11 @@ export class CancellationRegistry implements AsyncDisposable {
     const local = id === null ? undefined : this.#local.get(id);
     if (local !== undefined) {
       const pairs = this.#pairs;
-      const withdrawn = local.queued !== null && pairs!.allows(local.mark!) &&
+      const withdrawn = local.queued !== null && pairs.allows(local.mark!) &&
         this.#client.withdraw(local.queued, true);
       this.#forget(id!, local);
       if (withdrawn) {
-        pairs!.withdrawn++;
+        pairs.withdrawn++;
         return TRUE;
       }
     }
@@ -343,7 +348,7 @@ export class CancellationRegistry implements AsyncDisposable {
    * ```
    */
   async stats(): Promise<CancelStats> {
-    const withdrawn = this.#pairs?.withdrawn ?? 0; // the ones before this call
+    const withdrawn = this.#pairs.withdrawn; // the ones before this call
     const stats = await this.#client.call<CancelStats>(Op.CancelStats);
     return {
       ...stats,
@@ -403,7 +408,7 @@ export class CancellationRegistry implements AsyncDisposable {
     // A valid lazy registration still queued when its request ends may be withdrawn.
     let mark: PairMark | null = null;
     let queued: QueuedAt | null = null;
-    if (this.#pairs !== null && isTrackable(sid, rid)) {
+    if (isTrackable(sid, rid)) {
       mark = this.#pairs.add(sid!, rid!, live);
       if (lazy) queued = this.#client.lastQueued();
     }
@@ -429,7 +434,7 @@ export class CancellationRegistry implements AsyncDisposable {
   #forget(entryId: string, local: Local): void {
     if (this.#local.get(entryId) !== local) return;
     this.#local.delete(entryId);
-    if (local.mark !== null) this.#pairs!.remove(local.mark);
+    if (local.mark !== null) this.#pairs.remove(local.mark);
   }
 
   /** Aborts a local request; `remote`: the cancellation came through another process. */

@@ -14,7 +14,15 @@
  *
  * Live entries are counted on the caller's side (in call order, every entry
  * registered and not yet deregistered), an upper bound of the table's size
- * at each registration, since the in-memory store has no other writer.
+ * at each registration, since the in-memory store has no other writer. On a
+ * shared store other processes write too, and neither rule sees their
+ * entries. Withdrawing there is still an order the store could have applied:
+ * both calls of the pair at once, in the window before the registration was
+ * sent, which nobody was told of (a same-key entry of another process is
+ * then not displaced, a cancel through another process in that window finds
+ * nothing); only when that process's entries filled the table meanwhile
+ * does the pair count as registered where the store would have refused it,
+ * for a request that could not be reached either way.
  *
  * @module
  */

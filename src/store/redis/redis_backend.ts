@@ -3,7 +3,9 @@
  * `redisStore` in `redis.ts`). It owns the worker's Redis connections and
  * turns each batch into one script call per {@linkcode CHUNK_OPS} operations:
  * one round trip for a whole tick of calls, each operation atomic across
- * every process sharing the server.
+ * every process sharing the server. A batch of owner lookups alone (the
+ * guard's owner check) skips the owner script: a plain `HMGET`, or a small
+ * read-only script with idle expiry (`owner_read.ts`).
  *
  * Failure: commands are never queued while the connection is down
  * (`disableOfflineQueue`), so a batch fails at once and the facade rejects
@@ -38,6 +40,7 @@ import { keyPrefix, resolveRedisOptions } from "./redis_options.ts";
 import { CANCEL_CLOSE, OWNER_SWEEP, ownerScript } from "./redis_scripts.ts";
 import { cancelScript } from "./cancel_script.ts";
 import { planCancel, planOwner, planResults } from "./redis_plan.ts";
+import { onlyOwnerLookups, OWNER_READ_SCRIPT, ownerIn, planLookups } from "./owner_read.ts";
 import {
   checkNetPermission,
   connect,
@@ -95,16 +98,53 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
   const subscription = subscribeEvents(sub, P, ctx);
   await waitAtMost(Promise.all([client.connected, subscription.settled]), opts.connectTimeoutMs);
 
-  const evalChunk = async (argv: string[]): Promise<unknown[]> => {
-    const all = [routeKey, ...head, ...argv];
+  /** Runs `script` (known by `hash`) with one key, `key`, and `argv`. */
+  const evalScript = async (
+    script: string,
+    hash: string,
+    key: string,
+    argv: string[],
+  ): Promise<unknown[]> => {
     try {
-      return await client.send(routeKey, ["EVALSHA", sha, "1", ...all]) as unknown[];
+      return await client.send(key, ["EVALSHA", hash, "1", key, ...argv]) as unknown[];
     } catch (err) {
       if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
       // The script did not run; EVAL runs it once and caches it for the next EVALSHA (on that
       // node: each node of a cluster has its own script cache).
-      return await client.send(routeKey, ["EVAL", source, "1", ...all]) as unknown[];
+      return await client.send(key, ["EVAL", script, "1", key, ...argv]) as unknown[];
     }
+  };
+  const evalChunk = (argv: string[]) => evalScript(source, sha, routeKey, [...head, ...argv]);
+
+  // A batch of owner lookups only (the guard's owner check): a plain HMGET without idle
+  // expiry, else a small read-only script; the owner script's answers (see `owner_read.ts`).
+  const own = `${P}o:own`;
+  const readSha = owner && opts.idleTtlMs > 0 ? await sha1(OWNER_READ_SCRIPT) : "";
+  const lookUp = async (args: unknown[]): Promise<unknown[]> => {
+    const plan = planLookups(args);
+    const raw: unknown[] = [];
+    for (const sids of plan.chunks) {
+      if (opts.idleTtlMs === 0) {
+        const reply = await client.send(own, ["HMGET", own, ...sids]) as unknown[];
+        for (const v of reply) {
+          if (typeof v !== "string") raw.push(null);
+          else {
+            const fp = ownerIn(v);
+            raw.push(fp ?? opError(opts, `mcp-guard: malformed binding ${v}`));
+          }
+        }
+      } else {
+        const argv = [P, String(opts.idleTtlMs), ...sids];
+        const reply = await evalScript(OWNER_READ_SCRIPT, readSha, own, argv) as unknown[][];
+        const base = raw.length;
+        for (const r of reply[0]) raw.push(typeof r === "string" ? r : null);
+        const failed = reply[1];
+        for (let k = 0; k + 1 < failed.length; k += 2) {
+          raw[base + Number(failed[k]) - 1] = opError(opts, failed[k + 1]);
+        }
+      }
+    }
+    return plan.index.map((k) => k === null ? null : raw[k]);
   };
 
   /**
@@ -158,6 +198,13 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
 
   return {
     async run(ops, args) {
+      if (owner && onlyOwnerLookups(ops)) {
+        try {
+          return await lookUp(args);
+        } catch (err) {
+          throw storeError(opts, err);
+        }
+      }
       const plan = owner ? planOwner(ops, args, shared) : planCancel(ops, args);
       if (!owner && !(subscription.subscribed && sub.isReady) && ops.includes(Op.Register)) {
         // A request registered now could not be cancelled from another process.
