@@ -6,6 +6,7 @@
  */
 
 import { ActorClient, type ActorClientOptions } from "../actor/actor_client.ts";
+import type { ActorThread } from "../actor/actor_thread.ts";
 import { InvalidInputError } from "../core/errors.ts";
 import type { InitMessage, WorkerEvent } from "../actor/protocol.ts";
 import type { RegistryStore } from "../store/store.ts";
@@ -71,6 +72,8 @@ export function makeClient(
     onEvent?: (event: WorkerEvent) => void;
     onReply?: ActorClientOptions["onReply"];
     onFault?: () => void;
+    /** The worker to share (a registry derived from another is hosted in that one's worker). */
+    thread?: ActorThread;
   },
 ): ActorClient {
   const store = options.store ?? { kind: "memory" };
@@ -97,5 +100,6 @@ export function makeClient(
     onEvent: hooks.onEvent,
     onReply: hooks.onReply,
     onFault: hooks.onFault,
+    thread: hooks.thread,
   });
 }
