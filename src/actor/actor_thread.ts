@@ -17,7 +17,7 @@
 
 import { missingPermission } from "../core/errors.ts";
 import type { FromWorker, ToWorker } from "./protocol.ts";
-import { newBell, sharedMemoryAvailable, wakeBell } from "./shared_channel.ts";
+import { countPost, newBell, sharedMemoryAvailable, wakeBell } from "./shared_channel.ts";
 
 /** What a client of a thread hears from it. */
 export interface ThreadMember {
@@ -119,6 +119,9 @@ export class ActorThread {
       post: (message, transfer) => {
         if (live.dead) return;
         live.worker.postMessage(message, transfer ?? []);
+        // Counted (once posted: a message that could not be cloned never arrives), so the
+        // worker's ring loop does not block while it waits to be handled; then the wake-up.
+        if (live.bellView !== null) countPost(live.bellView);
         live.wake();
       },
       wake: () => live.wake(),
@@ -134,7 +137,8 @@ export class ActorThread {
       },
       release: () => {
         live.members.delete(host);
-        if (live.joined === 0 && !live.dead) {
+        // The last member to be done stops it (the others may still wait for their `closed`).
+        if (live.joined === 0 && live.members.size === 0 && !live.dead) {
           live.dead = true;
           live.worker.terminate();
         }

@@ -103,13 +103,16 @@ export interface ExtrasMessage extends Hosted {
 
 /**
  * Graceful shutdown of one host: the worker applies what that host's ring
- * holds, closes its store, answers `closed`, and exits unless `exit` is
- * `false` (other hosts go on).
+ * holds, closes its store and answers `closed`. Once a close said `exit`
+ * (the default), the worker exits when no host is left.
  */
 export interface CloseMessage extends Hosted {
   kind: "close";
   id: number;
-  /** Exit after closing (default `true`); `false` while other hosts remain. */
+  /**
+   * No host joins any more: exit once every host closed (default `true`);
+   * `false` from a host closing while others go on (and more may come).
+   */
   exit?: boolean;
 }
 

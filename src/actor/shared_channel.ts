@@ -52,10 +52,28 @@ export const Slot = { Free: 0, Request: 1, Reply: 2 } as const;
 
 /**
  * A worker's bell: `REQ_SEQ` and `SLEEPING` (as in a ring's control block)
- * for every ring the worker serves, so one `Atomics.wait` hears them all.
+ * for every ring the worker serves, so one `Atomics.wait` hears them all,
+ * and `POSTED` (word 2): messages posted to the worker so far, so that its
+ * ring loop never blocks while a message (a host's `init`, a `close`)
+ * waits in its event loop.
  */
 export function newBell(): SharedArrayBuffer {
-  return new SharedArrayBuffer(8);
+  return new SharedArrayBuffer(16);
+}
+
+/** Bytes of a bell ({@linkcode newBell}). */
+export const BELL_BYTES = 16;
+
+const POSTED = 2;
+
+/** Counts a message about to be posted to the worker of `bell`. */
+export function countPost(bell: Int32Array): void {
+  Atomics.add(bell, POSTED, 1);
+}
+
+/** True when more messages were posted to the worker of `bell` than it `received`. */
+export function postedSince(bell: Int32Array, received: number): boolean {
+  return Atomics.load(bell, POSTED) !== received;
 }
 
 /** True when this runtime can share memory with a worker. */
@@ -235,16 +253,20 @@ function anyRequest(channels: readonly WorkerChannel[]): boolean {
  * spins up to `spinMicros`, then blocks in `Atomics.wait` up to `waitMs`.
  * `"caught"`: a request came while spinning; `"work"`: one came while
  * blocked; `"woken"`: a facade woke the worker without one (a control
- * message is coming); `"timeout"`: nothing happened.
+ * message is coming), or `messages()` says one waits; `"timeout"`:
+ * nothing happened.
  */
 export function idle(
   bell: Int32Array,
   channels: readonly WorkerChannel[],
   spinMicros: number,
   waitMs: number,
+  messages: () => boolean,
 ): IdleOutcome {
   const until = performance.now() + spinMicros / 1000;
   const seq = Atomics.load(bell, REQ_SEQ);
+  // A message posted before `seq` was read would not wake the wait below.
+  if (messages()) return anyRequest(channels) ? "caught" : "woken";
   for (let k = 1;; k++) {
     if (anyRequest(channels)) return "caught";
     if ((k & 31) === 0) {

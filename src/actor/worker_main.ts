@@ -19,7 +19,7 @@ import {
 } from "../store/backend.ts";
 import { InvalidInputError, toWireError } from "../core/errors.ts";
 import type { FromWorker, InitMessage, WorkerEvent } from "./protocol.ts";
-import { WorkerChannel } from "./shared_channel.ts";
+import { BELL_BYTES, postedSince, WorkerChannel } from "./shared_channel.ts";
 import { decodeBatch, frameOver, newFrame } from "./wire.ts";
 import { failures, RingServer } from "./worker_ring.ts";
 import { ReplyEncoder } from "./wire_reply.ts";
@@ -60,6 +60,10 @@ interface Host {
 
 const hosts = new Map<number, Host>();
 let busy = false;
+/** A close said no host joins any more. */
+let exiting = false;
+/** Messages received so far (the bell counts those posted: see `postedSince`). */
+let received = 0;
 let stopped = false;
 /** Serves every host's ring; made by the first host that has one. */
 let server: RingServer | null = null;
@@ -137,7 +141,7 @@ function isInit(message: Record<string, unknown>): boolean {
     (store.kind === "memory" || (store.kind === "module" && typeof store.url === "string")) &&
     (message.channel === undefined || message.channel instanceof SharedArrayBuffer) &&
     (message.bell === undefined ||
-      (message.bell instanceof SharedArrayBuffer && message.bell.byteLength >= 8));
+      (message.bell instanceof SharedArrayBuffer && message.bell.byteLength === BELL_BYTES));
 }
 
 async function startBackend(message: InitMessage, key: number): Promise<Backend> {
@@ -201,11 +205,15 @@ function onInit(msg: Record<string, unknown>): void | Promise<void> {
     // The ring is served once the store is up (or failed: each batch then fails with its error).
     if (init.channel === undefined || hosts.get(key) !== host) return;
     const channel = new WorkerChannel(init.channel);
-    server ??= new RingServer(
-      init.bell === undefined ? channel.ctrl : new Int32Array(init.bell),
-      () => stopped,
-      crash,
-    );
+    if (server === null) {
+      const bell = init.bell === undefined ? null : new Int32Array(init.bell);
+      server = new RingServer(
+        bell ?? channel.ctrl,
+        () => stopped,
+        crash,
+        bell === null ? () => false : () => postedSince(bell, received),
+      );
+    }
     host.ring = true;
     server.add(key, channel, {
       run: (ops, args) => run(host, ops, args),
@@ -263,13 +271,15 @@ function answer(host: Host, id: number, wire: boolean, results: unknown[]): void
 function onClose(msg: Record<string, unknown>): void | Promise<void> {
   const id = idOf(msg) ?? 0;
   const key = keyOf(msg) ?? 0;
-  const exit = msg.exit !== false;
+  // No host joins after a close that lets the worker exit: it exits once no host is left.
+  exiting ||= msg.exit !== false;
   const host = hosts.get(key);
   if (host?.ring) {
     server?.drain(key);
     server?.remove(key);
   }
   hosts.delete(key);
+  const exit = exiting && hosts.size === 0;
   if (exit) stopped = true;
   const closing = host?.backend?.close();
   const done = () => {
@@ -343,6 +353,7 @@ function drain(): void {
 export function startWorker(workerHooks: WorkerHooks = {}): void {
   hooks = workerHooks;
   self.onmessage = (event: MessageEvent) => {
+    received++;
     queue.push(event.data);
     if (!busy) drain();
   };

@@ -96,9 +96,21 @@ export class RingServer {
   /** Called when serving ends with an error (out of the loop, an error is a crash). */
   readonly #crash: (err: unknown) => void;
 
-  /** `bell`: the worker's (shared by every ring it serves). */
-  constructor(bell: Int32Array, stopped: () => boolean, crash: (err: unknown) => void) {
+  /** Messages wait in the worker's event loop (it must not block). */
+  readonly #messages: () => boolean;
+
+  /**
+   * `bell`: the worker's (shared by every ring it serves); `messages`: true
+   * while messages wait in the worker's event loop.
+   */
+  constructor(
+    bell: Int32Array,
+    stopped: () => boolean,
+    crash: (err: unknown) => void,
+    messages: () => boolean,
+  ) {
     this.#bell = bell;
+    this.#messages = messages;
     this.#stopped = stopped;
     this.#crash = crash;
   }
@@ -185,7 +197,13 @@ export class RingServer {
         continue;
       }
       const started = performance.now();
-      const outcome = idle(this.#bell, this.#channels, spinUs, Math.min(idleMs, idleMaxMs));
+      const outcome = idle(
+        this.#bell,
+        this.#channels,
+        spinUs,
+        Math.min(idleMs, idleMaxMs),
+        this.#messages,
+      );
       idleMs = outcome === "timeout" ? Math.min(idleMaxMs, idleMs * 2) : waitMs;
       if (outcome === "caught") continue;
       if (outcome === "work") {

@@ -1,0 +1,199 @@
+/**
+ * One worker hosting several registries (`actor/actor_thread.ts`): each
+ * host's calls apply in order, events reach the right facade, a death is
+ * every host's (all pending calls reject, all recover), and the worker stops
+ * with its last member.
+ */
+import assert from "node:assert/strict";
+import { ActorClient } from "../src/actor/actor_client.ts";
+import { ActorThread } from "../src/actor/actor_thread.ts";
+import { Op } from "../src/actor/protocol.ts";
+import { resolveOwnerOptions } from "../src/core/owner_table.ts";
+import { clients } from "../src/registry/registry_options.ts";
+import { derivedRegistry } from "../src/registry/session_owner_registry.ts";
+import {
+  memoryStore,
+  RegistryClosedError,
+  RegistryUnavailableError,
+  SessionOwnerRegistry,
+} from "../mod.ts";
+
+const CRASHY = new URL("./fixtures/crashy_worker.ts", import.meta.url);
+
+function client(
+  thread: ActorThread,
+  name: string,
+  registry: "owner" | "cancel",
+  callTimeoutMs = 5_000,
+): ActorClient {
+  return new ActorClient({
+    name,
+    thread,
+    init: {
+      kind: "init",
+      registry,
+      options: registry === "owner" ? resolveOwnerOptions() : { maxEntries: 100 },
+      store: { kind: "memory" },
+      instanceId: name,
+    },
+    callTimeoutMs,
+    batching: true,
+    maxBatch: 512,
+  });
+}
+
+function unavailable(name: string, pattern: RegExp) {
+  return (err: Error) => {
+    assert.ok(err instanceof RegistryUnavailableError, `got ${err}`);
+    assert.match(err.message, new RegExp(`^${name} unavailable: `));
+    assert.match(err.message, pattern);
+    return true;
+  };
+}
+
+Deno.test("shared worker: one worker, a store per host, each host's calls in order", async () => {
+  const thread = new ActorThread();
+  const a = client(thread, "A", "owner");
+  const b = client(thread, "B", "owner");
+  const c = client(thread, "C", "cancel");
+  try {
+    // Interleaved in one tick: each host sees its own calls in order, and only its own.
+    const got = await Promise.all([
+      a.call(Op.Bind, "s1", "alice"),
+      b.call(Op.Bind, "s1", "bob"),
+      a.call(Op.Bind, "s1", "mallory"),
+      c.call(Op.Register, "s1", 1, "e1"),
+      b.call(Op.OwnerOf, "s1"),
+      a.call(Op.OwnerOf, "s1"),
+      c.call(Op.Cancel, "s1", 1, undefined),
+      a.call(Op.OwnerSize),
+    ]);
+    assert.deepEqual(got, ["bound", "bound", "refused", true, "bob", "alice", "e1", 1]);
+    assert.equal(a.worker, b.worker, "one worker");
+    assert.equal(a.worker, c.worker, "one worker");
+    assert.notEqual(a.worker, null);
+  } finally {
+    await Promise.all([a.close(), b.close(), c.close()]);
+  }
+  assert.equal(thread.running, false, "the last member's close stopped the worker");
+});
+
+Deno.test("shared worker: a crash rejects every host's pending calls, and every host recovers", async () => {
+  const thread = new ActorThread(CRASHY);
+  const owners = client(thread, "Owners", "owner");
+  const records = client(thread, "Records", "owner");
+  const cancels = client(thread, "Cancels", "cancel");
+  try {
+    assert.equal(await owners.call(Op.Bind, "s1", "alice"), "bound");
+    assert.equal(await records.call(Op.Bind, "s1", "alice s:read"), "bound");
+    assert.equal(await cancels.call(Op.Register, "s1", 1, "e1"), true);
+    // One host's batch crashes the worker: every host's state is gone with it.
+    await assert.rejects(
+      records.call(Op.Bind, "crash!", "x"),
+      unavailable("Records", /worker crashed.*boom/),
+    );
+    assert.equal(await owners.call(Op.OwnerOf, "s1"), null);
+    assert.equal(await records.call(Op.OwnerOf, "s1"), null);
+    assert.equal(await cancels.call(Op.CancelSize), 0);
+    assert.deepEqual([owners.restarts, records.restarts, cancels.restarts], [1, 1, 1]);
+    // Calls of every host pending when the worker dies reject, each naming its registry.
+    const stuck = records.call(Op.Bind, "hang!", "x"); // the worker stops serving its rings
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const pending = [
+      assert.rejects(stuck, unavailable("Records", /worker crashed: test crash/)),
+      assert.rejects(owners.call(Op.OwnerOf, "s1"), unavailable("Owners", /test crash/)),
+      assert.rejects(cancels.call(Op.CancelSize), unavailable("Cancels", /test crash/)),
+    ];
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    owners.worker!.dispatchEvent(new ErrorEvent("error", { message: "test crash" }));
+    await Promise.all(pending);
+    // Each recovers in a fresh worker, shared again.
+    assert.equal(await records.call(Op.Bind, "s1", "bob"), "bound");
+    assert.equal(await owners.call(Op.OwnerOf, "s1"), null);
+    assert.equal(await cancels.call(Op.CancelSize), 0);
+    assert.equal(owners.worker, records.worker);
+    assert.equal(owners.worker, cancels.worker);
+    assert.deepEqual([owners.restarts, records.restarts, cancels.restarts], [2, 2, 2]);
+  } finally {
+    await Promise.all([owners.close(), records.close(), cancels.close()]);
+  }
+});
+
+Deno.test("shared worker: one host's hung call times out every host, which then recover", async () => {
+  const thread = new ActorThread(CRASHY);
+  const a = client(thread, "A", "owner", 150);
+  const b = client(thread, "B", "owner", 60_000);
+  try {
+    assert.equal(await b.call(Op.Bind, "s1", "bob"), "bound");
+    const hang = assert.rejects(a.call(Op.Bind, "hang!", "x"), unavailable("A", /within 150 ms/));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    // The worker is stuck: B's call cannot be answered, and fails when A's watchdog gives up.
+    const behind = assert.rejects(b.call(Op.OwnerOf, "s1"), unavailable("B", /within 150 ms/));
+    await Promise.all([hang, behind]);
+    assert.equal(await b.call(Op.OwnerOf, "s1"), null);
+    assert.equal(await a.call(Op.Bind, "s1", "alice"), "bound");
+  } finally {
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("shared worker: a member that closes leaves the others served", async () => {
+  const thread = new ActorThread();
+  const a = client(thread, "A", "owner");
+  const b = client(thread, "B", "owner");
+  try {
+    assert.equal(await a.call(Op.Bind, "s1", "alice"), "bound");
+    assert.equal(await b.call(Op.Bind, "s1", "bob"), "bound");
+    const worker = b.worker;
+    await a.close();
+    await assert.rejects(a.call(Op.OwnerSize), RegistryClosedError);
+    assert.equal(thread.running, true);
+    assert.equal(await b.call(Op.OwnerOf, "s1"), "bob", "B's store was not touched");
+    assert.equal(b.worker, worker, "still the same worker");
+  } finally {
+    await b.close();
+  }
+  assert.equal(thread.running, false);
+  // A member joining after the worker stopped gets a fresh one.
+  const c = client(thread, "C", "owner");
+  assert.equal(await c.call(Op.OwnerSize), 0);
+  await c.close();
+});
+
+Deno.test("derived registries live in their registry's worker; events reach their own listeners", async () => {
+  const owners = new SessionOwnerRegistry({ store: memoryStore(), maxEntries: 1 });
+  const records = derivedRegistry(owners, { redis: "s:", kv: ":s" });
+  const tasks = derivedRegistry(owners, { redis: "t:", kv: ":t" });
+  const heard: Record<string, string[]> = { owners: [], records: [], tasks: [] };
+  owners.onRemoved(({ sessionIds }) => heard.owners.push(...sessionIds));
+  records.onRemoved(({ sessionIds }) => heard.records.push(...sessionIds));
+  tasks.onRemoved(({ sessionIds }) => heard.tasks.push(...sessionIds));
+  try {
+    assert.equal(await records.bind("r1", "fp-a"), "bound");
+    assert.equal(await records.bind("r2", "fp-b"), "bound"); // evicts r1 (maxEntries 1)
+    assert.equal(await owners.bind("s1", "fp-a"), "bound");
+    assert.equal(await tasks.bind("t1", "fp-a"), "bound");
+    assert.equal(await tasks.bind("t2", "fp-a"), "bound"); // evicts t1
+    await Promise.all([owners.size(), records.size(), tasks.size()]);
+    assert.deepEqual(heard, { owners: [], records: ["r1"], tasks: ["t1"] });
+    assert.equal(await owners.ownerOf("r2"), null, "each host keeps its own table");
+    const worker = clients.get(owners)!.worker;
+    assert.notEqual(worker, null);
+    assert.equal(clients.get(records)!.worker, worker);
+    assert.equal(clients.get(tasks)!.worker, worker);
+    // A crash of the shared worker is every registry's; all recover.
+    const pending = [owners.size(), records.ownerOf("r2"), tasks.size()];
+    worker!.dispatchEvent(new ErrorEvent("error", { message: "test crash" }));
+    for (const call of pending) {
+      await assert.rejects(call, /unavailable: worker crashed: test crash/);
+    }
+    assert.equal(await records.bind("r3", "fp-c"), "bound");
+    assert.equal(await owners.size(), 0);
+    assert.equal((await records.stats()).restarts, 1);
+    assert.equal((await owners.stats()).restarts, 1);
+  } finally {
+    await owners.close();
+  }
+  await assert.rejects(records.size(), RegistryClosedError);
+  await assert.rejects(tasks.size(), RegistryClosedError);
+});
