@@ -12,6 +12,8 @@ import { resolveOwnerOptions } from "../src/core/owner_table.ts";
 import { clients } from "../src/registry/registry_options.ts";
 import { derivedRegistry } from "../src/registry/session_owner_registry.ts";
 import {
+  CancellationRegistry,
+  guardSessions,
   memoryStore,
   RegistryClosedError,
   RegistryUnavailableError,
@@ -196,4 +198,63 @@ Deno.test("derived registries live in their registry's worker; events reach thei
   }
   await assert.rejects(records.size(), RegistryClosedError);
   await assert.rejects(tasks.size(), RegistryClosedError);
+});
+
+Deno.test("a guard hosts every registry in one worker, started with it; closing the registries stops it", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  const worker = clients.get(owners)!.worker;
+  assert.notEqual(worker, null, "started when the guard was created");
+  assert.equal(
+    clients.get(cancellations)!.worker,
+    worker,
+    "the cancellations' store is hosted there",
+  );
+  const thread = clients.get(owners)!.thread;
+  assert.equal(clients.get(cancellations)!.thread, thread);
+  const response = await guard(
+    new Request("http://localhost/mcp", {
+      method: "POST",
+      headers: { authorization: "Bearer alice", "content-type": "application/json" },
+      body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+    }),
+  );
+  assert.equal(response.status, 202);
+  await owners.close();
+  assert.equal(thread.running, true, "the cancellations still use it");
+  await cancellations.close();
+  assert.equal(thread.running, false);
+});
+
+Deno.test("a guard whose registries ran already keeps their workers", async () => {
+  await using owners = new SessionOwnerRegistry();
+  await using cancellations = new CancellationRegistry();
+  await cancellations.size();
+  const own = clients.get(cancellations)!.worker;
+  guardSessions(() => new Response(null), { owners, cancellations, principal: () => "a" });
+  assert.equal(clients.get(cancellations)!.worker, own);
+  assert.notEqual(clients.get(owners)!.worker, own);
+});
+
+Deno.test("a guard nobody calls: closing its registries stops the worker it started", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  guardSessions(() => new Response(null), { owners, cancellations, principal: () => "a" });
+  const worker = clients.get(owners)!.worker!;
+  assert.notEqual(worker, null);
+  // Deno's sanitizers do not see a live worker: watch for its termination.
+  let terminated = false;
+  const terminate = worker.terminate.bind(worker);
+  worker.terminate = () => {
+    terminated = true;
+    terminate();
+  };
+  await Promise.all([owners.close(), cancellations.close()]);
+  assert.equal(clients.get(owners)!.thread.running, false);
+  assert.equal(terminated, true);
 });

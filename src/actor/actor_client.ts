@@ -110,7 +110,7 @@ export const LAZY_FLUSH_MS = 10;
 /** Sends registry operations to a worker and awaits their results. */
 export class ActorClient {
   readonly #opts: ActorClientOptions;
-  readonly #thread: ActorThread;
+  #thread: ActorThread;
   /** This client's place in the running worker, or `null` while it has none. */
   #seat: Seat | null = null;
   readonly #member: ThreadMember;
@@ -200,6 +200,21 @@ export class ActorClient {
    */
   start(): void {
     if (this.#seat === null && !this.#closed && this.#fatal === null) this.#spawn();
+  }
+
+  /**
+   * Hosts this client's store in `thread` (another client's worker) instead
+   * of a worker of its own: only before its first worker started, and only
+   * when both keep their state the same way (both in memory, through a ring;
+   * both in a store module, through messages). Returns whether it will.
+   */
+  share(thread: ActorThread, store: InitMessage["store"]): boolean {
+    if (this.#everStarted || this.#closed || this.#thread === thread) {
+      return this.#thread === thread;
+    }
+    if (store.kind !== this.#opts.init.store.kind) return false;
+    this.#thread = thread;
+    return true;
   }
 
   /** True once `close()` was called. */
@@ -488,5 +503,7 @@ export class ActorClient {
     // Calls queued but not yet sent belong to the dead worker's era as well.
     ring?.rejectUnsent(error);
     this.#queue.rejectAll(error);
+    // A close waiting for the worker's `closed` waits no longer: there is no worker to close.
+    this.#closeWaiter?.();
   }
 }

@@ -103,3 +103,26 @@ export function makeClient(
     thread: hooks.thread,
   });
 }
+
+/**
+ * Hosts `registry`'s store in `host`'s worker (both registry facades made
+ * by this library, e.g. a guard's cancellations in its owners' worker), if
+ * `registry`'s worker never started and both keep their state the same way.
+ * Returns whether it will.
+ */
+export function shareWorker(registry: object, host: object): boolean {
+  const client = clients.get(registry);
+  const hostClient = clients.get(host);
+  if (client === undefined || hostClient === undefined) return false;
+  return client.share(hostClient.thread, hostClient.store);
+}
+
+/**
+ * Starts the worker of each of `registries` made by this library (others
+ * are left alone), so that their first calls do not wait for it to boot.
+ */
+export function startWorkers(...registries: readonly unknown[]): void {
+  for (const registry of registries) {
+    if (typeof registry === "object" && registry !== null) clients.get(registry)?.start();
+  }
+}
