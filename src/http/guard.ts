@@ -572,6 +572,12 @@ function streamsOf(ctx: GuardContext): string | null {
  * SDK tool's own `extra.signal` aborts, and the caller gets a JSON-RPC error
  * `-32000` ("Request cancelled by the server: ...") instead of no answer.
  *
+ * The registries' worker starts when the guard is created, not on the
+ * first request: one worker hosting `owners`, the registries derived from
+ * it and, when its worker never ran, `cancellations`. Close the registries
+ * to stop it, whether or not the guard was used (a live worker keeps the
+ * process alive).
+ *
  * @example Guard an MCP handler on Deno.serve
  * ```ts
  * import assert from "node:assert/strict";
