@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { ActorClient } from "../src/actor/actor_client.ts";
 import { ActorThread } from "../src/actor/actor_thread.ts";
-import { Op } from "../src/actor/protocol.ts";
+import { type FromWorker, Op } from "../src/actor/protocol.ts";
 import { resolveOwnerOptions } from "../src/core/owner_table.ts";
 import { clients } from "../src/registry/registry_options.ts";
 import { derivedRegistry } from "../src/registry/session_owner_registry.ts";
@@ -257,4 +257,75 @@ Deno.test("a guard nobody calls: closing its registries stops the worker it star
   await Promise.all([owners.close(), cancellations.close()]);
   assert.equal(clients.get(owners)!.thread.running, false);
   assert.equal(terminated, true);
+});
+
+Deno.test("worker protocol: hosts are named per message, answered per host, closed one by one", async () => {
+  const worker = new Worker(new URL("../src/actor/worker.ts", import.meta.url), { type: "module" });
+  const inbox: FromWorker[] = [];
+  let wake: () => void = () => {};
+  worker.onmessage = (e: MessageEvent<FromWorker>) => {
+    inbox.push(e.data);
+    wake();
+  };
+  const next = async (): Promise<FromWorker> => {
+    while (inbox.length === 0) await new Promise<void>((r) => wake = r);
+    return inbox.shift()!;
+  };
+  const init = (host: number | undefined, registry: "owner" | "cancel") => ({
+    kind: "init",
+    ...(host === undefined ? {} : { host }),
+    registry,
+    options: registry === "owner" ? resolveOwnerOptions() : { maxEntries: 10 },
+    store: { kind: "memory" },
+    instanceId: `raw-${host}`,
+  });
+  try {
+    worker.postMessage(init(undefined, "owner"));
+    assert.deepEqual(await next(), { kind: "ready" }, "host 0 speaks untagged");
+    worker.postMessage(init(3, "cancel"));
+    assert.deepEqual(await next(), { kind: "ready", host: 3 });
+    worker.postMessage(init(3, "owner"));
+    assert.deepEqual(await next(), {
+      kind: "fail",
+      id: null,
+      host: 3,
+      error: { name: "InvalidInputError", message: "worker already initialized" },
+    });
+    worker.postMessage({ ...init(-1, "owner") });
+    const bad = await next();
+    assert.equal(bad.kind, "fail");
+    // Each host's ops are checked against its own registry kind.
+    worker.postMessage({
+      kind: "batch",
+      id: 1,
+      host: 3,
+      ops: [Op.Bind],
+      args: ["s", "f", false, 0],
+    });
+    const refused = await next();
+    assert.equal(refused.kind, "fail");
+    assert.equal(refused.host, 3);
+    worker.postMessage({ kind: "batch", id: 2, host: 3, ops: [Op.Register], args: ["s", 1, "e"] });
+    assert.deepEqual(await next(), { kind: "reply", id: 2, host: 3, results: [true] });
+    worker.postMessage({
+      kind: "batch",
+      id: 3,
+      ops: [Op.Bind],
+      args: ["s", "f", false, undefined],
+    });
+    assert.deepEqual(await next(), { kind: "reply", id: 3, results: ["bound"] });
+    worker.postMessage({ kind: "batch", id: 4, host: 9, ops: [Op.OwnerSize], args: [] });
+    const unknown = await next();
+    assert.equal(unknown.kind === "fail" && unknown.error.message, "batch before init");
+    // Host 3 closes; host 0 goes on.
+    worker.postMessage({ kind: "close", id: 5, host: 3, exit: false });
+    assert.deepEqual(await next(), { kind: "closed", id: 5, host: 3 });
+    worker.postMessage({ kind: "batch", id: 6, ops: [Op.OwnerOf], args: ["s"] });
+    assert.deepEqual(await next(), { kind: "reply", id: 6, results: ["f"] });
+    worker.postMessage({ kind: "batch", id: 7, host: 3, ops: [Op.CancelSize], args: [] });
+    const closed = await next();
+    assert.equal(closed.kind === "fail" && closed.error.message, "batch before init");
+  } finally {
+    worker.terminate();
+  }
 });
