@@ -329,3 +329,42 @@ Deno.test("worker protocol: hosts are named per message, answered per host, clos
     worker.terminate();
   }
 });
+
+Deno.test("shared worker: a ring host joining after the last ring closed is served", async () => {
+  const thread = new ActorThread();
+  const a = client(thread, "A", "owner");
+  // A host without a ring (its batches come as messages) keeps the worker running meanwhile.
+  const m = new ActorClient({
+    name: "M",
+    thread,
+    init: {
+      kind: "init",
+      registry: "owner",
+      options: resolveOwnerOptions(),
+      store: {
+        kind: "module",
+        url: new URL("./fixtures/sync_store.ts", import.meta.url).href,
+        options: {},
+      },
+      instanceId: "M",
+    },
+    callTimeoutMs: 5_000,
+    batching: true,
+    maxBatch: 512,
+  });
+  const b = client(thread, "B", "owner");
+  try {
+    assert.equal(await a.call(Op.Bind, "s1", "alice"), "bound");
+    assert.equal(await m.call(Op.Bind, "s1", "mia"), "bound");
+    const worker = a.worker;
+    await a.close(); // the only ring goes: the worker's ring loop ends
+    assert.equal(await m.call(Op.OwnerOf, "s1"), "mia");
+    const started = performance.now();
+    assert.equal(await b.call(Op.Bind, "s1", "bob"), "bound");
+    assert.equal(await b.call(Op.OwnerOf, "s1"), "bob");
+    assert.equal(b.worker, worker, "the same worker, serving a new ring");
+    assert.ok(performance.now() - started < 5_000);
+  } finally {
+    await Promise.all([a.close(), m.close(), b.close()]);
+  }
+});

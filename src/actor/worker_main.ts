@@ -358,6 +358,7 @@ export function startWorker(workerHooks: WorkerHooks = {}): void {
     if (!busy) drain();
   };
   self.onmessageerror = () => {
+    received++; // counted as posted: the ring loop must not wait for it
     fail(null, new InvalidInputError("message could not be deserialized"));
   };
 }

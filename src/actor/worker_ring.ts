@@ -121,7 +121,7 @@ export class RingServer {
     this.#rebuild();
     if (!this.#serving && !this.#dropped) {
       this.#serving = true;
-      this.#serve().catch(this.#crash).finally(() => this.#serving = false);
+      this.#serve().catch(this.#crash);
     }
   }
 
@@ -218,6 +218,8 @@ export class RingServer {
       await turn(); // woken for a control message, or a timeout: timers and messages run
       lastTurn = performance.now();
     }
+    // At once, in the turn that saw no ring left: a ring added after this gets a new loop.
+    this.#serving = false;
   }
 
   /** Applies one slot's batch and writes its reply over it. `false`: its extras are not here yet. */
