@@ -12,6 +12,12 @@
  * that each client joins again. A client that closes leaves; the last one to
  * leave stops the worker, and a client joining after that gets a fresh one.
  *
+ * The members of one worker all send their batches the same way: through a
+ * ring each (in-memory stores), or as messages (store modules, whose I/O
+ * needs the worker's event loop, which a ring loop blocks between batches).
+ * `ActorClient.share` only moves a client to a worker whose first client
+ * keeps its state the same way; a registry's derived registries always do.
+ *
  * @module
  */
 
