@@ -8,9 +8,13 @@
  * deno task bench:cold                # 10 rounds
  * deno task bench:cold --rounds=20
  * deno task bench:cold --server-arg=--no-credentials   # passed on to the guarded server
+ * deno task bench:cold --against=/tmp/old                # + another checkout's guarded server
  * ```
  *
  * Prints min / median / max of each side and of the per-round differences.
+ * With `--against=<checkout>`, that checkout's `bench/http_server.ts`,
+ * guarded, is a third side of every round (an A/B of two builds under the
+ * same noise): its differences to the unguarded server are printed too.
  *
  * @module
  */
@@ -19,12 +23,18 @@ const SERVER = new URL("./http_server.ts", import.meta.url).pathname;
 
 /** Arguments for the guarded server (`--server-arg=...`, repeatable). */
 const serverArgs: string[] = [];
+/** Another checkout's server (`--against=<checkout>`), or `null`. */
+let against: string | null = null;
 
 function parseRounds(): number {
   let rounds = 10;
   for (const arg of Deno.args) {
     if (arg.startsWith("--server-arg=")) {
       serverArgs.push(arg.slice("--server-arg=".length));
+      continue;
+    }
+    if (arg.startsWith("--against=")) {
+      against = `${arg.slice("--against=".length).replace(/\/$/, "")}/bench/http_server.ts`;
       continue;
     }
     const match = /^--rounds=(\d+)$/.exec(arg);
@@ -48,7 +58,7 @@ async function peakRss(pid: number): Promise<number> {
 }
 
 /** Starts the server, sends one `initialize` as soon as it listens, returns the times. */
-async function once(guarded: boolean): Promise<Sample> {
+async function once(guarded: boolean, server = SERVER): Promise<Sample> {
   const started = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
     args: [
@@ -56,7 +66,7 @@ async function once(guarded: boolean): Promise<Sample> {
       "--allow-net",
       "--allow-read",
       "--allow-env",
-      SERVER,
+      server,
       `--guard=${guarded ? "on" : "off"}`,
       ...(guarded ? serverArgs : []),
     ],
@@ -115,14 +125,21 @@ function summary(values: number[], digits = 1): string {
 if (import.meta.main) {
   const rounds = parseRounds();
   await once(true); // fill the module cache
+  if (against !== null) await once(true, against);
   const plain: Sample[] = [];
   const guarded: Sample[] = [];
+  const other: Sample[] = [];
   for (let round = 0; round < rounds; round++) {
-    // Alternate which side goes first, so drift hits both alike.
-    const order = round % 2 === 0 ? [false, true] : [true, false];
-    for (const side of order) (side ? guarded : plain).push(await once(side));
+    // Alternate the order, so drift hits every side alike.
+    const sides = [
+      () => once(false).then((s) => plain.push(s)),
+      () => once(true).then((s) => guarded.push(s)),
+      ...(against === null ? [] : [() => once(true, against!).then((s) => other.push(s))]),
+    ];
+    if (round % 2 === 1) sides.reverse();
+    for (const side of sides) await side();
   }
-  const diff = (key: keyof Sample) => guarded.map((g, i) => g[key] - plain[i][key]);
+  const diff = (key: keyof Sample, of = guarded) => of.map((g, i) => g[key] - plain[i][key]);
   console.log(`cold start, ${rounds} interleaved rounds, min / median / max:`);
   console.log(
     `  unguarded: ${summary(plain.map((s) => s.ms))} ms, peak RSS ${
@@ -135,4 +152,16 @@ if (import.meta.main) {
     } MiB`,
   );
   console.log(`  difference per round: ${summary(diff("ms"))} ms, ${summary(diff("rssMiB"))} MiB`);
+  if (against !== null) {
+    console.log(
+      `  ${against}, guarded: ${summary(other.map((s) => s.ms))} ms, peak RSS ${
+        summary(other.map((s) => s.rssMiB))
+      } MiB`,
+    );
+    console.log(
+      `  its difference per round: ${summary(diff("ms", other))} ms, ${
+        summary(diff("rssMiB", other))
+      } MiB`,
+    );
+  }
 }

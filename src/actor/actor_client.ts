@@ -19,17 +19,24 @@
  */
 
 import {
-  missingPermission,
   RegistryClosedError,
   RegistryMisconfiguredError,
   RegistryUnavailableError,
   toWireError,
 } from "../core/errors.ts";
+import { ActorThread, type Seat, type ThreadMember } from "./actor_thread.ts";
 import { CallQueue, type QueuedAt } from "./call_queue.ts";
 import { InFlight, type InFlightHooks } from "./in_flight.ts";
-import type { FromWorker, InitMessage, ReplyMessage, WorkerEvent } from "./protocol.ts";
+import type {
+  ExtrasMessage,
+  FromWorker,
+  InitMessage,
+  ReplyMessage,
+  ToWorker,
+  WorkerEvent,
+} from "./protocol.ts";
 import { type Outgoing, type RingHost, RingSender } from "./ring_sender.ts";
-import { MainChannel, sharedMemoryAvailable } from "./shared_channel.ts";
+import { MainChannel } from "./shared_channel.ts";
 import {
   BatchEncoder,
   frameOver,
@@ -48,6 +55,12 @@ export interface ActorClientOptions extends InFlightHooks {
   init: InitMessage;
   /** The worker module (tests substitute a fixture). Defaults to `./worker.ts`. */
   workerUrl?: URL;
+  /**
+   * The worker to host this client's store in, shared with other clients
+   * (a registry and the registries derived from it). Default: a worker of
+   * its own, started from `workerUrl`.
+   */
+  thread?: ActorThread;
   /** Reject pending calls and restart when a batch gets no answer for this long. */
   callTimeoutMs: number;
   /** Send each tick's calls together (default) or every call on its own. */
@@ -94,12 +107,13 @@ const BOOT_GRACE_MS = 10_000;
  */
 export const LAZY_FLUSH_MS = 10;
 
-const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
-
 /** Sends registry operations to a worker and awaits their results. */
 export class ActorClient {
   readonly #opts: ActorClientOptions;
-  #worker: Worker | null = null;
+  #thread: ActorThread;
+  /** This client's place in the running worker, or `null` while it has none. */
+  #seat: Seat | null = null;
+  readonly #member: ThreadMember;
   /** The shared-memory ring of the live worker (in-memory store), else `null`: messages. */
   #ring: RingSender | null = null;
   readonly #encoder = new BatchEncoder();
@@ -126,10 +140,19 @@ export class ActorClient {
 
   constructor(options: ActorClientOptions) {
     this.#opts = options;
+    this.#thread = options.thread ?? new ActorThread(options.workerUrl);
+    this.#member = {
+      message: (message) => this.#onMessage(message),
+      lost: (reason, permission) => this.#lost(reason, permission),
+      severed: () => this.#ring = null,
+    };
     const pending = this.#pending = new InFlight(options);
     this.#host = {
       pending,
-      post: (message) => this.#worker!.postMessage(message),
+      post: (message) => {
+        const seat = this.#seat!;
+        seat.post({ ...(message as ExtrasMessage), host: seat.host });
+      },
       answer: (id, reply) => this.#answer(id, reply),
       armWatchdog: () => this.#armWatchdog(),
       disarmWatchdog: () => this.#disarmWatchdog(),
@@ -163,7 +186,35 @@ export class ActorClient {
 
   /** The live worker, if any (for tests that simulate a crash). */
   get worker(): Worker | null {
-    return this.#worker;
+    return this.#seat?.worker ?? null;
+  }
+
+  /** The worker this client's store lives in (shared with the clients that share it). */
+  get thread(): ActorThread {
+    return this.#thread;
+  }
+
+  /**
+   * Starts the worker now instead of on the first call (nothing happens
+   * when it runs already, or the client is closed).
+   */
+  start(): void {
+    if (this.#seat === null && !this.#closed && this.#fatal === null) this.#spawn();
+  }
+
+  /**
+   * Hosts this client's store in `thread` (another client's worker) instead
+   * of a worker of its own: only before its first worker started, and only
+   * when both keep their state the same way (both in memory, through a ring;
+   * both in a store module, through messages). Returns whether it will.
+   */
+  share(thread: ActorThread, store: InitMessage["store"]): boolean {
+    if (this.#everStarted || this.#closed || this.#thread === thread) {
+      return this.#thread === thread;
+    }
+    if (store.kind !== this.#opts.init.store.kind) return false;
+    this.#thread = thread;
+    return true;
   }
 
   /** True once `close()` was called. */
@@ -206,7 +257,7 @@ export class ActorClient {
     this.#lastQueued = false;
     if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
     if (this.#fatal !== null) return Promise.reject(this.#fatal);
-    if (this.#worker === null) this.#spawn();
+    if (this.#seat === null) this.#spawn();
     const promise = this.#queue.push<T>(op, a, b, c, lazy, d);
     this.#lastQueued = true;
     if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
@@ -254,8 +305,8 @@ export class ActorClient {
 
   async #shutdown(): Promise<void> {
     this.#flush();
-    const worker = this.#worker;
-    if (worker === null) return;
+    const seat = this.#seat;
+    if (seat === null) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#opts.callTimeoutMs);
@@ -263,56 +314,34 @@ export class ActorClient {
     // Every queued call goes out before the close (the worker answers them first).
     if (this.#ring !== null) await Promise.race([this.#ring.drained(), timeout]);
     const done = new Promise<void>((resolve) => this.#closeWaiter = resolve);
-    if (this.#worker === worker) {
-      worker.postMessage({ kind: "close", id: 0 });
-      this.#ring?.wake();
+    if (this.#seat === seat) {
+      // The last member's close lets the worker exit; otherwise only this host closes.
+      const exit = seat.leave();
+      seat.post({ kind: "close", id: 0, host: seat.host, exit });
       await Promise.race([done, timeout]);
+    } else {
+      seat.leave();
     }
     clearTimeout(timer);
-    this.#die("registry closed", new RegistryClosedError(this.#opts.name));
+    this.#drop(new RegistryClosedError(this.#opts.name));
+    seat.release();
   }
 
   #spawn(): void {
-    const worker = new Worker(this.#opts.workerUrl ?? DEFAULT_WORKER_URL, { type: "module" });
-    worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      // A late message from a worker already replaced settles nothing (its batches were
-      // rejected when it died) and must not cut the new worker's boot grace.
-      if (this.#worker === worker) this.#onMessage(event.data);
-    };
-    worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault();
-      if (this.#worker !== worker) return;
-      const permission = missingPermission(event.message);
-      if (permission === null) this.#die(`worker crashed: ${event.message}`);
-      else {
-        // Retrying cannot help (a permission is not granted at run time): say which one is
-        // missing, and fail every later call the same way instead of respawning.
-        this.#fatal = new RegistryMisconfiguredError(
-          `${this.#opts.name} cannot start its worker: ${permission}`,
-        );
-        this.#die("missing permission", this.#fatal);
-      }
-    };
-    worker.onmessageerror = () => {
-      if (this.#worker === worker) this.#die("worker sent an unreadable message");
-    };
-    // Terminated from outside (a test simulating a crash): like a dead thread, it answers
-    // nothing more, so what is in flight times out (a shared slot could still be written
-    // by a worker not yet stopped).
-    const terminate = worker.terminate.bind(worker);
-    worker.terminate = () => {
-      if (this.#worker === worker) this.#ring = null;
-      terminate();
-    };
-    this.#worker = worker;
+    const seat = this.#thread.join(this.#member);
+    this.#seat = seat;
     this.#ready = false;
     const init = this.#opts.init;
     // Stores that need the worker's event loop between batches (Redis, KV) use messages.
-    const channel = init.store.kind === "memory" && sharedMemoryAvailable()
-      ? new MainChannel()
+    const channel = init.store.kind === "memory" && seat.bell !== null
+      ? new MainChannel(seat.bell)
       : null;
     this.#ring = channel === null ? null : new RingSender(channel, this.#encoder, this.#host);
-    worker.postMessage(channel === null ? init : { ...init, channel: channel.buffer });
+    seat.post(
+      channel === null
+        ? { ...init, host: seat.host }
+        : { ...init, host: seat.host, channel: channel.buffer, bell: seat.bell! },
+    );
     const restart = this.#everStarted;
     if (restart) this.#restarts++;
     this.#everStarted = true;
@@ -346,8 +375,9 @@ export class ActorClient {
       this.#encoder.encode(frame, ops, args, 0, ops.length, 0);
       const extras = this.#encoder.extras;
       const buffer = frame.i32.buffer as ArrayBuffer;
-      const message = { kind: "wbatch", id, buffer, words: frame.i32.length, nums, extras };
-      this.#worker!.postMessage(message, [buffer]);
+      const host = this.#seat!.host;
+      const message = { kind: "wbatch", id, buffer, words: frame.i32.length, nums, extras, host };
+      this.#seat!.post(message as ToWorker, [buffer]);
     } catch (err) {
       // An argument structured clone cannot copy (a function, a symbol): fail this batch only.
       this.#pending.fail(id, { name: "InvalidInputError", message: String(err) });
@@ -437,24 +467,43 @@ export class ActorClient {
     }
   };
 
-  /** Stops the worker and rejects everything in flight; the next call respawns. */
-  #die(
-    reason: string,
-    error: Error = new RegistryUnavailableError(
-      `${this.#opts.name} unavailable: ${reason}`,
-    ),
-  ): void {
+  /**
+   * The worker stopped answering (or answered nonsense): stop it, for every
+   * client it hosts; each rejects what it has in flight.
+   */
+  #die(reason: string): void {
+    const seat = this.#seat;
+    if (seat !== null) seat.kill(reason);
+    else this.#lost(reason, null);
+  }
+
+  /** The worker is gone: reject everything in flight; the next call respawns. */
+  #lost(reason: string, permission: string | null): void {
+    if (permission !== null) {
+      // Retrying cannot help (a permission is not granted at run time): say which one is
+      // missing, and fail every later call the same way instead of respawning.
+      this.#fatal = new RegistryMisconfiguredError(
+        `${this.#opts.name} cannot start its worker: ${permission}`,
+      );
+    }
+    this.#drop(
+      this.#fatal ?? new RegistryUnavailableError(`${this.#opts.name} unavailable: ${reason}`),
+    );
+  }
+
+  /** Forgets the worker and rejects everything in flight or queued with `error`. */
+  #drop(error: Error): void {
     this.#disarmWatchdog();
     this.#clearLazyTimer();
-    const worker = this.#worker;
-    this.#worker = null;
+    this.#seat = null;
     const ring = this.#ring;
     this.#ring = null;
-    worker?.terminate();
     this.#opts.onFault?.();
     this.#pending.rejectAll(error);
     // Calls queued but not yet sent belong to the dead worker's era as well.
     ring?.rejectUnsent(error);
     this.#queue.rejectAll(error);
+    // A close waiting for the worker's `closed` waits no longer: there is no worker to close.
+    this.#closeWaiter?.();
   }
 }

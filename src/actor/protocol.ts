@@ -17,6 +17,14 @@
  * reply too large for its slot comes as a `reply` message), otherwise as
  * `wbatch`/`wreply` messages carrying one transferred buffer each.
  *
+ * One worker can host several registries (a registry and the registries
+ * derived from it, say): each is a host, numbered by its facade's side, and
+ * every message to or from the worker names its `host` (absent: host 0, the
+ * only one of a worker that hosts one registry). Each host has its own
+ * store, its own `init`, `ready` and `close`, its own ring (the worker
+ * serves every ring, listening on one shared `bell`), and its batches are
+ * applied in order; events name the host whose store pushed them.
+ *
  * The plain `batch` message (two flat arrays: `ops`, the opcodes, and `args`,
  * each op's arguments concatenated, the count per opcode fixed by
  * {@linkcode ARITY}) answered by a plain `reply` is kept for tools and tests
@@ -42,18 +50,30 @@ export {
   type WorkerEvent,
 } from "../core/operations.ts";
 
-/** First message: what to host. */
-export interface InitMessage extends StoreInit {
+/** Which registry a message is for, or from, in a worker that hosts several. */
+export interface Hosted {
+  /** The host's number (a non-negative integer); absent: host 0. */
+  host?: number;
+}
+
+/** First message for each host: what to host. */
+export interface InitMessage extends StoreInit, Hosted {
   kind: "init";
   /**
    * In-memory store only: the shared-memory ring (`actor/shared_channel.ts`)
    * batches travel through. Absent: batches come as messages.
    */
   channel?: SharedArrayBuffer;
+  /**
+   * With `channel`: the worker's bell (`actor/shared_channel.ts`,
+   * `newBell`), shared by every ring it serves; absent: the ring's own
+   * control block. Every ring host of one worker names the same bell.
+   */
+  bell?: SharedArrayBuffer;
 }
 
 /** A batch of operations, applied in order. */
-export interface BatchMessage {
+export interface BatchMessage extends Hosted {
   kind: "batch";
   id: number;
   ops: number[];
@@ -64,7 +84,7 @@ export interface BatchMessage {
  * A batch in the compact format: `buffer` holds one frame (`actor/wire.ts`)
  * of `words` words, `nums` numbers and the rest string units.
  */
-export interface WireBatchMessage {
+export interface WireBatchMessage extends Hosted {
   kind: "wbatch";
   id: number;
   buffer: ArrayBuffer;
@@ -75,16 +95,25 @@ export interface WireBatchMessage {
 }
 
 /** Shared-memory ring: the argument values slot `id` refers to but does not carry. */
-export interface ExtrasMessage {
+export interface ExtrasMessage extends Hosted {
   kind: "extras";
   id: number;
   values: unknown[];
 }
 
-/** Graceful shutdown: the worker closes its store, answers `closed`, exits. */
-export interface CloseMessage {
+/**
+ * Graceful shutdown of one host: the worker applies what that host's ring
+ * holds, closes its store and answers `closed`. Once a close said `exit`
+ * (the default), the worker exits when no host is left.
+ */
+export interface CloseMessage extends Hosted {
   kind: "close";
   id: number;
+  /**
+   * No host joins any more: exit once every host closed (default `true`);
+   * `false` from a host closing while others go on (and more may come).
+   */
+  exit?: boolean;
 }
 
 /** Any message a facade sends. */
@@ -96,7 +125,7 @@ export type ToWorker =
   | CloseMessage;
 
 /** Results of a batch, one per op, in order. */
-export interface ReplyMessage {
+export interface ReplyMessage extends Hosted {
   kind: "reply";
   id: number;
   results: unknown[];
@@ -115,7 +144,7 @@ export interface ReplyMessage {
 }
 
 /** Reply to a `wbatch`: one frame (`actor/wire.ts`) in `buffer`. */
-export interface WireReplyMessage {
+export interface WireReplyMessage extends Hosted {
   kind: "wreply";
   id: number;
   buffer: ArrayBuffer;
@@ -124,7 +153,7 @@ export interface WireReplyMessage {
 }
 
 /** A message (or the whole batch) could not be applied; nothing of it was. */
-export interface FailMessage {
+export interface FailMessage extends Hosted {
   kind: "fail";
   /** The batch id, or `null` when the message was too malformed to carry one. */
   id: number | null;
@@ -132,7 +161,7 @@ export interface FailMessage {
 }
 
 /** Answer to `close`. */
-export interface ClosedMessage {
+export interface ClosedMessage extends Hosted {
   kind: "closed";
   id: number;
 }
@@ -142,7 +171,7 @@ export interface ClosedMessage {
  * on every batch is answered, so the facade's `callTimeoutMs` starts counting
  * (a worker's boot, a cold module load, is not a hang).
  */
-export interface ReadyMessage {
+export interface ReadyMessage extends Hosted {
   kind: "ready";
 }
 
@@ -153,5 +182,7 @@ export type FromWorker =
   | WireReplyMessage
   | FailMessage
   | ClosedMessage
-  | AbortEvent
-  | RemovedEvent;
+  | HostedEvent;
+
+/** An event a host's store pushed, naming the host. */
+export type HostedEvent = (AbortEvent | RemovedEvent) & Hosted;

@@ -8,6 +8,11 @@
  *   wake the worker for a control message); the worker `Atomics.wait`s on it.
  * - `SLEEPING` (word 1): 1 while the worker is in (or about to enter)
  *   `Atomics.wait`, so the facade calls `Atomics.notify` only then.
+ *
+ *   A worker serving several rings (one per registry it hosts) waits on one
+ *   address: those two words then live in the worker's bell
+ *   ({@linkcode newBell}), shared by all its rings, instead of each ring's
+ *   control block.
  * - `BELL` (word 2): 1 while the facade waits for a reply with nothing else
  *   to do; the worker clears it and `Atomics.notify`s `REPLY_SEQ`.
  * - `REPLY_SEQ` (word 3): bumped by the worker after each reply; the facade
@@ -45,6 +50,32 @@ const REPLY_SEQ = 3;
 /** Slot states. */
 export const Slot = { Free: 0, Request: 1, Reply: 2 } as const;
 
+/**
+ * A worker's bell: `REQ_SEQ` and `SLEEPING` (as in a ring's control block)
+ * for every ring the worker serves, so one `Atomics.wait` hears them all,
+ * and `POSTED` (word 2): messages posted to the worker so far, so that its
+ * ring loop never blocks while a message (a host's `init`, a `close`)
+ * waits in its event loop.
+ */
+export function newBell(): SharedArrayBuffer {
+  return new SharedArrayBuffer(16);
+}
+
+/** Bytes of a bell ({@linkcode newBell}). */
+export const BELL_BYTES = 16;
+
+const POSTED = 2;
+
+/** Counts a message about to be posted to the worker of `bell`. */
+export function countPost(bell: Int32Array): void {
+  Atomics.add(bell, POSTED, 1);
+}
+
+/** True when more messages were posted to the worker of `bell` than it `received`. */
+export function postedSince(bell: Int32Array, received: number): boolean {
+  return Atomics.load(bell, POSTED) !== received;
+}
+
 /** True when this runtime can share memory with a worker. */
 export function sharedMemoryAvailable(): boolean {
   return typeof SharedArrayBuffer === "function" && typeof Atomics?.wait === "function";
@@ -71,13 +102,16 @@ class Ring {
 /** The facade's end: publishes requests, collects replies in order. */
 export class MainChannel {
   readonly #ring: Ring;
+  /** `REQ_SEQ` and `SLEEPING`: the worker's bell, or this ring's own control block. */
+  readonly #bell: Int32Array;
   #head = 0;
   #tail = 0;
   #inFlight = 0;
 
-  /** Allocates the shared buffer. */
-  constructor() {
+  /** Allocates the shared buffer; `bell`: the worker's (see {@linkcode newBell}), if it has one. */
+  constructor(bell?: SharedArrayBuffer) {
     this.#ring = new Ring(new SharedArrayBuffer(CONTROL_BYTES + SLOTS * SLOT_BYTES));
+    this.#bell = bell === undefined ? this.#ring.ctrl : new Int32Array(bell);
   }
 
   /** The buffer to hand to the worker. */
@@ -108,9 +142,7 @@ export class MainChannel {
 
   /** Wakes a sleeping worker (after a publish, or for a control message). */
   wake(): void {
-    const ctrl = this.#ring.ctrl;
-    Atomics.add(ctrl, REQ_SEQ, 1);
-    if (Atomics.load(ctrl, SLEEPING) === 1) Atomics.notify(ctrl, REQ_SEQ, 1);
+    wakeBell(this.#bell);
   }
 
   /** The oldest slot in flight when the worker answered it, else `null`. */
@@ -130,7 +162,7 @@ export class MainChannel {
 
   /** True unless the worker is blocked in (or entering) `Atomics.wait`. */
   workerAwake(): boolean {
-    return Atomics.load(this.#ring.ctrl, SLEEPING) === 0;
+    return Atomics.load(this.#bell, SLEEPING) === 0;
   }
 
   /** Spins up to `micros` for the oldest slot's reply; true when it arrived. */
@@ -160,7 +192,16 @@ export class MainChannel {
   }
 }
 
-/** What {@linkcode WorkerChannel.idle} saw. */
+/**
+ * Wakes the worker listening on `bell` (a ring's control block or a
+ * worker's bell, {@linkcode newBell}).
+ */
+export function wakeBell(bell: Int32Array): void {
+  Atomics.add(bell, REQ_SEQ, 1);
+  if (Atomics.load(bell, SLEEPING) === 1) Atomics.notify(bell, REQ_SEQ, 1);
+}
+
+/** What {@linkcode idle} saw. */
 export type IdleOutcome = "caught" | "work" | "woken" | "timeout";
 
 /** The worker's end: takes requests in order, publishes replies. */
@@ -171,6 +212,16 @@ export class WorkerChannel {
   /** Views over the facade's buffer. */
   constructor(buffer: SharedArrayBuffer) {
     this.#ring = new Ring(buffer);
+  }
+
+  /** This ring's own control block (the bell of a worker serving only it). */
+  get ctrl(): Int32Array {
+    return this.#ring.ctrl;
+  }
+
+  /** True when the oldest slot holds a published request. */
+  hasRequest(): boolean {
+    return Atomics.load(this.#ring.heads[this.#head], 0) === Slot.Request;
   }
 
   /** The oldest published request, or `null`. */
@@ -190,32 +241,42 @@ export class WorkerChannel {
       Atomics.notify(ctrl, REPLY_SEQ);
     }
   }
+}
 
-  /**
-   * Waits for the next request: spins up to `spinMicros`, then blocks in
-   * `Atomics.wait` up to `waitMs`. `"caught"`: a request came while
-   * spinning; `"work"`: one came while blocked; `"woken"`:
-   * the facade woke the worker without one (a control message is coming);
-   * `"timeout"`: nothing happened.
-   */
-  idle(spinMicros: number, waitMs: number): IdleOutcome {
-    const { heads, ctrl } = this.#ring;
-    const head = heads[this.#head];
-    const until = performance.now() + spinMicros / 1000;
-    const seq = Atomics.load(ctrl, REQ_SEQ);
-    for (let k = 1;; k++) {
-      if (Atomics.load(head, 0) === Slot.Request) return "caught";
-      if ((k & 31) === 0) {
-        if (Atomics.load(ctrl, REQ_SEQ) !== seq) {
-          return Atomics.load(head, 0) === Slot.Request ? "caught" : "woken";
-        }
-        if (performance.now() > until) break;
-      }
+function anyRequest(channels: readonly WorkerChannel[]): boolean {
+  for (let i = 0; i < channels.length; i++) if (channels[i].hasRequest()) return true;
+  return false;
+}
+
+/**
+ * Waits for the next request on any of `channels`, listening on `bell`:
+ * spins up to `spinMicros`, then blocks in `Atomics.wait` up to `waitMs`.
+ * `"caught"`: a request came while spinning; `"work"`: one came while
+ * blocked; `"woken"`: a facade woke the worker without one (a control
+ * message is coming), or `messages()` says one waits; `"timeout"`:
+ * nothing happened.
+ */
+export function idle(
+  bell: Int32Array,
+  channels: readonly WorkerChannel[],
+  spinMicros: number,
+  waitMs: number,
+  messages: () => boolean,
+): IdleOutcome {
+  const until = performance.now() + spinMicros / 1000;
+  const seq = Atomics.load(bell, REQ_SEQ);
+  // A message posted before `seq` was read would not wake the wait below.
+  if (messages()) return anyRequest(channels) ? "caught" : "woken";
+  for (let k = 1;; k++) {
+    if (anyRequest(channels)) return "caught";
+    if ((k & 31) === 0) {
+      if (Atomics.load(bell, REQ_SEQ) !== seq) return anyRequest(channels) ? "caught" : "woken";
+      if (performance.now() > until) break;
     }
-    Atomics.store(ctrl, SLEEPING, 1);
-    const slept = Atomics.wait(ctrl, REQ_SEQ, seq, waitMs);
-    Atomics.store(ctrl, SLEEPING, 0);
-    if (Atomics.load(head, 0) === Slot.Request) return "work";
-    return slept === "timed-out" ? "timeout" : "woken";
   }
+  Atomics.store(bell, SLEEPING, 1);
+  const slept = Atomics.wait(bell, REQ_SEQ, seq, waitMs);
+  Atomics.store(bell, SLEEPING, 0);
+  if (anyRequest(channels)) return "work";
+  return slept === "timed-out" ? "timeout" : "woken";
 }

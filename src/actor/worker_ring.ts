@@ -1,7 +1,7 @@
 /**
- * The worker's serving loop over the shared-memory ring (in-memory store):
- * takes published slots in order, applies each slot's batch and writes the
- * reply over it. After a batch it spins a little for the next one
+ * The worker's serving loop over the shared-memory rings (in-memory store),
+ * one per registry it hosts: takes each ring's published slots in order,
+ * applies each slot's batch and writes the reply over it. After a batch it spins a little for the next one
  * (adaptively, {@linkcode SPIN_MIN_US} to {@linkcode SPIN_MAX_US}: longer
  * while batches keep arriving within the spin, shorter when they do not),
  * then blocks in `Atomics.wait`, and returns to its event loop (for control
@@ -16,7 +16,7 @@
 import { OpFailure } from "../store/backend.ts";
 import { toWireError, type WireError } from "../core/errors.ts";
 import type { FromWorker } from "./protocol.ts";
-import type { WorkerChannel } from "./shared_channel.ts";
+import { idle, type WorkerChannel } from "./shared_channel.ts";
 import { decodeBatch, type Frame } from "./wire.ts";
 import { ReplyEncoder } from "./wire_reply.ts";
 
@@ -42,8 +42,6 @@ export interface RingHost {
   takeRemoved(): string[] | undefined;
   /** Posts a message to the facade. */
   send(message: FromWorker): void;
-  /** True once the worker is closing (or crashed by a hook). */
-  stopped(): boolean;
 }
 
 /**
@@ -65,63 +63,147 @@ export function failures(results: unknown[], wire: boolean): [number, WireError]
 
 const turn = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
-/** Serves one facade's ring. */
-export class RingServer {
-  readonly #ch: WorkerChannel;
-  readonly #host: RingHost;
-  readonly #replies = new ReplyEncoder();
+/** One facade's ring, as the server keeps it. */
+interface Ring {
+  readonly ch: WorkerChannel;
+  readonly host: RingHost;
   /** Values a slot's batch carries beside it (sent as `extras` messages), by piece id. */
-  readonly #extras = new Map<number, unknown[]>();
+  readonly extras: Map<number, unknown[]>;
+  /** How often (ms) its store's timers must run (`Infinity`: none). */
+  readonly timerMs: number;
+}
+
+/**
+ * Serves the rings of every registry a worker hosts (one ring each), in one
+ * loop listening on one bell: each ring's slots are applied in the order they
+ * were published; rings take turns, a slot at a time.
+ */
+export class RingServer {
+  readonly #bell: Int32Array;
+  readonly #rings = new Map<number, Ring>();
+  /** The rings' channels, for `idle` (rebuilt when a ring comes or goes). */
+  #channels: WorkerChannel[] = [];
+  #list: Ring[] = [];
+  /** The shortest timer period of the rings' stores (`Infinity`: none). */
+  #timerMs = Infinity;
+  readonly #replies = new ReplyEncoder();
   #extrasArrived: (() => void) | null = null;
+  #serving = false;
+  /** A test hook dropped a batch: the worker never answers again. */
+  #dropped = false;
+  /** The whole worker stops (closing, or crashed by a hook). */
+  readonly #stopped: () => boolean;
+  /** Called when serving ends with an error (out of the loop, an error is a crash). */
+  readonly #crash: (err: unknown) => void;
 
-  constructor(ch: WorkerChannel, host: RingHost) {
-    this.#ch = ch;
-    this.#host = host;
+  /** Messages wait in the worker's event loop (it must not block). */
+  readonly #messages: () => boolean;
+
+  /**
+   * `bell`: the worker's (shared by every ring it serves); `messages`: true
+   * while messages wait in the worker's event loop.
+   */
+  constructor(
+    bell: Int32Array,
+    stopped: () => boolean,
+    crash: (err: unknown) => void,
+    messages: () => boolean,
+  ) {
+    this.#bell = bell;
+    this.#messages = messages;
+    this.#stopped = stopped;
+    this.#crash = crash;
   }
 
-  /** An `extras` message for piece `id` arrived. */
-  extras(id: number, values: unknown[]): void {
-    this.#extras.set(id, values);
-    this.#extrasArrived?.();
-  }
-
-  /** Applies every slot already published (before a close). */
-  drain(): void {
-    const ch = this.#ch;
-    for (let slot = ch.next(); slot !== null && !this.#host.stopped(); slot = ch.next()) {
-      if (this.#runSlot(slot.id, slot.frame) !== true) return;
+  /** Serves ring `key` (a hosted registry's) from now on; `timerMs`: its store's timer period. */
+  add(key: number, ch: WorkerChannel, host: RingHost, timerMs = Infinity): void {
+    this.#rings.set(key, { ch, host, extras: new Map(), timerMs });
+    this.#rebuild();
+    if (!this.#serving && !this.#dropped) {
+      this.#serving = true;
+      this.#serve().catch(this.#crash);
     }
   }
 
-  /** The serving loop; returns when the worker stops. */
-  async serve(timerMs = Infinity): Promise<void> {
-    const ch = this.#ch;
-    const waitMs = Math.min(YIELD_MS, timerMs);
-    const idleMaxMs = Math.min(IDLE_WAIT_MAX_MS, timerMs);
-    let idleMs = waitMs;
+  /** Stops serving ring `key` (its registry closed). */
+  remove(key: number): void {
+    if (this.#rings.delete(key)) this.#rebuild();
+  }
+
+  #rebuild(): void {
+    this.#list = [...this.#rings.values()];
+    this.#channels = this.#list.map((ring) => ring.ch);
+    this.#timerMs = Math.min(Infinity, ...this.#list.map((ring) => ring.timerMs));
+  }
+
+  /** An `extras` message for piece `id` of ring `key` arrived. */
+  extras(key: number, id: number, values: unknown[]): void {
+    this.#rings.get(key)?.extras.set(id, values);
+    this.#extrasArrived?.();
+  }
+
+  /** Applies every slot already published on ring `key` (before it closes). */
+  drain(key: number): void {
+    const ring = this.#rings.get(key);
+    if (ring === undefined) return;
+    const ch = ring.ch;
+    for (let slot = ch.next(); slot !== null && !this.#stopped(); slot = ch.next()) {
+      if (this.#runSlot(ring, slot.id, slot.frame) !== true) return;
+    }
+  }
+
+  /** The serving loop; returns when no ring is left or the worker stops. */
+  async #serve(): Promise<void> {
     let spinUs = SPIN_MIN_US;
     let lastTurn = performance.now();
-    while (!this.#host.stopped()) {
-      const slot = ch.next();
-      if (slot !== null) {
-        const done = this.#runSlot(slot.id, slot.frame);
-        if (done === "drop") return; // never answer again: the facade's watchdog takes over
+    let idleMs = YIELD_MS;
+    while (!this.#stopped() && this.#list.length > 0) {
+      const timerMs = this.#timerMs;
+      const waitMs = Math.min(YIELD_MS, timerMs);
+      const idleMaxMs = Math.min(IDLE_WAIT_MAX_MS, timerMs);
+      let worked = false;
+      let waitExtras = false;
+      for (const ring of this.#list) {
+        const slot = ring.ch.next();
+        if (slot === null) continue;
+        worked = true;
+        const done = this.#runSlot(ring, slot.id, slot.frame);
+        if (done === "drop") {
+          // Never answer again: the facades' watchdogs take over.
+          this.#dropped = true;
+          return;
+        }
         if (!done) {
-          // Its extras are still in a message: let the event loop deliver them.
-          await new Promise<void>((resolve) => {
-            this.#extrasArrived = resolve;
-            setTimeout(resolve, 10);
-          });
-          this.#extrasArrived = null;
-          lastTurn = performance.now();
-        } else if (performance.now() - lastTurn > waitMs) {
+          waitExtras = true;
+          break;
+        }
+      }
+      if (waitExtras) {
+        // Its extras are still in a message: let the event loop deliver them.
+        await new Promise<void>((resolve) => {
+          this.#extrasArrived = resolve;
+          setTimeout(resolve, 10);
+        });
+        this.#extrasArrived = null;
+        lastTurn = performance.now();
+        continue;
+      }
+      if (worked) {
+        idleMs = waitMs;
+        if (performance.now() - lastTurn > waitMs) {
           await turn();
           lastTurn = performance.now();
         }
         continue;
       }
       const started = performance.now();
-      const outcome = ch.idle(spinUs, idleMs);
+      const outcome = idle(
+        this.#bell,
+        this.#channels,
+        spinUs,
+        Math.min(idleMs, idleMaxMs),
+        this.#messages,
+      );
       idleMs = outcome === "timeout" ? Math.min(idleMaxMs, idleMs * 2) : waitMs;
       if (outcome === "caught") continue;
       if (outcome === "work") {
@@ -136,17 +218,19 @@ export class RingServer {
       await turn(); // woken for a control message, or a timeout: timers and messages run
       lastTurn = performance.now();
     }
+    // At once, in the turn that saw no ring left: a ring added after this gets a new loop.
+    this.#serving = false;
   }
 
   /** Applies one slot's batch and writes its reply over it. `false`: its extras are not here yet. */
-  #runSlot(id: number, frame: Frame): boolean | "drop" {
-    const host = this.#host;
+  #runSlot(ring: Ring, id: number, frame: Frame): boolean | "drop" {
+    const host = ring.host;
     try {
       let values: unknown[] = [];
       if (frame.i32[4] > 0) {
-        const got = this.#extras.get(id);
+        const got = ring.extras.get(id);
         if (got === undefined) return false;
-        this.#extras.delete(id);
+        ring.extras.delete(id);
         values = got;
       }
       const { ops, args } = decodeBatch(frame, values);
@@ -163,7 +247,7 @@ export class RingServer {
     } catch (err) {
       this.#replies.encodeFailure(frame, toWireError(err));
     }
-    this.#ch.answer();
+    ring.ch.answer();
     return true;
   }
 }

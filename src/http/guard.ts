@@ -35,6 +35,7 @@ import { EventIdKey } from "./event_ids.ts";
 import { Resumption, rewriteEventIds } from "./resume.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
+import { shareWorker, startWorkers } from "../registry/registry_options.ts";
 import type {
   GuardContext,
   GuardDecision,
@@ -101,6 +102,12 @@ export class SessionGuard {
     // A registry learns owners from the first time `knownOwner` is asked: ask now, so the
     // bindings of the very first sessions are known too.
     config.owners.knownOwner?.("");
+    // One worker for the whole guard: the cancellations' store joins the owners' worker
+    // (where the derived registries live already), unless its own worker ran already.
+    shareWorker(config.cancellations, config.owners);
+    // Started now, not on the first request: the worker boots on its own thread while the
+    // server finishes starting. Closing the registries stops it, used or not.
+    startWorkers(config.owners, config.credentials, config.cancellations);
   }
 
   handle = (request: Request): Promise<Response> => {
@@ -564,6 +571,12 @@ function streamsOf(ctx: GuardContext): string | null {
  * session) is also sent to the handler as a `notifications/cancelled`, so an
  * SDK tool's own `extra.signal` aborts, and the caller gets a JSON-RPC error
  * `-32000` ("Request cancelled by the server: ...") instead of no answer.
+ *
+ * The registries' worker starts when the guard is created, not on the
+ * first request: one worker hosting `owners`, the registries derived from
+ * it and, when its worker never ran, `cancellations`. Close the registries
+ * to stop it, whether or not the guard was used (a live worker keeps the
+ * process alive).
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts

@@ -408,8 +408,8 @@ export interface GuardOptions {
    *
    * By default the bindings live in a registry made from `owners` (its
    * options and store, under a key space of its own: prefix + `t:` on
-   * Redis, + `:t` on Deno KV; a worker of its own in memory, started on the
-   * first task request), closed with `owners`. Pass a registry to choose;
+   * Redis, + `:t` on Deno KV; in memory, a table of its own in the owners'
+   * worker, made on the first task request), closed with `owners`. Pass a registry to choose;
    * `false` lets task requests through unchecked (only for a server whose
    * task store already scopes tasks to their creator). Required when
    * `owners` is not a `SessionOwnerRegistry`.
@@ -431,8 +431,8 @@ export interface GuardOptions {
    *
    * By default the records live in a registry made from `owners` (its
    * store and idle expiry, under a key space of its own: prefix + `s:` on
-   * Redis, + `:s` on Deno KV, a worker of its own in memory; an LRU of
-   * twice `maxEntries`), closed with `owners`. Pass a registry to choose;
+   * Redis, + `:s` on Deno KV, in memory a table of its own in the owners'
+   * worker; an LRU of twice `maxEntries`), closed with `owners`. Pass a registry to choose;
    * `false` binds sessions to the subject alone (scopes and client ids are
    * ignored). Required in strict mode when `owners` is not a
    * `SessionOwnerRegistry`.

@@ -6,6 +6,7 @@
  */
 
 import { ActorClient, type ActorClientOptions } from "../actor/actor_client.ts";
+import type { ActorThread } from "../actor/actor_thread.ts";
 import { InvalidInputError } from "../core/errors.ts";
 import type { InitMessage, WorkerEvent } from "../actor/protocol.ts";
 import type { RegistryStore } from "../store/store.ts";
@@ -71,6 +72,8 @@ export function makeClient(
     onEvent?: (event: WorkerEvent) => void;
     onReply?: ActorClientOptions["onReply"];
     onFault?: () => void;
+    /** The worker to share (a registry derived from another is hosted in that one's worker). */
+    thread?: ActorThread;
   },
 ): ActorClient {
   const store = options.store ?? { kind: "memory" };
@@ -97,5 +100,29 @@ export function makeClient(
     onEvent: hooks.onEvent,
     onReply: hooks.onReply,
     onFault: hooks.onFault,
+    thread: hooks.thread,
   });
+}
+
+/**
+ * Hosts `registry`'s store in `host`'s worker (both registry facades made
+ * by this library, e.g. a guard's cancellations in its owners' worker), if
+ * `registry`'s worker never started and both keep their state the same way.
+ * Returns whether it will.
+ */
+export function shareWorker(registry: object, host: object): boolean {
+  const client = clients.get(registry);
+  const hostClient = clients.get(host);
+  if (client === undefined || hostClient === undefined) return false;
+  return client.share(hostClient.thread, hostClient.store);
+}
+
+/**
+ * Starts the worker of each of `registries` made by this library (others
+ * are left alone), so that their first calls do not wait for it to boot.
+ */
+export function startWorkers(...registries: readonly unknown[]): void {
+  for (const registry of registries) {
+    if (typeof registry === "object" && registry !== null) clients.get(registry)?.start();
+  }
 }

@@ -5,6 +5,7 @@
  */
 
 import type { ActorClient } from "../actor/actor_client.ts";
+import type { ActorThread } from "../actor/actor_thread.ts";
 import { InvalidInputError, RegistryClosedError } from "../core/errors.ts";
 import { type Namespace, namespacedStore } from "../store/namespace.ts";
 import {
@@ -36,6 +37,12 @@ import {
   type RemovedSessions,
   type SessionOwnerRegistryOptions,
 } from "./owner_options.ts";
+
+/**
+ * The worker the registry being constructed joins (set by `derive` around
+ * the constructor call: a derived registry is hosted in its parent's worker).
+ */
+let joining: ActorThread | undefined;
 
 /** Set by `SessionOwnerRegistry`'s static block: it reads private fields. */
 let derive: (
@@ -101,10 +108,13 @@ export class SessionOwnerRegistry implements AsyncDisposable {
     const memory = (options.store?.kind ?? "memory") === "memory";
     const known = memory && options.knownOwners !== false ? new KnownOwners() : null;
     this.#known = known;
+    const thread = joining;
+    joining = undefined;
     this.#client = makeClient("SessionOwnerRegistry", options, {
       registry: "owner",
       options: resolved,
     }, {
+      thread,
       instanceId: crypto.randomUUID(),
       onReply: known === null ? undefined : (ops, args, results, removed) => {
         known.record(ops, args, results, removed);
@@ -442,11 +452,14 @@ export class SessionOwnerRegistry implements AsyncDisposable {
             maxPerSharedPrincipal: room,
           };
         }
-        derived = new SessionOwnerRegistry({
-          ...options,
-          ...mirror,
-          store: namespacedStore(options.store, namespace, "SessionOwnerRegistry"),
-        });
+        const store = namespacedStore(options.store, namespace, "SessionOwnerRegistry");
+        // Hosted in this registry's worker: no worker of its own.
+        joining = registry.#client.thread;
+        try {
+          derived = new SessionOwnerRegistry({ ...options, ...mirror, store });
+        } finally {
+          joining = undefined;
+        }
         registry.#derived.set(key, derived);
       }
       return derived;
@@ -484,8 +497,10 @@ export type DerivedBounds = "same" | "mirror";
 /**
  * A registry with `registry`'s options (idle expiry, store, and its bounds
  * as `bounds` says) over a namespace of its own in the same store (a shared
- * store's `prefix` gains `namespace`; the in-memory store gets a worker of
- * its own), made once per namespace and closed with `registry`. The guard
+ * store's `prefix` gains `namespace`; the in-memory store gets a table of
+ * its own), hosted in `registry`'s worker (a store of its own there, its
+ * calls applied in order as `registry`'s are), made once per namespace and
+ * closed with `registry`. The guard
  * binds tasks in one, so tasks never count against sessions' bounds, and
  * keeps in another what the credential that opened each session allowed.
  * Throws `RegistryClosedError` once `registry` is closed,

@@ -24,7 +24,8 @@ export interface Namespace {
 
 /**
  * `store` moved to the key space `namespace`: the in-memory store as is
- * (every registry has its own worker, so nothing is shared), a Redis or
+ * (every registry has a table of its own, even in a shared worker, so
+ * nothing is shared), a Redis or
  * Deno KV store with its prefix extended. Any other store is refused (its
  * key layout is unknown, so a distinct key space cannot be guaranteed), as
  * is a prefix the store refuses once extended; `who` names the caller in
