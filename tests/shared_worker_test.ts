@@ -200,7 +200,7 @@ Deno.test("derived registries live in their registry's worker; events reach thei
   await assert.rejects(tasks.size(), RegistryClosedError);
 });
 
-Deno.test("a guard hosts every registry in one worker, started with it; closing the registries stops it", async () => {
+Deno.test("a guard hosts every registry in one worker, started by the first call; closing the registries stops it", async () => {
   const owners = new SessionOwnerRegistry();
   const cancellations = new CancellationRegistry();
   const guard = guardSessions(() => new Response(null, { status: 202 }), {
@@ -208,15 +208,17 @@ Deno.test("a guard hosts every registry in one worker, started with it; closing 
     cancellations,
     principal: (request) => request.headers.get("authorization"),
   });
+  assert.equal(clients.get(owners)!.worker, null, "not started by creating the guard");
+  const thread = clients.get(owners)!.thread;
+  assert.equal(clients.get(cancellations)!.thread, thread);
+  await Promise.all([owners.size(), cancellations.size()]);
   const worker = clients.get(owners)!.worker;
-  assert.notEqual(worker, null, "started when the guard was created");
+  assert.notEqual(worker, null, "started by the first call");
   assert.equal(
     clients.get(cancellations)!.worker,
     worker,
     "the cancellations' store is hosted there",
   );
-  const thread = clients.get(owners)!.thread;
-  assert.equal(clients.get(cancellations)!.thread, thread);
   const response = await guard(
     new Request("http://localhost/mcp", {
       method: "POST",
@@ -241,10 +243,22 @@ Deno.test("a guard whose registries ran already keeps their workers", async () =
   assert.notEqual(clients.get(owners)!.worker, own);
 });
 
-Deno.test("a guard nobody calls: closing its registries stops the worker it started", async () => {
+Deno.test("a guard nobody calls starts no worker (nothing keeps the process alive)", async () => {
   const owners = new SessionOwnerRegistry();
   const cancellations = new CancellationRegistry();
   guardSessions(() => new Response(null), { owners, cancellations, principal: () => "a" });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(clients.get(owners)!.worker, null);
+  assert.equal(clients.get(owners)!.thread.running, false);
+  await Promise.all([owners.close(), cancellations.close()]);
+  assert.equal(clients.get(owners)!.worker, null, "closing starts none either");
+});
+
+Deno.test("closing a used guard's registries terminates their worker", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  guardSessions(() => new Response(null), { owners, cancellations, principal: () => "a" });
+  await owners.size();
   const worker = clients.get(owners)!.worker!;
   assert.notEqual(worker, null);
   // Deno's sanitizers do not see a live worker: watch for its termination.

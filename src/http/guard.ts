@@ -35,7 +35,7 @@ import { EventIdKey } from "./event_ids.ts";
 import { Resumption, rewriteEventIds } from "./resume.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
-import { shareWorker, startWorkers } from "../registry/registry_options.ts";
+import { shareWorker } from "../registry/registry_options.ts";
 import type {
   GuardContext,
   GuardDecision,
@@ -105,9 +105,8 @@ export class SessionGuard {
     // One worker for the whole guard: the cancellations' store joins the owners' worker
     // (where the derived registries live already), unless its own worker ran already.
     shareWorker(config.cancellations, config.owners);
-    // Started now, not on the first request: the worker boots on its own thread while the
-    // server finishes starting. Closing the registries stops it, used or not.
-    startWorkers(config.owners, config.credentials, config.cancellations);
+    // The worker starts on the first call that needs it, not here: a guard nobody uses (a
+    // script that builds its app and exits) must not keep the process alive.
   }
 
   handle = (request: Request): Promise<Response> => {
@@ -572,11 +571,10 @@ function streamsOf(ctx: GuardContext): string | null {
  * SDK tool's own `extra.signal` aborts, and the caller gets a JSON-RPC error
  * `-32000` ("Request cancelled by the server: ...") instead of no answer.
  *
- * The registries' worker starts when the guard is created, not on the
- * first request: one worker hosting `owners`, the registries derived from
- * it and, when its worker never ran, `cancellations`. Close the registries
- * to stop it, whether or not the guard was used (a live worker keeps the
- * process alive).
+ * One worker hosts `owners`, the registries derived from it and, when its
+ * worker never ran, `cancellations`; it starts on the first call that needs
+ * it (a guard nobody uses keeps nothing alive). Close the registries to stop
+ * it: a live worker keeps the process alive.
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts

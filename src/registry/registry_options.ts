@@ -116,13 +116,3 @@ export function shareWorker(registry: object, host: object): boolean {
   if (client === undefined || hostClient === undefined) return false;
   return client.share(hostClient.thread, hostClient.store);
 }
-
-/**
- * Starts the worker of each of `registries` made by this library (others
- * are left alone), so that their first calls do not wait for it to boot.
- */
-export function startWorkers(...registries: readonly unknown[]): void {
-  for (const registry of registries) {
-    if (typeof registry === "object" && registry !== null) clients.get(registry)?.start();
-  }
-}
