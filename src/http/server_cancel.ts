@@ -22,9 +22,9 @@ import { carriesResponse, DEFAULT_MAX_MESSAGE_BYTES } from "./response_watch.ts"
 import {
   type ChunkRewriter,
   enqueueParts,
+  eventData,
   joinParts,
-  parseEvent,
-  SseFramer,
+  SseBoundaries,
 } from "./sse_events.ts";
 
 /** Characters of the abort reason kept in the answer's message. */
@@ -79,6 +79,21 @@ export function cancelledEvent(id: string | number, message: string): Uint8Array
   return encoder.encode(`event: message\ndata: ${errorJson(id, message)}\n\n`);
 }
 
+/**
+ * False when a JSON text cannot hold a JSON-RPC message: it does not start
+ * (after JSON whitespace) with an object or an array. `JSON.parse` of such a
+ * text is a primitive or throws (as for a priming event's empty data), so
+ * {@linkcode carriesResponse} is false for it, without the cost of the throw.
+ */
+function mayHoldMessage(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) return true; // { [
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) return false;
+  }
+  return false;
+}
+
 /** Callbacks of {@linkcode watchAnswer}. */
 export interface AnswerHooks {
   /** The stream carried the JSON-RPC response to the request (called once). */
@@ -120,47 +135,92 @@ export function watchAnswer(
     hooks.onEnd();
     return { response, interrupt: () => false };
   }
-  const framer = new SseFramer(Infinity);
+  const bounds = new SseBoundaries();
   const reader = source.getReader();
   let framing = true; // false once the answer went by, or an event outgrew the bound
   let over = false;
   let out!: ReadableStreamDefaultController<Uint8Array>;
+  // The unfinished event, from earlier chunks: never sent while framing.
+  let held: Uint8Array[] = [];
+  let heldSize = 0;
   const end = () => {
     if (over) return;
     over = true;
     hooks.onEnd();
   };
-  /** Stops framing: what the framer holds goes out, the rest passes through as it comes. */
-  const unframe = (): void => {
-    framing = false;
-    const held = framer.end();
-    if (held !== null) out.enqueue(held.bytes);
+  /** The held bytes followed by `tail`, as one chunk. */
+  const takeHeld = (tail: Uint8Array | null): Uint8Array => {
+    if (tail !== null && tail.byteLength > 0) held.push(tail);
+    const bytes = joinParts(held);
+    held = [];
+    heldSize = 0;
+    return bytes;
+  };
+  /** True when the event in `bytes[from, to)` carries the JSON-RPC response to `id`. */
+  const answers = (
+    bytes: Uint8Array,
+    from: number,
+    to: number,
+    first: boolean,
+    strayLF: boolean,
+  ): boolean => {
+    const data = eventData(bytes, from, to, first, strayLF);
+    return data !== null && mayHoldMessage(data) && carriesResponse(data, id);
   };
   /** Forwards the rewritten parts of a chunk; returns whether anything was enqueued. */
   const forwardParts = (parts: Uint8Array[]): boolean => {
     if (!framing) return enqueueParts(out, parts);
     return parts.length > 0 && forward(joinParts(parts));
   };
-  /** Forwards a chunk's complete events; returns whether anything was enqueued. */
+  /**
+   * Forwards a chunk's complete events in one piece (and, once the answer went by, all the
+   * rest as it comes); returns whether anything was enqueued.
+   */
   const forward = (chunk: Uint8Array): boolean => {
     if (!framing) {
       out.enqueue(chunk);
       return true;
     }
     let sent = false;
-    for (const event of framer.push(chunk)) {
-      out.enqueue(event.bytes);
-      sent = true;
-      const data = parseEvent(event).data;
-      if (data !== null && carriesResponse(data, id)) {
+    let start = 0; // start in chunk of the event being scanned (or of its part in it)
+    let cut = 0; // chunk bytes before it not sent yet
+    for (;;) {
+      const { first, strayLF } = bounds;
+      const stop = bounds.next(chunk, start);
+      if (stop === -1) break;
+      let found: boolean;
+      if (heldSize > 0) {
+        // An event begun in earlier chunks: it goes out whole.
+        const event = takeHeld(chunk.subarray(0, stop));
+        found = answers(event, 0, event.byteLength, first, strayLF);
+        out.enqueue(event);
+        sent = true;
+        cut = stop;
+      } else {
+        found = answers(chunk, start, stop, first, strayLF);
+      }
+      start = stop;
+      if (found) {
+        // The answer went by: the rest passes through as it comes.
+        framing = false;
+        if (cut < chunk.byteLength) out.enqueue(chunk.subarray(cut));
         hooks.onAnswer();
-        unframe();
         return true;
       }
     }
-    if (framer.buffered > maxEventBytes) {
-      unframe();
-      return true;
+    if (start > cut) {
+      out.enqueue(cut === 0 && start === chunk.byteLength ? chunk : chunk.subarray(cut, start));
+      sent = true;
+    }
+    if (start < chunk.byteLength) {
+      held.push(start === 0 ? chunk : chunk.subarray(start));
+      heldSize += chunk.byteLength - start;
+      if (heldSize > maxEventBytes) {
+        // Too large to hold: it goes out as it comes, and the stream can no longer be cut.
+        framing = false;
+        out.enqueue(takeHeld(null));
+        return true;
+      }
     }
     return sent;
   };
@@ -183,7 +243,8 @@ export function watchAnswer(
         if (chunk.done) {
           if (rewriter !== null) forwardParts(rewriter.end());
           // An unfinished last event goes out as it is (a client discards it).
-          if (framing) unframe();
+          if (framing && heldSize > 0) controller.enqueue(takeHeld(null));
+          framing = false;
           end();
           controller.close();
           return;
@@ -206,7 +267,7 @@ export function watchAnswer(
     }),
     interrupt(event) {
       if (over || !framing) return false;
-      // What the framer holds was never sent: dropped with the handler's body.
+      // The unfinished event held was never sent: dropped with the handler's body.
       out.enqueue(event);
       out.close();
       reader.cancel().catch(() => {});

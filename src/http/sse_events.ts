@@ -126,6 +126,148 @@ export class SseFramer {
   }
 }
 
+/**
+ * Finds where events end in a byte stream, chunk by chunk, without holding
+ * or copying anything: the framing of {@linkcode SseFramer} (same line ends,
+ * BOM and blank lines) for a caller that keeps the bytes itself. Inside a
+ * line it jumps to the next line end with `indexOf`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SseBoundaries } from "./sse_events.ts";
+ *
+ * const bounds = new SseBoundaries();
+ * const chunk = new TextEncoder().encode("data: 1\n\ndata: 2\r\n\r");
+ * assert.equal(bounds.next(chunk, 0), 9);
+ * assert.equal(bounds.next(chunk, 9), 20);
+ * assert.equal(bounds.strayLF, true); // the next event starts after a CR
+ * assert.equal(bounds.next(chunk, 20), -1);
+ * ```
+ */
+export class SseBoundaries {
+  /** The event being scanned starts the stream (it may begin with a BOM). */
+  first = true;
+  /** The event being scanned starts right after a CR (a leading LF completes that CRLF). */
+  strayLF = false;
+  #lineEmpty = true; // nothing but the terminator seen on the current line
+  #afterCR = false; // the previous byte was a CR
+  #bom = 0; // BOM bytes seen at the stream start, or -1 once past them
+  // Next LF / CR in #chunk at or after the index they were looked up from (-1: none left),
+  // kept while the caller goes through one chunk (from 0 onwards).
+  #chunk: Uint8Array | null = null;
+  #lf = -1;
+  #cr = -1;
+
+  /**
+   * The index just past the end of the first event that ends in `chunk` at
+   * or after `from` (its dispatching blank line included); `-1` when the
+   * chunk ends inside an event (the scan goes on with the next chunk).
+   * Read {@linkcode first} and {@linkcode strayLF} before the call: they
+   * describe the event that ends.
+   */
+  next(chunk: Uint8Array, from: number): number {
+    if (from === 0 || chunk !== this.#chunk) {
+      this.#chunk = chunk;
+      this.#lf = this.#cr = -2; // not looked up
+    }
+    const n = chunk.length;
+    let i = from;
+    while (i < n) {
+      const byte = chunk[i];
+      if (this.#bom >= 0) {
+        if (byte === BOM[this.#bom]) {
+          this.#bom = this.#bom === 2 ? -1 : this.#bom + 1;
+          i++;
+          continue;
+        }
+        if (this.#bom > 0) this.#lineEmpty = false; // a partial BOM is a character
+        this.#bom = -1;
+      }
+      if (this.#afterCR) {
+        this.#afterCR = false;
+        if (byte === LF) { // completes a CRLF
+          i++;
+          continue;
+        }
+      }
+      if (byte === CR || byte === LF) {
+        this.#afterCR = byte === CR;
+        i++;
+        if (!this.#lineEmpty) {
+          this.#lineEmpty = true;
+          continue;
+        }
+        // A blank line: the event ends with this byte.
+        this.first = false;
+        this.strayLF = this.#afterCR;
+        return i;
+      }
+      // Inside a line: on to its end.
+      this.#lineEmpty = false;
+      if (this.#lf !== -1 && this.#lf < i) this.#lf = chunk.indexOf(LF, i);
+      if (this.#cr !== -1 && this.#cr < i) this.#cr = chunk.indexOf(CR, i);
+      const lf = this.#lf, cr = this.#cr;
+      const end = lf === -1 ? cr : cr === -1 ? lf : lf < cr ? lf : cr;
+      if (end === -1) return -1;
+      i = end;
+    }
+    return -1;
+  }
+}
+
+const D_ = 0x64, A_ = 0x61, T_ = 0x74, SPACE = 0x20, COLON_ = 0x3a;
+
+/**
+ * The `data` of the event in `bytes[from, to)`, exactly as
+ * `parseEvent({ bytes, first, strayLF }).data` reads it, decoding only the
+ * data lines' values (line ends are ASCII, so decoding them apart gives the
+ * same text).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { eventData } from "./sse_events.ts";
+ *
+ * const bytes = new TextEncoder().encode("event: message\r\ndata: {}\ndata:x\n\n");
+ * assert.equal(eventData(bytes, 0, bytes.length, true, false), "{}\nx");
+ * ```
+ */
+export function eventData(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  first: boolean,
+  strayLF: boolean,
+): string | null {
+  // Line ends are looked up in the event alone (a chunk may hold many).
+  const event = from === 0 && to === bytes.length ? bytes : bytes.subarray(from, to);
+  const n = event.length;
+  let i = 0;
+  if (first && n >= 3 && event[0] === BOM[0] && event[1] === BOM[1] && event[2] === BOM[2]) i = 3;
+  else if (strayLF && n > 0 && event[0] === LF) i = 1;
+  let data: string | null = null;
+  let lf = -2; // next LF / CR at or after i (-1: none left, -2: not looked up)
+  let cr = -2;
+  while (i < n) {
+    if (lf !== -1 && lf < i) lf = event.indexOf(LF, i);
+    if (cr !== -1 && cr < i) cr = event.indexOf(CR, i);
+    const end = lf === -1 ? (cr === -1 ? n : cr) : cr === -1 || lf < cr ? lf : cr;
+    if (end === i) break; // the blank line dispatching the event
+    if (
+      end - i >= 4 && event[i] === D_ && event[i + 1] === A_ && event[i + 2] === T_ &&
+      event[i + 3] === A_ && (end - i === 4 || event[i + 4] === COLON_)
+    ) {
+      let start = i + 4 === end ? end : i + 5; // after "data:" (nothing when the line is "data")
+      if (start < end && event[start] === SPACE) start++;
+      const value = start === end ? "" : decoder.decode(event.subarray(start, end));
+      data = data === null ? value : `${data}\n${value}`;
+    }
+    i = end + (event[end] === CR && event[end + 1] === LF ? 2 : 1);
+  }
+  return data;
+}
+
 /** An event's lines, as {@linkcode parseEvent} reads them. */
 export interface ParsedEvent {
   /** A BOM or stray LF before the first line, kept when re-serializing. */

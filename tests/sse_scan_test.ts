@@ -1,0 +1,225 @@
+/**
+ * The SSE answer's fast path (`watchAnswer` over `SseBoundaries` and
+ * `eventData`) against the reference framing (`SseFramer` + `parseEvent`
+ * + `carriesResponse`): the same events, the same data, the same answer,
+ * byte for byte, however the stream is cut.
+ */
+
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { carriesResponse } from "../src/http/response_watch.ts";
+import { watchAnswer } from "../src/http/server_cancel.ts";
+import {
+  eventData,
+  parseEvent,
+  SseBoundaries,
+  type SseEvent,
+  SseFramer,
+  SseIdRewriter,
+} from "../src/http/sse_events.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function splitAt(bytes: Uint8Array, offsets: number[]): Uint8Array[] {
+  const cuts = [...new Set(offsets.map((o) => o % (bytes.length + 1)))].sort((a, b) => a - b);
+  const out: Uint8Array[] = [];
+  let at = 0;
+  for (const cut of [...cuts, bytes.length]) {
+    out.push(bytes.slice(at, cut));
+    at = cut;
+  }
+  return out;
+}
+
+const answer = (id: unknown) => JSON.stringify({ jsonrpc: "2.0", id, result: { ok: 1 } });
+const lineText = fc.string({ unit: "binary", maxLength: 20 }).map((s) => s.replace(/[\r\n]/g, ""));
+const line = fc.oneof(
+  lineText.map((s) => `:${s}`),
+  lineText.map((s) => `id: ${s}`),
+  fc.constantFrom("event: message", "retry: 10", "data", "data:", "data: ", "data:  [", "dat"),
+  fc.constantFrom(
+    `data: ${answer(7)}`,
+    `data: ${answer("7")}`,
+    `data: ${answer(8)}`,
+    `data:${answer(7)}`,
+    `data: [${answer(7)}]`,
+    `data: \t ${answer(7)}`,
+    `data: {"jsonrpc":"2.0","id":7,"method":"x","result":1}`,
+    'data: {"id":7,',
+    'data: "error":{}}',
+    "data: 7",
+    "data: {not json",
+  ),
+  lineText.map((s) => `data: ${s}`),
+  lineText,
+);
+const eol = fc.constantFrom("\n", "\r\n", "\r");
+// One line end per event: a "\r" line end followed by a "\n" blank line would be one CRLF.
+const sseEvent = fc.tuple(fc.array(line, { maxLength: 5 }), eol)
+  .map(([lines, end]) => lines.map((l) => l + end).join("") + end);
+const sseStream = fc.tuple(
+  fc.constantFrom("", "\ufeff", "\ufeff\ufeff"),
+  fc.array(sseEvent, { maxLength: 6 }),
+  fc.option(lineText),
+).map(([bom, events, tail]) => enc.encode(bom + events.join("") + (tail ?? "")));
+const noise = fc.uint8Array({ maxLength: 80 }).map((a) =>
+  a.map((b) => [0x0d, 0x0a, 0x3a, 0x61, 0xef, 0xbb, 0xbf, 0xe2, 0x82, 0xac, 0x64, 0x74][b % 12])
+);
+const anyStream = fc.oneof(sseStream, noise);
+const cuts = fc.array(fc.nat(), { maxLength: 8 });
+
+/** The reference: events and their data as `SseFramer` and `parseEvent` read them. */
+function framed(chunks: Uint8Array[]): { bytes: Uint8Array; data: string | null }[] {
+  const framer = new SseFramer(Infinity);
+  const events: SseEvent[] = [];
+  for (const chunk of chunks) events.push(...framer.push(chunk));
+  return events.map((e) => ({ bytes: e.bytes, data: parseEvent(e).data }));
+}
+
+Deno.test("property: SseBoundaries + eventData find the events and data SseFramer + parseEvent do", () => {
+  fc.assert(
+    fc.property(anyStream, cuts, (bytes, offsets) => {
+      const chunks = splitAt(bytes, offsets);
+      const bounds = new SseBoundaries();
+      const got: { bytes: Uint8Array; data: string | null }[] = [];
+      let held: Uint8Array[] = [];
+      for (const chunk of chunks) {
+        let start = 0;
+        for (;;) {
+          const { first, strayLF } = bounds;
+          const stop = bounds.next(chunk, start);
+          if (stop === -1) break;
+          const parts = [...held, chunk.subarray(start, stop)];
+          held = [];
+          const event = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+          let at = 0;
+          for (const p of parts) {
+            event.set(p, at);
+            at += p.length;
+          }
+          got.push({ bytes: event, data: eventData(event, 0, event.length, first, strayLF) });
+          // The same data read in place, among the chunk's other bytes.
+          if (parts.length === 1) {
+            assert.equal(eventData(chunk, start, stop, first, strayLF), got.at(-1)!.data);
+          }
+          start = stop;
+        }
+        if (start < chunk.length) held.push(chunk.subarray(start));
+      }
+      assert.deepEqual(got, framed(chunks));
+    }),
+    { numRuns: 1000 },
+  );
+});
+
+/** The reference answer: the first complete event whose data carries the response to `id`. */
+function referenceAnswer(bytes: Uint8Array, id: string | number): number {
+  return framed([bytes]).findIndex((e) => e.data !== null && carriesResponse(e.data, id));
+}
+
+function pushed(chunks: Uint8Array[]) {
+  let i = 0;
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (i < chunks.length) c.enqueue(chunks[i++]);
+      else c.close();
+    },
+    cancel: () => void (cancelled = true),
+  }, { highWaterMark: 0 });
+  return {
+    response: new Response(body, { headers: { "content-type": "text/event-stream" } }),
+    cancelled: () => cancelled,
+  };
+}
+
+Deno.test("property: watchAnswer passes every byte, in event-aligned pieces, and sees the answer the reference sees", async () => {
+  await fc.assert(
+    fc.asyncProperty(anyStream, cuts, fc.boolean(), async (bytes, offsets, rewrite) => {
+      const source = pushed(splitAt(bytes, offsets));
+      let answers = 0;
+      let ends = 0;
+      const rewriter = rewrite ? new SseIdRewriter(() => null) : null; // keeps every id as it is
+      const watch = watchAnswer(
+        source.response,
+        7,
+        {
+          onAnswer: () => answers++,
+          onEnd: () => ends++,
+        },
+        undefined,
+        rewriter,
+      );
+      const reader = watch.response.body!.getReader();
+      const pieceEnds: number[] = [];
+      const pieces: Uint8Array[] = [];
+      let sent = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        pieces.push(value);
+        sent += value.length;
+        pieceEnds.push(sent);
+      }
+      const out = new Uint8Array(sent);
+      let at = 0;
+      for (const p of pieces) {
+        out.set(p, at);
+        at += p.length;
+      }
+      assert.deepEqual(out, bytes);
+      assert.equal(ends, 1);
+      const events = framed([bytes]);
+      const expected = referenceAnswer(bytes, 7);
+      assert.equal(answers, expected === -1 ? 0 : 1);
+      // Up to the answer (all along without one), what went out ended between events.
+      const eventEnds = new Set<number>([bytes.length]);
+      let end = 0;
+      for (const e of events) eventEnds.add(end += e.bytes.length);
+      const answerEnd = expected === -1
+        ? Infinity
+        : events.slice(0, expected + 1).reduce((n, e) => n + e.bytes.length, 0);
+      for (const pieceEnd of pieceEnds) {
+        if (pieceEnd < answerEnd) assert.ok(eventEnds.has(pieceEnd), `cut at ${pieceEnd}`);
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("watchAnswer: events after the answer in the same chunk pass through", async () => {
+  const tail = 'data: {"jsonrpc":"2.0","method":"notifications/x"}\n\ndata: unfinished';
+  const bytes = enc.encode(`data: ${answer(7)}\n\n${tail}`);
+  const source = pushed([bytes]);
+  let answers = 0;
+  const watch = watchAnswer(source.response, 7, { onAnswer: () => answers++, onEnd: () => {} });
+  assert.equal(dec.decode(new Uint8Array(await watch.response.arrayBuffer())), dec.decode(bytes));
+  assert.equal(answers, 1);
+});
+
+Deno.test("watchAnswer: an event split across chunks goes out whole; an interrupt drops a held one", async () => {
+  let c!: ReadableStreamDefaultController<Uint8Array>;
+  let cancelled = false;
+  const body = new ReadableStream<Uint8Array>({
+    start: (controller) => void (c = controller),
+    cancel: () => void (cancelled = true),
+  });
+  const response = new Response(body, { headers: { "content-type": "text/event-stream" } });
+  const watch = watchAnswer(response, 7, { onAnswer: () => {}, onEnd: () => {} });
+  const reader = watch.response.body!.getReader();
+  c.enqueue(enc.encode('data: {"jsonrpc":"2.0","method":"x"}\n'));
+  c.enqueue(enc.encode("\ndata: one\n\ndata: par"));
+  assert.equal(
+    dec.decode((await reader.read()).value),
+    'data: {"jsonrpc":"2.0","method":"x"}\n\n',
+  );
+  assert.equal(dec.decode((await reader.read()).value), "data: one\n\n");
+  const pending = reader.read();
+  c.enqueue(enc.encode("tial"));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  assert.equal(watch.interrupt(enc.encode("data: bye\n\n")), true);
+  assert.equal(dec.decode((await pending).value), "data: bye\n\n");
+  assert.equal((await reader.read()).done, true);
+  assert.equal(cancelled, true);
+});
