@@ -10,6 +10,7 @@ import fc from "fast-check";
 import { carriesResponse } from "../src/http/response_watch.ts";
 import { watchAnswer } from "../src/http/server_cancel.ts";
 import {
+  dataLines,
   eventData,
   parseEvent,
   SseBoundaries,
@@ -20,6 +21,7 @@ import {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const decKeepingBom = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function splitAt(bytes: Uint8Array, offsets: number[]): Uint8Array[] {
   const cuts = [...new Set(offsets.map((o) => o % (bytes.length + 1)))].sort((a, b) => a - b);
@@ -101,7 +103,14 @@ Deno.test("property: SseBoundaries + eventData find the events and data SseFrame
           got.push({ bytes: event, data: eventData(event, 0, event.length, first, strayLF) });
           // The same data read in place, among the chunk's other bytes.
           if (parts.length === 1) {
-            assert.equal(eventData(chunk, start, stop, first, strayLF), got.at(-1)!.data);
+            const data = got.at(-1)!.data;
+            assert.equal(eventData(chunk, start, stop, first, strayLF), data);
+            const span = { start: 0, end: 0 };
+            const lines = dataLines(chunk, start, stop, first, strayLF, span);
+            if (data === null) assert.equal(lines, 0);
+            else if (lines === 1) {
+              assert.equal(dec.decode(chunk.subarray(span.start, span.end)), data);
+            } else assert.equal(lines, 2);
           }
           start = stop;
         }
@@ -222,4 +231,20 @@ Deno.test("watchAnswer: an event split across chunks goes out whole; an interrup
   assert.equal(dec.decode((await pending).value), "data: bye\n\n");
   assert.equal((await reader.read()).done, true);
   assert.equal(cancelled, true);
+});
+
+Deno.test("watchAnswer: a long answer (parsed, not scanned) is seen as a short one is", async () => {
+  for (const text of ["short", "x".repeat(4096)]) {
+    for (const id of [7, "7"]) {
+      const message = JSON.stringify({ jsonrpc: "2.0", id, result: { text } });
+      const bytes = enc.encode(`data: ${message}\n\n`);
+      let answers = 0;
+      const watch = watchAnswer(pushed([bytes]).response, 7, {
+        onAnswer: () => answers++,
+        onEnd: () => {},
+      });
+      assert.deepEqual(new Uint8Array(await watch.response.arrayBuffer()), bytes);
+      assert.equal(answers, id === 7 ? 1 : 0);
+    }
+  }
 });

@@ -19,8 +19,11 @@
 import { RequestCancelledError } from "../core/errors.ts";
 import { RpcCode } from "./jsonrpc.ts";
 import { carriesResponse, DEFAULT_MAX_MESSAGE_BYTES } from "./response_watch.ts";
+import { carriesResponseBytes } from "./json_scan.ts";
 import {
   type ChunkRewriter,
+  dataLines,
+  type DataSpan,
   enqueueParts,
   eventData,
   joinParts,
@@ -31,6 +34,9 @@ import {
 const MAX_REASON_CHARS = 200;
 
 const encoder = new TextEncoder();
+
+/** An answer's data up to this size is checked on its bytes (`./json_scan.ts`), a longer one parsed. */
+const SCAN_BYTES = 512;
 
 /** True when a response is a `text/event-stream` (an SSE answer). */
 export function isEventStream(response: Response): boolean {
@@ -156,6 +162,7 @@ export function watchAnswer(
     heldSize = 0;
     return bytes;
   };
+  const span: DataSpan = { start: 0, end: 0 };
   /** True when the event in `bytes[from, to)` carries the JSON-RPC response to `id`. */
   const answers = (
     bytes: Uint8Array,
@@ -164,8 +171,16 @@ export function watchAnswer(
     first: boolean,
     strayLF: boolean,
   ): boolean => {
-    const data = eventData(bytes, from, to, first, strayLF);
-    return data !== null && mayHoldMessage(data) && carriesResponse(data, id);
+    const lines = dataLines(bytes, from, to, first, strayLF, span);
+    if (lines === 0) return false;
+    // One short data line (as an SDK writes a short message): read on the bytes, nothing
+    // decoded or built. A long text is parsed faster by JSON.parse (its strings are copied
+    // natively; the scan looks at every byte in JavaScript).
+    if (lines === 1 && span.end - span.start <= SCAN_BYTES) {
+      return carriesResponseBytes(bytes, span.start, span.end, id);
+    }
+    const data = eventData(bytes, from, to, first, strayLF)!;
+    return mayHoldMessage(data) && carriesResponse(data, id);
   };
   /** Forwards the rewritten parts of a chunk; returns whether anything was enqueued. */
   const forwardParts = (parts: Uint8Array[]): boolean => {

@@ -218,6 +218,70 @@ export class SseBoundaries {
 
 const D_ = 0x64, A_ = 0x61, T_ = 0x74, SPACE = 0x20, COLON_ = 0x3a;
 
+/** Where an event's data lines are, from {@linkcode dataLines}. */
+export interface DataSpan {
+  /** Start of the first data line's value. */
+  start: number;
+  /** End of the first data line's value. */
+  end: number;
+}
+
+/**
+ * The data lines of the event in `bytes[from, to)`, as
+ * `parseEvent({ bytes, first, strayLF })` reads them: returns how many there
+ * are (0, 1, or 2 for two or more) and puts the first one's value (after
+ * `data:` and one space) in `span`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dataLines } from "./sse_events.ts";
+ *
+ * const bytes = new TextEncoder().encode("event: message\r\ndata: {}\n\n");
+ * const span = { start: 0, end: 0 };
+ * assert.equal(dataLines(bytes, 0, bytes.length, true, false, span), 1);
+ * assert.deepEqual(span, { start: 22, end: 24 });
+ * ```
+ */
+export function dataLines(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  first: boolean,
+  strayLF: boolean,
+  span: DataSpan,
+): number {
+  let i = from;
+  if (
+    first && to - i >= 3 && bytes[i] === BOM[0] && bytes[i + 1] === BOM[1] &&
+    bytes[i + 2] === BOM[2]
+  ) i += 3;
+  else if (strayLF && i < to && bytes[i] === LF) i++;
+  let count = 0;
+  // Line ends are looked up before `to` only (a chunk may hold many events); same indices.
+  const b = to === bytes.length ? bytes : bytes.subarray(0, to);
+  let lf = -2; // next LF / CR at or after i (-1: none left, -2: not looked up)
+  let cr = -2;
+  while (i < to) {
+    if (lf !== -1 && lf < i) lf = b.indexOf(LF, i);
+    if (cr !== -1 && cr < i) cr = b.indexOf(CR, i);
+    const end = lf === -1 ? (cr === -1 ? to : cr) : cr === -1 || lf < cr ? lf : cr;
+    if (end === i) break; // the blank line dispatching the event
+    if (
+      end - i >= 4 && bytes[i] === D_ && bytes[i + 1] === A_ && bytes[i + 2] === T_ &&
+      bytes[i + 3] === A_ && (end - i === 4 || bytes[i + 4] === COLON_)
+    ) {
+      if (++count === 2) return 2;
+      let start = i + 4 === end ? end : i + 5; // after "data:" (nothing when the line is "data")
+      if (start < end && bytes[start] === SPACE) start++;
+      span.start = start;
+      span.end = end;
+    }
+    i = end + (b[end] === CR && b[end + 1] === LF ? 2 : 1);
+  }
+  return count;
+}
+
 /**
  * The `data` of the event in `bytes[from, to)`, exactly as
  * `parseEvent({ bytes, first, strayLF }).data` reads it, decoding only the
