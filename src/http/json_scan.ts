@@ -194,13 +194,42 @@ function spells(b: Uint8Array, from: number, to: number, word: string): boolean 
 function idValue(b: Uint8Array, from: number, to: number): string | number | null {
   const c = b[from];
   if (c === QUOTE) {
-    const text = decoder.decode(b.subarray(from, to));
-    return text.includes("\\") ? JSON.parse(text) as string : text.slice(1, -1);
+    if (to - from <= 66) {
+      // A short ASCII string without escapes (as ids are): its characters are its bytes.
+      let text = "";
+      for (let k = from + 1; k < to - 1; k++) {
+        const byte = b[k];
+        if (byte >= 0x80 || byte === BACKSLASH) return stringToken(b, from, to);
+        text += String.fromCharCode(byte);
+      }
+      return text;
+    }
+    return stringToken(b, from, to);
   }
   if (c === MINUS || (c >= ZERO && c <= NINE)) {
-    return Number(decoder.decode(b.subarray(from, to))); // a JSON number reads as Number() reads it
+    const sign = c === MINUS ? -1 : 1;
+    const start = c === MINUS ? from + 1 : from;
+    if (to - start <= 15) {
+      // Up to 15 digits and nothing else: an exact integer.
+      let value = 0;
+      let k = start;
+      for (; k < to; k++) {
+        const digit = b[k] - ZERO;
+        if (digit < 0 || digit > 9) break;
+        value = value * 10 + digit;
+      }
+      if (k === to) return sign * value;
+    }
+    // A JSON number reads as Number() reads it.
+    return Number(decoder.decode(b.subarray(from, to)));
   }
   return null;
+}
+
+/** The value of the string token `b[from, to)`. */
+function stringToken(b: Uint8Array, from: number, to: number): string {
+  const text = decoder.decode(b.subarray(from, to));
+  return text.includes("\\") ? JSON.parse(text) as string : text.slice(1, -1);
 }
 
 /** Object scan result: the end of the object at `i` (or -1), and whether it answers `id`. */
