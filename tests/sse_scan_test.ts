@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { carriesResponse } from "../src/http/response_watch.ts";
-import { watchAnswer } from "../src/http/server_cancel.ts";
+import { watchAnswer, watchAnswerEagerly } from "../src/http/server_cancel.ts";
 import {
   dataLines,
   eventData,
@@ -247,4 +247,160 @@ Deno.test("watchAnswer: a long answer (parsed, not scanned) is seen as a short o
       assert.equal(answers, id === 7 ? 1 : 0);
     }
   }
+});
+
+/**
+ * A source whose chunks come at once (already queued, or enqueued when read) or later (after a
+ * timer), as `timing` says chunk by chunk; it closes at once or later too.
+ */
+function timed(chunks: Uint8Array[], timing: ("queued" | "pulled" | "later")[]) {
+  let i = 0;
+  let cancelled = false;
+  const at = (k: number) => timing[k % Math.max(timing.length, 1)] ?? "queued";
+  const body = new ReadableStream<Uint8Array>({
+    start(c) {
+      while (i < chunks.length && at(i) === "queued") c.enqueue(chunks[i++]);
+      if (i === chunks.length && at(i) === "queued") {
+        i++;
+        c.close();
+      }
+    },
+    async pull(c) {
+      if (i > chunks.length) return;
+      if (at(i) === "later") await new Promise((resolve) => setTimeout(resolve, 0));
+      if (i < chunks.length) c.enqueue(chunks[i++]);
+      else {
+        i++;
+        c.close();
+      }
+    },
+    cancel: () => void (cancelled = true),
+  }, { highWaterMark: 0 });
+  return {
+    response: new Response(body, {
+      headers: { "content-type": "text/event-stream", "content-length": "1" },
+    }),
+    cancelled: () => cancelled,
+  };
+}
+
+Deno.test("property: watchAnswerEagerly gives the bytes and the answer watchAnswer gives, however the body comes", async () => {
+  const timing = fc.array(
+    fc.constantFrom<"queued" | "pulled" | "later">("queued", "pulled", "later"),
+    {
+      maxLength: 6,
+    },
+  );
+  await fc.assert(
+    fc.asyncProperty(
+      anyStream,
+      cuts,
+      timing,
+      fc.boolean(),
+      async (bytes, offsets, when, rewrite) => {
+        const source = timed(splitAt(bytes, offsets), when);
+        let answers = 0;
+        let ends = 0;
+        const rewriter = rewrite ? new SseIdRewriter(() => null) : null;
+        const watch = watchAnswerEagerly(
+          source.response,
+          7,
+          {
+            onAnswer: () => answers++,
+            onEnd: () => ends++,
+          },
+          undefined,
+          rewriter,
+        );
+        const response = await watch.response;
+        assert.equal(response.headers.get("content-type"), "text/event-stream");
+        const out = new Uint8Array(await response.arrayBuffer());
+        assert.deepEqual(out, bytes);
+        assert.equal(ends, 1);
+        assert.equal(answers, referenceAnswer(bytes, 7) === -1 ? 0 : 1);
+        assert.equal(watch.interrupt(enc.encode("data: x\n\n")), false, "over");
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("watchAnswerEagerly: a body already complete comes whole, its length its own", async () => {
+  const text = `\ufeffid: 1\ndata: ${answer(7)}\n\n`;
+  const source = timed([enc.encode(text)], ["queued"]);
+  let ends = 0;
+  const ids: string[] = [];
+  const watch = watchAnswerEagerly(
+    source.response,
+    7,
+    {
+      onAnswer: () => {},
+      onEnd: () => ends++,
+    },
+    undefined,
+    new SseIdRewriter((id) => (ids.push(id), `${id}.tagged`)),
+  );
+  assert.equal(ends, 0, "not before it was read");
+  const response = await watch.response;
+  assert.equal(ends, 1, "over before the client reads it");
+  assert.equal(response.headers.get("content-length"), null);
+  assert.deepEqual(ids, ["1"]);
+  const out = new Uint8Array(await response.arrayBuffer());
+  assert.deepEqual(out, enc.encode(text.replace("id: 1", "id: 1.tagged")));
+  // Bytes that are not UTF-8 pass as they are.
+  const raw = Uint8Array.of(...enc.encode("data: "), 0xff, 0xfe, 0x0a, 0x0a);
+  const bad = watchAnswerEagerly(timed([raw], ["queued"]).response, 7, {
+    onAnswer: () => {},
+    onEnd: () => {},
+  });
+  assert.deepEqual(new Uint8Array(await (await bad.response).arrayBuffer()), raw);
+});
+
+Deno.test("watchAnswerEagerly: an interrupt while the body is read first ends it with the event", async () => {
+  const source = timed([enc.encode("data: one\n\ndata: par")], ["queued", "later"]);
+  let ends = 0;
+  const watch = watchAnswerEagerly(source.response, 7, { onAnswer: () => {}, onEnd: () => ends++ });
+  assert.equal(watch.interrupt(enc.encode("data: bye\n\n")), true);
+  assert.equal(watch.interrupt(enc.encode("data: again\n\n")), false);
+  const response = await watch.response;
+  assert.equal(await response.text(), "data: bye\n\n");
+  assert.equal(ends, 1);
+  assert.equal(source.cancelled(), true);
+
+  // Once streaming, what was read first went out, and an unfinished event is dropped.
+  const later = timed([enc.encode("data: one\n\ndata: par"), enc.encode("tial")], [
+    "queued",
+    "later",
+  ]);
+  const w2 = watchAnswerEagerly(later.response, 7, { onAnswer: () => {}, onEnd: () => {} });
+  const reader = (await w2.response).body!.getReader();
+  assert.equal(dec.decode((await reader.read()).value), "data: one\n\n");
+  assert.equal(w2.interrupt(enc.encode("data: bye\n\n")), true);
+  assert.equal(dec.decode((await reader.read()).value), "data: bye\n\n");
+  assert.equal((await reader.read()).done, true);
+  assert.equal(later.cancelled(), true);
+});
+
+Deno.test("watchAnswerEagerly: a failing body errors after what it gave; a bodyless one ends at once", async () => {
+  let c!: ReadableStreamDefaultController<Uint8Array>;
+  const body = new ReadableStream<Uint8Array>({ start: (controller) => void (c = controller) });
+  c.enqueue(enc.encode("data: one\n\n"));
+  let ends = 0;
+  const watch = watchAnswerEagerly(
+    new Response(body, { headers: { "content-type": "text/event-stream" } }),
+    7,
+    { onAnswer: () => {}, onEnd: () => ends++ },
+  );
+  const response = await watch.response; // the second read is not answered at once
+  c.error(new Error("boom"));
+  const reader = response.body!.getReader();
+  assert.equal(dec.decode((await reader.read()).value), "data: one\n\n");
+  await assert.rejects(reader.read(), /boom/);
+  assert.equal(ends, 1);
+
+  const bodyless = new Response(null, { headers: { "content-type": "text/event-stream" } });
+  const w2 = watchAnswerEagerly(bodyless, 7, { onAnswer: () => {}, onEnd: () => ends++ });
+  assert.equal(ends, 2);
+  assert.equal(await w2.response, bodyless);
+  assert.equal(w2.interrupt(enc.encode("x")), false);
 });
