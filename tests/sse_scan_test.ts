@@ -253,7 +253,9 @@ Deno.test("watchAnswer: a long answer (parsed, not scanned) is seen as a short o
  * A source whose chunks come at once (already queued, or enqueued when read) or later (after a
  * timer), as `timing` says chunk by chunk; it closes at once or later too.
  */
-function timed(chunks: Uint8Array[], timing: ("queued" | "pulled" | "later")[]) {
+type Timing = "queued" | "pulled" | "soon" | "slow" | "later";
+
+function timed(chunks: Uint8Array[], timing: Timing[]) {
   let i = 0;
   let cancelled = false;
   const at = (k: number) => timing[k % Math.max(timing.length, 1)] ?? "queued";
@@ -267,7 +269,10 @@ function timed(chunks: Uint8Array[], timing: ("queued" | "pulled" | "later")[]) 
     },
     async pull(c) {
       if (i > chunks.length) return;
-      if (at(i) === "later") await new Promise((resolve) => setTimeout(resolve, 0));
+      const when = at(i);
+      if (when === "later") await new Promise((resolve) => setTimeout(resolve, 0));
+      // A few microtask turns (as an SDK server writes a quick answer), or more than are waited.
+      for (let turn = when === "soon" ? 3 : when === "slow" ? 40 : 0; turn > 0; turn--) await null;
       if (i < chunks.length) c.enqueue(chunks[i++]);
       else {
         i++;
@@ -286,7 +291,7 @@ function timed(chunks: Uint8Array[], timing: ("queued" | "pulled" | "later")[]) 
 
 Deno.test("property: watchAnswerEagerly gives the bytes and the answer watchAnswer gives, however the body comes", async () => {
   const timing = fc.array(
-    fc.constantFrom<"queued" | "pulled" | "later">("queued", "pulled", "later"),
+    fc.constantFrom<Timing>("queued", "pulled", "soon", "slow", "later"),
     {
       maxLength: 6,
     },
@@ -403,4 +408,20 @@ Deno.test("watchAnswerEagerly: a failing body errors after what it gave; a bodyl
   assert.equal(ends, 2);
   assert.equal(await w2.response, bodyless);
   assert.equal(w2.interrupt(enc.encode("x")), false);
+});
+
+Deno.test("watchAnswerEagerly: an answer written a few turns after the response comes whole; a slower one streams", async () => {
+  for (const [when, whole] of [["soon", true], ["slow", false]] as const) {
+    const bytes = enc.encode(`data: ${answer(7)}\n\n`);
+    const source = timed([bytes], [when]);
+    let ends = 0;
+    const watch = watchAnswerEagerly(source.response, 7, {
+      onAnswer: () => {},
+      onEnd: () => ends++,
+    });
+    const response = await watch.response;
+    assert.equal(ends, whole ? 1 : 0, when);
+    assert.deepEqual(new Uint8Array(await response.arrayBuffer()), bytes);
+    assert.equal(ends, 1);
+  }
 });

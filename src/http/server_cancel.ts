@@ -132,6 +132,12 @@ export interface EagerAnswerWatch {
 const EAGER_READS = 16;
 /** Bytes {@linkcode watchAnswerEagerly} collects at most before streaming. */
 const EAGER_BYTES = 64 * 1024;
+/**
+ * Microtask turns {@linkcode watchAnswerEagerly} waits in all for reads not answered at once
+ * (SDK 1.32 writes an echo tool's answer 5 turns after handing its response back). A turn
+ * costs a few tens of nanoseconds; no timer, no I/O is waited for.
+ */
+const EAGER_TURNS = 16;
 
 /**
  * Watches the SSE answer of request `id`. The body passes through event by
@@ -381,13 +387,19 @@ class Watch {
   async eagerly(response: Response): Promise<Response> {
     const reader = this.#reader;
     if (reader === null) return response;
+    let turns = EAGER_TURNS;
     for (let reads = 0; reads < EAGER_READS && this.#collectedSize <= EAGER_BYTES; reads++) {
       const read = reader.read();
       let chunk: ReadResult | null = null;
       read.then((result) => void (chunk = result), () => {});
-      // A read the body answers at once has settled by the next turn: its reaction was queued
-      // before this one.
+      // A read the body answers at once has settled by the next turn (its reaction was queued
+      // before this one); one the handler answers a few turns later (an SDK server writing a
+      // quick tool's answer) is waited for, a few turns in all.
       await null;
+      while (chunk === null && turns > 0 && !this.#over) {
+        turns--;
+        await null;
+      }
       if (this.#over) break; // interrupted meanwhile: the body is what was collected
       if (chunk === null) {
         // Not answered at once (or failed: the body then errors after what was collected, as
