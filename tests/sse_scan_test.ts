@@ -425,3 +425,22 @@ Deno.test("watchAnswerEagerly: an answer written a few turns after the response 
     assert.equal(ends, 1);
   }
 });
+
+Deno.test("watchAnswerEagerly: a rewriter that throws errors the body and ends the watch", async () => {
+  // Not closed yet: the handler's body is cancelled.
+  const source = timed([enc.encode("data: one\n\nid: 1\ndata: two\n\n")], ["queued", "later"]);
+  let ends = 0;
+  const watch = watchAnswerEagerly(
+    source.response,
+    7,
+    { onAnswer: () => {}, onEnd: () => ends++ },
+    undefined,
+    new SseIdRewriter(() => {
+      throw new Error("no tag");
+    }),
+  );
+  const response = await watch.response;
+  await assert.rejects(response.text(), /no tag/);
+  assert.equal(ends, 1);
+  assert.equal(source.cancelled(), true);
+});

@@ -391,12 +391,13 @@ class Watch {
     for (let reads = 0; reads < EAGER_READS && this.#collectedSize <= EAGER_BYTES; reads++) {
       const read = reader.read();
       let chunk: ReadResult | null = null;
-      read.then((result) => void (chunk = result), () => {});
+      let failed = false;
+      read.then((result) => void (chunk = result), () => void (failed = true));
       // A read the body answers at once has settled by the next turn (its reaction was queued
       // before this one); one the handler answers a few turns later (an SDK server writing a
       // quick tool's answer) is waited for, a few turns in all.
       await null;
-      while (chunk === null && turns > 0 && !this.#over) {
+      while (chunk === null && !failed && turns > 0 && !this.#over) {
         turns--;
         await null;
       }
@@ -408,11 +409,18 @@ class Watch {
         return this.streamed(response);
       }
       const { done, value } = chunk as ReadResult;
-      if (done) {
-        this.#finish();
-        break;
+      try {
+        if (done) {
+          this.#finish();
+          break;
+        }
+        this.#push(value);
+      } catch (err) {
+        // As a stream whose pull throws: the body errors after what was collected.
+        reader.cancel(err).catch(() => {});
+        this.#pending = Promise.reject(err);
+        return this.streamed(response);
       }
-      this.#push(value);
     }
     if (!this.#over) return this.streamed(response);
     const parts = this.#collected!;
