@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { EventIdKey } from "../src/http/event_ids.ts";
 import { carriesResponse } from "../src/http/response_watch.ts";
 import { watchAnswer, watchAnswerEagerly } from "../src/http/server_cancel.ts";
 import {
@@ -443,4 +444,48 @@ Deno.test("watchAnswerEagerly: a rewriter that throws errors the body and ends t
   await assert.rejects(response.text(), /no tag/);
   assert.equal(ends, 1);
   assert.equal(source.cancelled(), true);
+});
+
+Deno.test("property: an id tagged on its bytes is the id tagged as text", () => {
+  const key = EventIdKey.random();
+  const tag = key.tagger("session-a", "request");
+  const suffix = key.suffixer("session-a", "request");
+  const rewrite = (id: string) => id.includes("\0") ? null : tag(id);
+  const join = (parts: Uint8Array[]) => {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.length;
+    }
+    return out;
+  };
+  const value = fc.oneof(
+    fc.string({ unit: "binary", maxLength: 40 }),
+    fc.string({ maxLength: 40 }),
+    fc.constantFrom("", " ", "a\0b", "\u00e9", "x".repeat(9000)),
+  ).map((v) => v.replace(/[\r\n]/g, ""));
+  fc.assert(
+    fc.property(
+      value,
+      fc.constantFrom("id:", "id: ", "id:  "),
+      eol,
+      cuts,
+      (v, head, end, offsets) => {
+        const bytes = enc.encode(`event: message\n${head}${v}${end}data: {}\n\n`);
+        const asText = new SseIdRewriter(rewrite);
+        const asBytes = new SseIdRewriter(rewrite, undefined, suffix);
+        const a: Uint8Array[] = [];
+        const b: Uint8Array[] = [];
+        for (const chunk of splitAt(bytes, offsets)) {
+          a.push(...asText.push(chunk));
+          b.push(...asBytes.push(chunk));
+        }
+        a.push(...asText.end());
+        b.push(...asBytes.end());
+        assert.deepEqual(join(b), join(a));
+      },
+    ),
+    { numRuns: 1000 },
+  );
 });

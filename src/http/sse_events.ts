@@ -140,9 +140,9 @@ export class SseFramer {
  * const bounds = new SseBoundaries();
  * const chunk = new TextEncoder().encode("data: 1\n\ndata: 2\r\n\r");
  * assert.equal(bounds.next(chunk, 0), 9);
- * assert.equal(bounds.next(chunk, 9), 20);
+ * assert.equal(bounds.next(chunk, 9), 19);
  * assert.equal(bounds.strayLF, true); // the next event starts after a CR
- * assert.equal(bounds.next(chunk, 20), -1);
+ * assert.equal(bounds.next(chunk, 19), -1);
  * ```
  */
 export class SseBoundaries {
@@ -402,6 +402,7 @@ const D = 0x64; // "d"
 const COLON = 0x3a;
 const ID_BYTES = new Uint8Array([I, D]);
 const ID_COLON = new Uint8Array([I, D, COLON]);
+const ID_COLON_SPACE = new Uint8Array([I, D, COLON, 0x20]);
 const textEncoder = new TextEncoder();
 
 /** Rewrites a byte stream chunk by chunk (as {@linkcode SseIdRewriter} does). */
@@ -500,6 +501,7 @@ export const MAX_ID_BYTES = 8 * 1024;
  */
 export class SseIdRewriter implements ChunkRewriter {
   readonly #rewrite: (value: string) => string | null;
+  readonly #suffix: ((value: Uint8Array) => Uint8Array) | null;
   readonly #max: number;
   /** BOM bytes matched at the stream start, or -1 once past them. */
   #bom = 0;
@@ -511,10 +513,20 @@ export class SseIdRewriter implements ChunkRewriter {
   #value: Uint8Array[] | null = null;
   #valueSize = 0;
 
-  /** Builds a rewriter calling `rewrite` for every non-empty `id` value. */
-  constructor(rewrite: (value: string) => string | null, maxIdBytes = MAX_ID_BYTES) {
+  /**
+   * Builds a rewriter calling `rewrite` for every non-empty `id` value. With
+   * `suffix`, a value of ASCII bytes without NUL is rewritten on its bytes
+   * instead: `suffix(bytes)` is appended to it, which must be what `rewrite`
+   * appends to the same value (nothing decoded or encoded).
+   */
+  constructor(
+    rewrite: (value: string) => string | null,
+    maxIdBytes = MAX_ID_BYTES,
+    suffix: ((value: Uint8Array) => Uint8Array) | null = null,
+  ) {
     this.#rewrite = rewrite;
     this.#max = maxIdBytes;
+    this.#suffix = suffix;
   }
 
   /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
@@ -614,6 +626,18 @@ export class SseIdRewriter implements ChunkRewriter {
     const parts = this.#value!;
     this.#value = null;
     const bytes = concat(parts.length === 0 ? [new Uint8Array(0)] : parts);
+    if (this.#suffix !== null) {
+      const start = bytes[0] === SPACE ? 1 : 0; // one leading space is not the value's
+      let ascii = bytes.length > start;
+      for (let i = start; ascii && i < bytes.length; i++) {
+        const byte = bytes[i];
+        if (byte === 0 || byte >= 0x80) ascii = false;
+      }
+      if (ascii) {
+        const raw = start === 0 ? bytes : bytes.subarray(start);
+        return concat([ID_COLON_SPACE, raw, this.#suffix(raw)]);
+      }
+    }
     let value = decoder.decode(bytes);
     if (value.startsWith(" ")) value = value.slice(1);
     const rewritten = value === "" ? null : this.#rewrite(value);
