@@ -15,6 +15,7 @@
  * deno task bench:guard                                  # JSON answers
  * deno task bench:guard --sse                            # SSE answers
  * deno task bench:guard --sse --ids                      # ... with event ids, as with an event store
+ * deno task bench:guard --sse --late=5                   # ... written 5 microtask turns after the handler answered
  * deno task bench:guard --against=/tmp/old/mod.ts --rounds=40
  * deno task bench:guard --against=/tmp/old/mod.ts --otel  # this side with guardTelemetry()
  * OTEL_DENO=true deno task bench:guard --against=/tmp/old/mod.ts --otel  # ... recording
@@ -44,6 +45,11 @@ interface Settings {
   sse: boolean;
   /** SSE answers carry event ids: a priming event and the answer, as SDK 1.32 with an event store. */
   ids: boolean;
+  /**
+   * The SSE answer is written this many microtask turns after the handler answered (SDK 1.32
+   * writes a quick tool's answer 5 turns after handing its response back); 0: before.
+   */
+  late: number;
   rounds: number;
   requests: number;
   against: string | null;
@@ -54,24 +60,28 @@ function parseArgs(args: string[]): Settings {
   const settings: Settings = {
     sse: false,
     ids: false,
+    late: 0,
     rounds: 20,
     requests: 10_000,
     against: null,
     otel: false,
   };
   for (const arg of args) {
-    const count = /^--(rounds|requests)=(\d[\d_]*)$/.exec(arg);
+    const count = /^--(rounds|requests|late)=(\d[\d_]*)$/.exec(arg);
     if (count !== null) {
       const value = Number(count[2].replaceAll("_", ""));
-      if (!Number.isSafeInteger(value) || value < 1) throw new Error(`bad value in ${arg}`);
-      settings[count[1] as "rounds" | "requests"] = value;
+      if (!Number.isSafeInteger(value) || value < (count[1] === "late" ? 0 : 1)) {
+        throw new Error(`bad value in ${arg}`);
+      }
+      settings[count[1] as "rounds" | "requests" | "late"] = value;
+      if (count[1] === "late") settings.sse = true;
     } else if (arg === "--sse") settings.sse = true;
     else if (arg === "--ids") settings.sse = settings.ids = true;
     else if (arg === "--otel") settings.otel = true;
     else if (arg.startsWith("--against=") && arg.length > 10) settings.against = arg.slice(10);
     else {
       throw new Error(
-        `unknown argument ${arg} (use --sse, --ids, --otel, --rounds=N, --requests=N, --against=<mod.ts>)`,
+        `unknown argument ${arg} (use --sse, --ids, --late=N, --otel, --rounds=N, --requests=N, --against=<mod.ts>)`,
       );
     }
   }
@@ -111,10 +121,17 @@ async function inner(request: Request, ctx?: { parsedBody?: unknown }): Promise<
       ? `id: ${eventId()}\ndata: \n\nevent: message\nid: ${eventId()}\ndata: ${data}\n\n`
       : `event: message\ndata: ${data}\n\n`,
   );
+  const write = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+    controller.enqueue(event);
+    controller.close();
+  };
   const stream = new ReadableStream({
     start(controller) {
-      controller.enqueue(event);
-      controller.close();
+      if (settings.late === 0) return write(controller);
+      (async () => {
+        for (let turn = 0; turn < settings.late; turn++) await null;
+        write(controller);
+      })();
     },
   });
   return new Response(stream, { headers: { "content-type": "text/event-stream" } });

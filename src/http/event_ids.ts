@@ -78,6 +78,21 @@ function tagText(mac: Uint8Array): string {
   return out + ALPHABET[mac[15] >>> 2] + ALPHABET[(mac[15] & 3) << 4];
 }
 
+/** Writes the tag of `mac` (as {@linkcode tagText} spells it) into `out` from `at`, as ASCII. */
+function tagBytes(mac: Uint8Array, out: Uint8Array, at: number): void {
+  for (let i = 0; i < 15; i += 3) {
+    const n = (mac[i] << 16) | (mac[i + 1] << 8) | mac[i + 2];
+    out[at++] = ALPHABET_CODES[n >>> 18];
+    out[at++] = ALPHABET_CODES[(n >>> 12) & 63];
+    out[at++] = ALPHABET_CODES[(n >>> 6) & 63];
+    out[at++] = ALPHABET_CODES[n & 63];
+  }
+  out[at++] = ALPHABET_CODES[mac[15] >>> 2];
+  out[at] = ALPHABET_CODES[(mac[15] & 3) << 4];
+}
+
+const ALPHABET_CODES = encoder.encode(ALPHABET);
+
 /** `a === b` in time that depends only on the length. */
 function same(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
@@ -104,6 +119,8 @@ export class EventIdKey {
   readonly #mac: HmacSha256Key;
   /** Taggers by kind and session, so a session's streams share one (bounded, cleared when full). */
   readonly #taggers = new Map<string, (raw: string) => string>();
+  /** The same, on bytes ({@linkcode EventIdKey.suffixer}). */
+  readonly #suffixers = new Map<string, (raw: Uint8Array) => Uint8Array>();
 
   private constructor(mac: HmacSha256Key) {
     this.#mac = mac;
@@ -161,6 +178,39 @@ export class EventIdKey {
     if (this.#taggers.size >= MAX_TAGGERS) this.#taggers.clear();
     this.#taggers.set(cacheKey, tagger);
     return tagger;
+  }
+
+  /**
+   * {@linkcode EventIdKey.tagger} on bytes: for the UTF-8 bytes of a raw id,
+   * the bytes of what the tagger appends to it (`.<kind><tag>`, ASCII), so
+   * that `raw + decode(suffix(encode(raw))) === tagger(...)(raw)`.
+   *
+   * @example
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { EventIdKey } from "./event_ids.ts";
+   *
+   * const key = EventIdKey.random();
+   * const suffix = key.suffixer("session-a", "request")(new TextEncoder().encode("e-1"));
+   * assert.equal("e-1" + new TextDecoder().decode(suffix), key.tagger("session-a", "request")("e-1"));
+   * ```
+   */
+  suffixer(sessionId: string, kind: EventStreamKind): (raw: Uint8Array) => Uint8Array {
+    const cacheKey = KIND_CHAR[kind] + sessionId;
+    let suffixer = this.#suffixers.get(cacheKey);
+    if (suffixer !== undefined) return suffixer;
+    const mac = this.#scoped(sessionId, kind);
+    const kindByte = KIND_BYTE[kind];
+    suffixer = (raw) => {
+      const out = new Uint8Array(SUFFIX_LENGTH);
+      out[0] = 0x2e; // "."
+      out[1] = kindByte;
+      tagBytes(mac.sign(raw), out, 2);
+      return out;
+    };
+    if (this.#suffixers.size >= MAX_TAGGERS) this.#suffixers.clear();
+    this.#suffixers.set(cacheKey, suffixer);
+    return suffixer;
   }
 
   /**

@@ -113,9 +113,14 @@ export class Resumption {
     if (type === null || !type.toLowerCase().startsWith("text/event-stream")) return null;
     const encoding = response.headers.get("content-encoding");
     if (encoding !== null && encoding.trim().toLowerCase() !== "identity") return null;
-    let tag: ((raw: string) => string) | null = null; // made at the first id: many streams have none
-    return new SseIdRewriter((id) =>
-      id.includes("\0") ? null : (tag ??= this.#key.tagger(sessionId, kind))(id)
+    // Made at the first id: many streams have none.
+    let tag: ((raw: string) => string) | null = null;
+    let suffix: ((raw: Uint8Array) => Uint8Array) | null = null;
+    return new SseIdRewriter(
+      (id) => id.includes("\0") ? null : (tag ??= this.#key.tagger(sessionId, kind))(id),
+      undefined,
+      // An ASCII id without NUL, on its bytes: what the tagger appends, nothing decoded.
+      (raw) => (suffix ??= this.#key.suffixer(sessionId, kind))(raw),
     );
   }
 

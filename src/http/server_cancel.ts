@@ -19,18 +19,24 @@
 import { RequestCancelledError } from "../core/errors.ts";
 import { RpcCode } from "./jsonrpc.ts";
 import { carriesResponse, DEFAULT_MAX_MESSAGE_BYTES } from "./response_watch.ts";
+import { carriesResponseBytes } from "./json_scan.ts";
 import {
   type ChunkRewriter,
+  dataLines,
+  type DataSpan,
   enqueueParts,
+  eventData,
   joinParts,
-  parseEvent,
-  SseFramer,
+  SseBoundaries,
 } from "./sse_events.ts";
 
 /** Characters of the abort reason kept in the answer's message. */
 const MAX_REASON_CHARS = 200;
 
 const encoder = new TextEncoder();
+
+/** An answer's data up to this size is checked on its bytes (`./json_scan.ts`), a longer one parsed. */
+const SCAN_BYTES = 512;
 
 /** True when a response is a `text/event-stream` (an SSE answer). */
 export function isEventStream(response: Response): boolean {
@@ -79,6 +85,21 @@ export function cancelledEvent(id: string | number, message: string): Uint8Array
   return encoder.encode(`event: message\ndata: ${errorJson(id, message)}\n\n`);
 }
 
+/**
+ * False when a JSON text cannot hold a JSON-RPC message: it does not start
+ * (after JSON whitespace) with an object or an array. `JSON.parse` of such a
+ * text is a primitive or throws (as for a priming event's empty data), so
+ * {@linkcode carriesResponse} is false for it, without the cost of the throw.
+ */
+function mayHoldMessage(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x7b || c === 0x5b) return true; // { [
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) return false;
+  }
+  return false;
+}
+
 /** Callbacks of {@linkcode watchAnswer}. */
 export interface AnswerHooks {
   /** The stream carried the JSON-RPC response to the request (called once). */
@@ -99,6 +120,25 @@ export interface AnswerWatch {
   interrupt(event: Uint8Array): boolean;
 }
 
+/** An SSE answer under watch whose response comes once what its body already holds is read. */
+export interface EagerAnswerWatch {
+  /** The response to hand to the client. */
+  readonly response: Promise<Response>;
+  /** As {@linkcode AnswerWatch.interrupt}. */
+  interrupt(event: Uint8Array): boolean;
+}
+
+/** Reads of a handler's body that {@linkcode watchAnswerEagerly} takes at most before streaming. */
+const EAGER_READS = 16;
+/** Bytes {@linkcode watchAnswerEagerly} collects at most before streaming. */
+const EAGER_BYTES = 64 * 1024;
+/**
+ * Microtask turns {@linkcode watchAnswerEagerly} waits in all for reads not answered at once
+ * (SDK 1.32 writes an echo tool's answer 5 turns after handing its response back). A turn
+ * costs a few tens of nanoseconds; no timer, no I/O is waited for.
+ */
+const EAGER_TURNS = 16;
+
 /**
  * Watches the SSE answer of request `id`. The body passes through event by
  * event (an unfinished event is held until it completes, so another event can
@@ -115,103 +155,332 @@ export function watchAnswer(
   maxEventBytes = DEFAULT_MAX_MESSAGE_BYTES,
   rewriter: ChunkRewriter | null = null,
 ): AnswerWatch {
-  const source = response.body;
-  if (source === null) {
-    hooks.onEnd();
-    return { response, interrupt: () => false };
+  const watch = new Watch(response, id, hooks, maxEventBytes, rewriter, false);
+  return {
+    response: watch.streamed(response),
+    interrupt: (event) => watch.interrupt(event),
+  };
+}
+
+/**
+ * {@linkcode watchAnswer}, except that what the handler's body already holds
+ * is read first, without waiting for more (a few reads, each one that the
+ * body answers at once, up to 64 KiB). When that is the whole body (an
+ * answer the handler wrote before handing its response back, as an SDK
+ * server does with a quick tool), the client gets it as one byte body, with
+ * no stream left to watch (`onEnd` has run; `Content-Length` is then the
+ * body's). Otherwise the bytes read so far go first, and the rest streams
+ * as {@linkcode watchAnswer} streams it. Either way the client sees the same
+ * bytes, and an interrupt (until the answer went by) drops only what it
+ * would drop there: an event not complete yet.
+ */
+export function watchAnswerEagerly(
+  response: Response,
+  id: string | number,
+  hooks: AnswerHooks,
+  maxEventBytes = DEFAULT_MAX_MESSAGE_BYTES,
+  rewriter: ChunkRewriter | null = null,
+): EagerAnswerWatch {
+  const watch = new Watch(response, id, hooks, maxEventBytes, rewriter, true);
+  return {
+    response: watch.eagerly(response),
+    interrupt: (event) => watch.interrupt(event),
+  };
+}
+
+type ReadResult = ReadableStreamReadResult<Uint8Array>;
+
+/** Decodes UTF-8 exactly (a BOM kept), or throws: then the bytes are not text. */
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * A body of exactly these bytes: as text when they are UTF-8 (a string body
+ * is cheaper to build, and to read or send, than a copy of bytes), else the
+ * bytes (copied off shared memory, which a body must not be).
+ */
+function bodyOf(parts: Uint8Array[]): string | Uint8Array<ArrayBuffer> {
+  try {
+    return strictDecoder.decode(joinParts(parts));
+  } catch {
+    return bytesOf(parts);
   }
-  const framer = new SseFramer(Infinity);
-  const reader = source.getReader();
-  let framing = true; // false once the answer went by, or an event outgrew the bound
-  let over = false;
-  let out!: ReadableStreamDefaultController<Uint8Array>;
-  const end = () => {
-    if (over) return;
-    over = true;
-    hooks.onEnd();
-  };
-  /** Stops framing: what the framer holds goes out, the rest passes through as it comes. */
-  const unframe = (): void => {
-    framing = false;
-    const held = framer.end();
-    if (held !== null) out.enqueue(held.bytes);
-  };
-  /** Forwards the rewritten parts of a chunk; returns whether anything was enqueued. */
-  const forwardParts = (parts: Uint8Array[]): boolean => {
-    if (!framing) return enqueueParts(out, parts);
-    return parts.length > 0 && forward(joinParts(parts));
-  };
-  /** Forwards a chunk's complete events; returns whether anything was enqueued. */
-  const forward = (chunk: Uint8Array): boolean => {
-    if (!framing) {
-      out.enqueue(chunk);
+}
+
+/** These bytes as one body (copied off shared memory, which a body must not be). */
+function bytesOf(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const bytes = joinParts(parts);
+  return bytes.buffer instanceof ArrayBuffer
+    ? bytes as Uint8Array<ArrayBuffer>
+    : new Uint8Array(bytes);
+}
+
+/** The state of one watched SSE answer (see {@linkcode watchAnswer}). */
+class Watch {
+  readonly #id: string | number;
+  readonly #hooks: AnswerHooks;
+  readonly #max: number;
+  readonly #rewriter: ChunkRewriter | null;
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  readonly #bounds = new SseBoundaries();
+  readonly #span: DataSpan = { start: 0, end: 0 };
+  /** False once the answer went by, or an event outgrew the bound. */
+  #framing = true;
+  #over = false;
+  /** Bytes forwarded while the body's first reads are taken eagerly; `null` once streaming. */
+  #collected: Uint8Array[] | null;
+  #collectedSize = 0;
+  #out: ReadableStreamDefaultController<Uint8Array> | null = null;
+  /** The unfinished event, from earlier chunks: never sent while framing. */
+  #held: Uint8Array[] = [];
+  #heldSize = 0;
+  /** A read taken eagerly that had not settled: the stream's first pull awaits it. */
+  #pending: Promise<ReadResult> | null = null;
+  /** Emits through `#emit` (for `enqueueParts`). */
+  readonly #sink = { enqueue: (bytes: Uint8Array) => this.#emit(bytes) };
+
+  constructor(
+    response: Response,
+    id: string | number,
+    hooks: AnswerHooks,
+    max: number,
+    rewriter: ChunkRewriter | null,
+    eager: boolean,
+  ) {
+    this.#id = id;
+    this.#hooks = hooks;
+    this.#max = max;
+    this.#rewriter = rewriter;
+    this.#collected = eager ? [] : null;
+    const source = response.body;
+    this.#reader = source === null ? null : source.getReader();
+    if (source === null) this.#end();
+  }
+
+  #end(): void {
+    if (this.#over) return;
+    this.#over = true;
+    this.#hooks.onEnd();
+  }
+
+  #emit(bytes: Uint8Array): void {
+    if (this.#collected !== null) {
+      this.#collected.push(bytes);
+      this.#collectedSize += bytes.byteLength;
+    } else {
+      this.#out!.enqueue(bytes);
+    }
+  }
+
+  interrupt(event: Uint8Array): boolean {
+    if (this.#over || !this.#framing) return false;
+    // The unfinished event held was never sent: dropped with the handler's body.
+    this.#emit(event);
+    this.#out?.close();
+    this.#reader!.cancel().catch(() => {});
+    this.#end();
+    return true;
+  }
+
+  /** The held bytes followed by `tail`, as one chunk. */
+  #takeHeld(tail: Uint8Array | null): Uint8Array {
+    const held = this.#held;
+    if (tail !== null && tail.byteLength > 0) held.push(tail);
+    const bytes = joinParts(held);
+    this.#held = [];
+    this.#heldSize = 0;
+    return bytes;
+  }
+
+  /** True when the event in `bytes[from, to)` carries the JSON-RPC response to the request. */
+  #answers(bytes: Uint8Array, from: number, to: number, first: boolean, strayLF: boolean): boolean {
+    const span = this.#span;
+    const lines = dataLines(bytes, from, to, first, strayLF, span);
+    if (lines === 0) return false;
+    // One short data line (as an SDK writes a short message): read on the bytes, nothing
+    // decoded or built. A long text is parsed faster by JSON.parse (its strings are copied
+    // natively; the scan looks at every byte in JavaScript).
+    if (lines === 1 && span.end - span.start <= SCAN_BYTES) {
+      return carriesResponseBytes(bytes, span.start, span.end, this.#id);
+    }
+    const data = eventData(bytes, from, to, first, strayLF)!;
+    return mayHoldMessage(data) && carriesResponse(data, this.#id);
+  }
+
+  /** Forwards one chunk of the handler's body; returns whether anything was emitted. */
+  #push(chunk: Uint8Array): boolean {
+    const rewriter = this.#rewriter;
+    if (rewriter === null) return this.#forward(chunk);
+    const parts = rewriter.push(chunk);
+    if (!this.#framing) return enqueueParts(this.#sink, parts);
+    return parts.length > 0 && this.#forward(joinParts(parts));
+  }
+
+  /** The handler's body ended: what is still held goes out. */
+  #finish(): void {
+    const rewriter = this.#rewriter;
+    if (rewriter !== null) {
+      const parts = rewriter.end();
+      if (!this.#framing) enqueueParts(this.#sink, parts);
+      else if (parts.length > 0) this.#forward(joinParts(parts));
+    }
+    // An unfinished last event goes out as it is (a client discards it).
+    if (this.#framing && this.#heldSize > 0) this.#emit(this.#takeHeld(null));
+    this.#framing = false;
+    this.#end();
+  }
+
+  /**
+   * Forwards a chunk's complete events in one piece (and, once the answer went by, all the
+   * rest as it comes); returns whether anything was emitted.
+   */
+  #forward(chunk: Uint8Array): boolean {
+    if (!this.#framing) {
+      this.#emit(chunk);
       return true;
     }
+    const bounds = this.#bounds;
     let sent = false;
-    for (const event of framer.push(chunk)) {
-      out.enqueue(event.bytes);
-      sent = true;
-      const data = parseEvent(event).data;
-      if (data !== null && carriesResponse(data, id)) {
-        hooks.onAnswer();
-        unframe();
+    let start = 0; // start in chunk of the event being scanned (or of its part in it)
+    let cut = 0; // chunk bytes before it not sent yet
+    for (;;) {
+      const { first, strayLF } = bounds;
+      const stop = bounds.next(chunk, start);
+      if (stop === -1) break;
+      let found: boolean;
+      if (this.#heldSize > 0) {
+        // An event begun in earlier chunks: it goes out whole.
+        const event = this.#takeHeld(chunk.subarray(0, stop));
+        found = this.#answers(event, 0, event.byteLength, first, strayLF);
+        this.#emit(event);
+        sent = true;
+        cut = stop;
+      } else {
+        found = this.#answers(chunk, start, stop, first, strayLF);
+      }
+      start = stop;
+      if (found) {
+        // The answer went by: the rest passes through as it comes.
+        this.#framing = false;
+        if (cut < chunk.byteLength) this.#emit(cut === 0 ? chunk : chunk.subarray(cut));
+        this.#hooks.onAnswer();
         return true;
       }
     }
-    if (framer.buffered > maxEventBytes) {
-      unframe();
-      return true;
+    if (start > cut) {
+      this.#emit(cut === 0 && start === chunk.byteLength ? chunk : chunk.subarray(cut, start));
+      sent = true;
+    }
+    if (start < chunk.byteLength) {
+      this.#held.push(start === 0 ? chunk : chunk.subarray(start));
+      this.#heldSize += chunk.byteLength - start;
+      if (this.#heldSize > this.#max) {
+        // Too large to hold: it goes out as it comes, and the stream can no longer be cut.
+        this.#framing = false;
+        this.#emit(this.#takeHeld(null));
+        return true;
+      }
     }
     return sent;
-  };
-  const body = new ReadableStream<Uint8Array>({
-    start(controller) {
-      out = controller;
-    },
-    async pull(controller) {
-      for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          if (over) return;
-          end();
-          controller.error(err);
-          return;
-        }
-        if (over) return;
-        if (chunk.done) {
-          if (rewriter !== null) forwardParts(rewriter.end());
-          // An unfinished last event goes out as it is (a client discards it).
-          if (framing) unframe();
-          end();
-          controller.close();
-          return;
-        }
-        if (rewriter === null ? forward(chunk.value) : forwardParts(rewriter.push(chunk.value))) {
-          return;
-        }
+  }
+
+  /** Reads what the body already holds, then answers with it whole or streams the rest. */
+  async eagerly(response: Response): Promise<Response> {
+    const reader = this.#reader;
+    if (reader === null) return response;
+    let turns = EAGER_TURNS;
+    for (let reads = 0; reads < EAGER_READS && this.#collectedSize <= EAGER_BYTES; reads++) {
+      const read = reader.read();
+      let chunk: ReadResult | null = null;
+      let failed = false;
+      read.then((result) => void (chunk = result), () => void (failed = true));
+      // A read the body answers at once has settled by the next turn (its reaction was queued
+      // before this one); one the handler answers a few turns later (an SDK server writing a
+      // quick tool's answer) is waited for, a few turns in all.
+      await null;
+      while (chunk === null && !failed && turns > 0 && !this.#over) {
+        turns--;
+        await null;
       }
-    },
-    cancel(reason) {
-      end();
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
-  return {
-    response: new Response(body, {
+      if (this.#over) break; // interrupted meanwhile: the body is what was collected
+      if (chunk === null) {
+        // Not answered at once (or failed: the body then errors after what was collected, as
+        // the handler's body did): the rest streams.
+        this.#pending = read;
+        return this.streamed(response);
+      }
+      const { done, value } = chunk as ReadResult;
+      try {
+        if (done) {
+          this.#finish();
+          break;
+        }
+        this.#push(value);
+      } catch (err) {
+        // As a stream whose pull throws: the body errors after what was collected.
+        reader.cancel(err).catch(() => {});
+        this.#pending = Promise.reject(err);
+        return this.streamed(response);
+      }
+    }
+    if (!this.#over) return this.streamed(response);
+    const parts = this.#collected!;
+    this.#collected = null;
+    let headers = response.headers;
+    // A text body without a Content-Type would get one (text/plain).
+    const body = headers.has("content-type") ? bodyOf(parts) : bytesOf(parts);
+    if (headers.has("content-length")) {
+      headers = new Headers(headers); // the length is the body's (ids may have been rewritten)
+      headers.delete("content-length");
+    }
+    return new Response(body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers,
+    });
+  }
+
+  /** The response streaming the body (after what was collected, if anything). */
+  streamed(response: Response): Response {
+    const reader = this.#reader;
+    if (reader === null) return response;
+    const body = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#out = controller;
+        const collected = this.#collected;
+        this.#collected = null;
+        if (collected !== null && collected.length > 0) enqueueParts(controller, collected);
+      },
+      pull: async (controller) => {
+        for (;;) {
+          let chunk: ReadResult;
+          try {
+            const pending = this.#pending;
+            this.#pending = null;
+            chunk = await (pending ?? reader.read());
+          } catch (err) {
+            if (this.#over) return;
+            this.#end();
+            controller.error(err);
+            return;
+          }
+          if (this.#over) return;
+          if (chunk.done) {
+            this.#finish();
+            controller.close();
+            return;
+          }
+          if (this.#push(chunk.value)) return;
+        }
+      },
+      cancel: (reason) => {
+        this.#end();
+        return reader.cancel(reason);
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,
-    }),
-    interrupt(event) {
-      if (over || !framing) return false;
-      // What the framer holds was never sent: dropped with the handler's body.
-      out.enqueue(event);
-      out.close();
-      reader.cancel().catch(() => {});
-      end();
-      return true;
-    },
-  };
+    });
+  }
 }

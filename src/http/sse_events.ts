@@ -126,6 +126,212 @@ export class SseFramer {
   }
 }
 
+/**
+ * Finds where events end in a byte stream, chunk by chunk, without holding
+ * or copying anything: the framing of {@linkcode SseFramer} (same line ends,
+ * BOM and blank lines) for a caller that keeps the bytes itself. Inside a
+ * line it jumps to the next line end with `indexOf`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { SseBoundaries } from "./sse_events.ts";
+ *
+ * const bounds = new SseBoundaries();
+ * const chunk = new TextEncoder().encode("data: 1\n\ndata: 2\r\n\r");
+ * assert.equal(bounds.next(chunk, 0), 9);
+ * assert.equal(bounds.next(chunk, 9), 19);
+ * assert.equal(bounds.strayLF, true); // the next event starts after a CR
+ * assert.equal(bounds.next(chunk, 19), -1);
+ * ```
+ */
+export class SseBoundaries {
+  /** The event being scanned starts the stream (it may begin with a BOM). */
+  first = true;
+  /** The event being scanned starts right after a CR (a leading LF completes that CRLF). */
+  strayLF = false;
+  #lineEmpty = true; // nothing but the terminator seen on the current line
+  #afterCR = false; // the previous byte was a CR
+  #bom = 0; // BOM bytes seen at the stream start, or -1 once past them
+  // Next LF / CR in #chunk at or after the index they were looked up from (-1: none left),
+  // kept while the caller goes through one chunk (from 0 onwards).
+  #chunk: Uint8Array | null = null;
+  #lf = -1;
+  #cr = -1;
+
+  /**
+   * The index just past the end of the first event that ends in `chunk` at
+   * or after `from` (its dispatching blank line included); `-1` when the
+   * chunk ends inside an event (the scan goes on with the next chunk).
+   * Read {@linkcode first} and {@linkcode strayLF} before the call: they
+   * describe the event that ends.
+   */
+  next(chunk: Uint8Array, from: number): number {
+    if (from === 0 || chunk !== this.#chunk) {
+      this.#chunk = chunk;
+      this.#lf = this.#cr = -2; // not looked up
+    }
+    const n = chunk.length;
+    let i = from;
+    while (i < n) {
+      const byte = chunk[i];
+      if (this.#bom >= 0) {
+        if (byte === BOM[this.#bom]) {
+          this.#bom = this.#bom === 2 ? -1 : this.#bom + 1;
+          i++;
+          continue;
+        }
+        if (this.#bom > 0) this.#lineEmpty = false; // a partial BOM is a character
+        this.#bom = -1;
+      }
+      if (this.#afterCR) {
+        this.#afterCR = false;
+        if (byte === LF) { // completes a CRLF
+          i++;
+          continue;
+        }
+      }
+      if (byte === CR || byte === LF) {
+        this.#afterCR = byte === CR;
+        i++;
+        if (!this.#lineEmpty) {
+          this.#lineEmpty = true;
+          continue;
+        }
+        // A blank line: the event ends with this byte.
+        this.first = false;
+        this.strayLF = this.#afterCR;
+        return i;
+      }
+      // Inside a line: on to its end.
+      this.#lineEmpty = false;
+      if (this.#lf !== -1 && this.#lf < i) this.#lf = chunk.indexOf(LF, i);
+      if (this.#cr !== -1 && this.#cr < i) this.#cr = chunk.indexOf(CR, i);
+      const lf = this.#lf, cr = this.#cr;
+      const end = lf === -1 ? cr : cr === -1 ? lf : lf < cr ? lf : cr;
+      if (end === -1) return -1;
+      i = end;
+    }
+    return -1;
+  }
+}
+
+const D_ = 0x64, A_ = 0x61, T_ = 0x74, SPACE = 0x20, COLON_ = 0x3a;
+
+/** Where an event's data lines are, from {@linkcode dataLines}. */
+export interface DataSpan {
+  /** Start of the first data line's value. */
+  start: number;
+  /** End of the first data line's value. */
+  end: number;
+}
+
+/**
+ * The data lines of the event in `bytes[from, to)`, as
+ * `parseEvent({ bytes, first, strayLF })` reads them: returns how many there
+ * are (0, 1, or 2 for two or more) and puts the first one's value (after
+ * `data:` and one space) in `span`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dataLines } from "./sse_events.ts";
+ *
+ * const bytes = new TextEncoder().encode("event: message\r\ndata: {}\n\n");
+ * const span = { start: 0, end: 0 };
+ * assert.equal(dataLines(bytes, 0, bytes.length, true, false, span), 1);
+ * assert.deepEqual(span, { start: 22, end: 24 });
+ * ```
+ */
+export function dataLines(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  first: boolean,
+  strayLF: boolean,
+  span: DataSpan,
+): number {
+  let i = from;
+  if (
+    first && to - i >= 3 && bytes[i] === BOM[0] && bytes[i + 1] === BOM[1] &&
+    bytes[i + 2] === BOM[2]
+  ) i += 3;
+  else if (strayLF && i < to && bytes[i] === LF) i++;
+  let count = 0;
+  // Line ends are looked up before `to` only (a chunk may hold many events); same indices.
+  const b = to === bytes.length ? bytes : bytes.subarray(0, to);
+  let lf = -2; // next LF / CR at or after i (-1: none left, -2: not looked up)
+  let cr = -2;
+  while (i < to) {
+    if (lf !== -1 && lf < i) lf = b.indexOf(LF, i);
+    if (cr !== -1 && cr < i) cr = b.indexOf(CR, i);
+    const end = lf === -1 ? (cr === -1 ? to : cr) : cr === -1 || lf < cr ? lf : cr;
+    if (end === i) break; // the blank line dispatching the event
+    if (
+      end - i >= 4 && bytes[i] === D_ && bytes[i + 1] === A_ && bytes[i + 2] === T_ &&
+      bytes[i + 3] === A_ && (end - i === 4 || bytes[i + 4] === COLON_)
+    ) {
+      if (++count === 2) return 2;
+      let start = i + 4 === end ? end : i + 5; // after "data:" (nothing when the line is "data")
+      if (start < end && bytes[start] === SPACE) start++;
+      span.start = start;
+      span.end = end;
+    }
+    i = end + (b[end] === CR && b[end + 1] === LF ? 2 : 1);
+  }
+  return count;
+}
+
+/**
+ * The `data` of the event in `bytes[from, to)`, exactly as
+ * `parseEvent({ bytes, first, strayLF }).data` reads it, decoding only the
+ * data lines' values (line ends are ASCII, so decoding them apart gives the
+ * same text).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { eventData } from "./sse_events.ts";
+ *
+ * const bytes = new TextEncoder().encode("event: message\r\ndata: {}\ndata:x\n\n");
+ * assert.equal(eventData(bytes, 0, bytes.length, true, false), "{}\nx");
+ * ```
+ */
+export function eventData(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  first: boolean,
+  strayLF: boolean,
+): string | null {
+  // Line ends are looked up in the event alone (a chunk may hold many).
+  const event = from === 0 && to === bytes.length ? bytes : bytes.subarray(from, to);
+  const n = event.length;
+  let i = 0;
+  if (first && n >= 3 && event[0] === BOM[0] && event[1] === BOM[1] && event[2] === BOM[2]) i = 3;
+  else if (strayLF && n > 0 && event[0] === LF) i = 1;
+  let data: string | null = null;
+  let lf = -2; // next LF / CR at or after i (-1: none left, -2: not looked up)
+  let cr = -2;
+  while (i < n) {
+    if (lf !== -1 && lf < i) lf = event.indexOf(LF, i);
+    if (cr !== -1 && cr < i) cr = event.indexOf(CR, i);
+    const end = lf === -1 ? (cr === -1 ? n : cr) : cr === -1 || lf < cr ? lf : cr;
+    if (end === i) break; // the blank line dispatching the event
+    if (
+      end - i >= 4 && event[i] === D_ && event[i + 1] === A_ && event[i + 2] === T_ &&
+      event[i + 3] === A_ && (end - i === 4 || event[i + 4] === COLON_)
+    ) {
+      let start = i + 4 === end ? end : i + 5; // after "data:" (nothing when the line is "data")
+      if (start < end && event[start] === SPACE) start++;
+      const value = start === end ? "" : decoder.decode(event.subarray(start, end));
+      data = data === null ? value : `${data}\n${value}`;
+    }
+    i = end + (event[end] === CR && event[end + 1] === LF ? 2 : 1);
+  }
+  return data;
+}
+
 /** An event's lines, as {@linkcode parseEvent} reads them. */
 export interface ParsedEvent {
   /** A BOM or stray LF before the first line, kept when re-serializing. */
@@ -196,6 +402,7 @@ const D = 0x64; // "d"
 const COLON = 0x3a;
 const ID_BYTES = new Uint8Array([I, D]);
 const ID_COLON = new Uint8Array([I, D, COLON]);
+const ID_COLON_SPACE = new Uint8Array([I, D, COLON, 0x20]);
 const textEncoder = new TextEncoder();
 
 /** Rewrites a byte stream chunk by chunk (as {@linkcode SseIdRewriter} does). */
@@ -294,6 +501,7 @@ export const MAX_ID_BYTES = 8 * 1024;
  */
 export class SseIdRewriter implements ChunkRewriter {
   readonly #rewrite: (value: string) => string | null;
+  readonly #suffix: ((value: Uint8Array) => Uint8Array) | null;
   readonly #max: number;
   /** BOM bytes matched at the stream start, or -1 once past them. */
   #bom = 0;
@@ -305,10 +513,20 @@ export class SseIdRewriter implements ChunkRewriter {
   #value: Uint8Array[] | null = null;
   #valueSize = 0;
 
-  /** Builds a rewriter calling `rewrite` for every non-empty `id` value. */
-  constructor(rewrite: (value: string) => string | null, maxIdBytes = MAX_ID_BYTES) {
+  /**
+   * Builds a rewriter calling `rewrite` for every non-empty `id` value. With
+   * `suffix`, a value of ASCII bytes without NUL is rewritten on its bytes
+   * instead: `suffix(bytes)` is appended to it, which must be what `rewrite`
+   * appends to the same value (nothing decoded or encoded).
+   */
+  constructor(
+    rewrite: (value: string) => string | null,
+    maxIdBytes = MAX_ID_BYTES,
+    suffix: ((value: Uint8Array) => Uint8Array) | null = null,
+  ) {
     this.#rewrite = rewrite;
     this.#max = maxIdBytes;
+    this.#suffix = suffix;
   }
 
   /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
@@ -408,6 +626,18 @@ export class SseIdRewriter implements ChunkRewriter {
     const parts = this.#value!;
     this.#value = null;
     const bytes = concat(parts.length === 0 ? [new Uint8Array(0)] : parts);
+    if (this.#suffix !== null) {
+      const start = bytes[0] === SPACE ? 1 : 0; // one leading space is not the value's
+      let ascii = bytes.length > start;
+      for (let i = start; ascii && i < bytes.length; i++) {
+        const byte = bytes[i];
+        if (byte === 0 || byte >= 0x80) ascii = false;
+      }
+      if (ascii) {
+        const raw = start === 0 ? bytes : bytes.subarray(start);
+        return concat([ID_COLON_SPACE, raw, this.#suffix(raw)]);
+      }
+    }
     let value = decoder.decode(bytes);
     if (value.startsWith(" ")) value = value.slice(1);
     const rewritten = value === "" ? null : this.#rewrite(value);

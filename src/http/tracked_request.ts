@@ -15,13 +15,13 @@ import type { IssuedSessions } from "./issued_sessions.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { RegistryFailure } from "./registry_failure.ts";
 import {
-  type AnswerWatch,
   cancelledEvent,
   cancelledJson,
   cancelMessage,
+  type EagerAnswerWatch,
   isClientCancel,
   isEventStream,
-  watchAnswer,
+  watchAnswerEagerly,
 } from "./server_cancel.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { ResponseWrap } from "./task_gate.ts";
@@ -97,7 +97,7 @@ export async function runTracked(
     decide = resolve;
     fail = reject;
   });
-  let stream: AnswerWatch | null = null;
+  let stream: EagerAnswerWatch | null = null;
   const release = () => {
     if (released) return;
     released = true;
@@ -191,7 +191,7 @@ export async function runTracked(
     end();
     return response;
   }
-  stream = watchAnswer(
+  stream = watchAnswerEagerly(
     response,
     message.id,
     {
@@ -201,5 +201,5 @@ export async function runTracked(
     undefined,
     state.answerRewriter(response, sid, ctx),
   );
-  return stream.response;
+  return await stream.response;
 }
