@@ -28,7 +28,7 @@ import { closeSession } from "./handler_calls.ts";
 import { Identifier } from "./identify.ts";
 import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
 import { OwnerCache } from "./owner_cache.ts";
-import { type Post, postRequest } from "./post.ts";
+import { PostPath } from "./post.ts";
 import { type At, type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
 import { EventIdKey } from "./event_ids.ts";
@@ -60,7 +60,7 @@ export class SessionGuard {
   readonly inflight = new Map<string, AbortSignal>();
   /** GETs and DELETEs that later requests of their session must not overtake. */
   readonly #order = new SessionOrder();
-  readonly #post: Post;
+  readonly #post: PostPath;
   /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
   readonly #resumption: Resumption | null;
 
@@ -81,7 +81,7 @@ export class SessionGuard {
       config.secret,
       config.ownerCacheMs,
     );
-    this.#post = postRequest(this);
+    this.#post = new PostPath(this);
     const observer = config.observer;
     if (observer !== undefined) {
       const handle = this.handle;
@@ -136,7 +136,8 @@ export class SessionGuard {
     }
     let ctx: GuardContext;
     try {
-      ctx = await this.identifier.identify(request);
+      const identified = this.identifier.identify(request);
+      ctx = identified instanceof Promise ? await identified : identified;
       this.config.observer?.identified(ctx);
     } catch (err) {
       if (err instanceof UnauthenticatedError) {
@@ -159,7 +160,7 @@ export class SessionGuard {
     }
     if (sid === null && method !== "POST") return await this.#sessionless(request, method, ctx);
     try {
-      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
+      if (method === "POST") return await this.#post.handle(request, sid, ctx, ahead);
       if (method === "GET") return await this.#get(request, sid!, ctx);
       return await this.#delete(request, sid!, ctx);
     } catch (err) {
@@ -391,7 +392,19 @@ export class SessionGuard {
     lookup: Promise<string | null>,
     epoch = this.owners.epoch,
   ): Promise<Response | null> {
-    const owner = await lookup;
+    return this.ownerVerdict(at, fp, await lookup, epoch);
+  }
+
+  /**
+   * {@linkcode checkOwner} of an owner already looked up: `null` when `fp`
+   * is `owner`, else the refusal.
+   */
+  ownerVerdict(
+    at: At & { sid: string },
+    fp: string,
+    owner: string | null,
+    epoch = this.owners.epoch,
+  ): Response | null {
     if (owner === fp) {
       // Not cached if a session ended while the lookup was under way: its answer may
       // predate that end.

@@ -23,6 +23,7 @@ import { invokeHandler } from "./handler_calls.ts";
 import type { Identifier } from "./identify.ts";
 import { IssuedSessions } from "./issued_sessions.ts";
 import {
+  type BodyResult,
   classify,
   isJsonMediaType,
   parseJson,
@@ -41,14 +42,6 @@ import { runTracked, type TrackedRequest, type TrackedState } from "./tracked_re
 import type { GuardConfig } from "./config.ts";
 import type { GuardContext, GuardReason } from "./types.ts";
 
-/** The POST handler of one guard. */
-export type Post = (
-  request: Request,
-  sid: string | null,
-  ctx: GuardContext,
-  ahead: Promise<void> | undefined,
-) => Promise<Response>;
-
 /** What the POST path takes from its guard (`SessionGuard` is one). */
 export interface PostGuard {
   readonly config: GuardConfig;
@@ -59,12 +52,12 @@ export interface PostGuard {
   readonly credentials: SessionCredentials | undefined;
   readonly inflight: Map<string, AbortSignal>;
   ownerOf(sid: string): Promise<string | null>;
-  checkOwner(
+  ownerVerdict(
     at: At & { sid: string },
     fp: string,
-    lookup: Promise<string | null>,
+    owner: string | null,
     epoch?: number,
-  ): Promise<Response | null>;
+  ): Response | null;
   checkCredentials(
     at: At & { sid: string },
     ctx: GuardContext,
@@ -91,23 +84,20 @@ interface Read {
   text: string;
 }
 
-/** What strict mode looked up for a session request while its body was read. */
+/**
+ * What strict mode looked up for a session request while its body was read
+ * (what the registry's memory or the caches knew at once, else a promise).
+ */
 interface Lookups {
   epoch: number;
-  owner: Promise<string | null> | null;
+  owner: string | null | Promise<string | null>;
   credentials: SessionCredentials | undefined;
   recordEpoch: number | undefined;
   record: string | null | Promise<string | null> | undefined;
 }
 
-/** Builds the POST path over a guard's state. */
-export function postRequest(guard: PostGuard): Post {
-  const path = new PostPath(guard);
-  return (request, sid, ctx, ahead) => path.handle(request, sid, ctx, ahead);
-}
-
 /** The POST path of one guard. */
-class PostPath {
+export class PostPath {
   readonly #guard: PostGuard;
   readonly #issued: IssuedSessions;
   readonly #tracking: TrackedState;
@@ -138,6 +128,7 @@ class PostPath {
     };
   }
 
+  /** One POST: read, checked, gated, forwarded. */
   async handle(
     request: Request,
     sid: string | null,
@@ -148,7 +139,17 @@ class PostPath {
     const at: At = { method: "POST", sid };
     // Strict mode: ask who owns the session (and what opened it) while the body is read.
     const lookups = this.#lookUp(sid, ctx);
-    const read = await this.#read(request, at);
+    if (!isJsonMediaType(request.headers.get("content-type"))) {
+      return guard.refuse("unsupported-media-type", at);
+    }
+    let body: BodyResult;
+    try {
+      body = await readBody(request, guard.config.maxBodyBytes);
+    } catch {
+      // The client went away mid-body: nothing to answer it with, nothing to log.
+      return guard.refuse("client-aborted", at);
+    }
+    const read = this.#read(body, at);
     if (read instanceof Response) return read;
     const { message } = read;
     const rpcMethod = message.kind === "response" ? null : message.method;
@@ -158,18 +159,23 @@ class PostPath {
 
     let recorded: string | null = null;
     if (sid !== null && lookups !== null) {
-      const checked = await this.#checkSession({ ...where, sid }, ctx, lookups);
+      let checked = this.#checkSession({ ...where, sid }, ctx, lookups);
+      if (checked instanceof Promise) checked = await checked;
       if (checked instanceof Response) return checked;
       recorded = checked;
     }
-    const refuse = (
-      reason: RefusalReason,
-      id: string | number | null,
-      detail?: string,
-      as?: RefusalReason,
-    ) => guard.refuse(reason, { ...where, id }, detail, { as });
-    const pass = await guard.tasks?.check(request, message, ctx, sid, refuse) ?? null;
-    if (pass instanceof Response) return pass;
+    let pass: Response | GatePass | null | Promise<Response | GatePass | null> = null;
+    if (guard.tasks !== undefined) {
+      const refuse = (
+        reason: RefusalReason,
+        id: string | number | null,
+        detail?: string,
+        as?: RefusalReason,
+      ) => guard.refuse(reason, { ...where, id }, detail, { as });
+      pass = guard.tasks.check(request, message, ctx, sid, refuse);
+      if (pass instanceof Promise) pass = await pass;
+      if (pass instanceof Response) return pass;
+    }
     const inner = this.#inner(request, read, pass);
     const wrap = pass?.wrap ?? null;
 
@@ -201,9 +207,9 @@ class PostPath {
     if (sid === null || !guard.config.strict) return null;
     const fp = ctx.fingerprint!;
     const epoch = guard.owners.epoch;
-    let owner: Promise<string | null>;
-    if (guard.config.owners.knownOwner?.(sid) === fp) owner = Promise.resolve(fp);
-    else if (guard.owners.has(sid, fp)) owner = Promise.resolve(fp);
+    let owner: string | Promise<string | null>;
+    if (guard.config.owners.knownOwner?.(sid) === fp) owner = fp;
+    else if (guard.owners.has(sid, fp)) owner = fp;
     else owner = guard.ownerOf(sid);
     const credentials = guard.credentials;
     return {
@@ -215,19 +221,8 @@ class PostPath {
     };
   }
 
-  /** The body, read once and classified; or the answer to a body problem. */
-  async #read(request: Request, at: At): Promise<Read | Response> {
-    const guard = this.#guard;
-    if (!isJsonMediaType(request.headers.get("content-type"))) {
-      return guard.refuse("unsupported-media-type", at);
-    }
-    let body: Awaited<ReturnType<typeof readBody>>;
-    try {
-      body = await readBody(request, guard.config.maxBodyBytes);
-    } catch {
-      // The client went away mid-body: nothing to answer it with, nothing to log.
-      return guard.refuse("client-aborted", at);
-    }
+  /** The body, parsed and classified; or the answer to a body problem. */
+  #read(body: BodyResult, at: At): Read | Response {
     if (body.kind === "problem") return this.#problem(at, body);
     const json = parseJson(body.text);
     if (json.kind === "problem") return this.#problem(at, json);
@@ -254,15 +249,31 @@ class PostPath {
   /**
    * Strict mode: the caller owns the session, and its credential may use it
    * (scope-bound sessions). The credential record it was checked against, or
-   * the refusal.
+   * the refusal: at once when both were known at once, else a promise.
    */
-  async #checkSession(
+  #checkSession(
+    where: At & { sid: string },
+    ctx: GuardContext,
+    lookups: Lookups,
+  ): string | null | Response | Promise<string | null | Response> {
+    const { owner, record } = lookups;
+    if (owner instanceof Promise || record instanceof Promise) {
+      return this.#checkSessionLater(where, ctx, lookups);
+    }
+    const refusal = this.#guard.ownerVerdict(where, ctx.fingerprint!, owner, lookups.epoch);
+    if (refusal !== null) return refusal;
+    if (lookups.credentials === undefined) return null;
+    return this.#guard.checkCredentials(where, ctx, record!, lookups.recordEpoch) ?? record!;
+  }
+
+  /** {@linkcode #checkSession} once its lookups are answered. */
+  async #checkSessionLater(
     where: At & { sid: string },
     ctx: GuardContext,
     lookups: Lookups,
   ): Promise<string | null | Response> {
     const guard = this.#guard;
-    const refusal = await guard.checkOwner(where, ctx.fingerprint!, lookups.owner!, lookups.epoch);
+    const refusal = guard.ownerVerdict(where, ctx.fingerprint!, await lookups.owner, lookups.epoch);
     if (refusal !== null) return refusal;
     if (lookups.credentials === undefined) return null;
     const recorded = await lookups.record!;
@@ -292,7 +303,7 @@ class PostPath {
   }
 
   /** An allowed message of a session, to the handler. */
-  async #forward(
+  #forward(
     request: Request,
     inner: Request,
     sid: string,
@@ -300,33 +311,57 @@ class PostPath {
     message: Read["message"],
     wrap: GatePass["wrap"],
   ): Promise<Response> {
-    const guard = this.#guard;
-    const handler = guard.config.handler;
     const rpcMethod = message.kind === "response" ? null : message.method;
     const at: At = { method: "POST", sid, rpcMethod };
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
-      const cancelled = await this.#cancel(sid, message.params as { requestId?: unknown });
-      guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, at);
-      const answer = await this.#issued.bind(
-        request,
-        await handler(inner, ctx),
-        sid,
-        ctx,
-        rpcMethod,
-      );
-      return guard.tagAnswer(answer, sid, ctx);
+      return this.#forwardCancel(request, inner, sid, ctx, message.params, at);
     }
-    guard.decide("allow", "allowed", null, at);
+    this.#guard.decide("allow", "allowed", null, at);
     if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
       const tracked = message as TrackedRequest;
-      return await runTracked(this.#tracking, request, inner, sid, ctx, tracked, wrap);
+      return runTracked(this.#tracking, request, inner, sid, ctx, tracked, wrap);
     }
     // A notification, or a request whose id no registry keys (ill-formed Unicode, over 1,024
     // UTF-8 bytes; or not a JSON-RPC id at all): the handler answers it as it would unguarded;
     // such a request runs untracked, as when the cancellation table is full (a server-side
     // cancel cannot reach it).
-    const answer = await invokeHandler(handler, inner, ctx, wrap);
+    return this.#forwardUntracked(request, inner, sid, ctx, rpcMethod, wrap);
+  }
+
+  /** A `notifications/cancelled` of a session: its request cancelled, then the handler told. */
+  async #forwardCancel(
+    request: Request,
+    inner: Request,
+    sid: string,
+    ctx: GuardContext,
+    params: unknown,
+    at: At,
+  ): Promise<Response> {
+    const guard = this.#guard;
+    const cancelled = await this.#cancel(sid, params as { requestId?: unknown });
+    guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, at);
+    const answer = await this.#issued.bind(
+      request,
+      await guard.config.handler(inner, ctx),
+      sid,
+      ctx,
+      at.rpcMethod ?? null,
+    );
+    return guard.tagAnswer(answer, sid, ctx);
+  }
+
+  /** A message of a session the registry cannot track, to the handler. */
+  async #forwardUntracked(
+    request: Request,
+    inner: Request,
+    sid: string,
+    ctx: GuardContext,
+    rpcMethod: string | null,
+    wrap: GatePass["wrap"],
+  ): Promise<Response> {
+    const guard = this.#guard;
+    const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
     return guard.tagAnswer(await this.#issued.bind(request, answer, sid, ctx, rpcMethod), sid, ctx);
   }
 
