@@ -25,7 +25,7 @@ import {
   RegistryUnavailableError,
   toWireError,
 } from "../core/errors.ts";
-import { CallQueue, type QueuedAt } from "./call_queue.ts";
+import { CallQueue, type QueuedAt, type Settler } from "./call_queue.ts";
 import { InFlight, type InFlightHooks } from "./in_flight.ts";
 import type { FromWorker, InitMessage, ReplyMessage, WorkerEvent } from "./protocol.ts";
 import { type Outgoing, type RingHost, RingSender } from "./ring_sender.ts";
@@ -209,6 +209,45 @@ export class ActorClient {
     if (this.#worker === null) this.#spawn();
     const promise = this.#queue.push<T>(op, a, b, c, lazy, d);
     this.#lastQueued = true;
+    this.#schedule(lazy);
+    return promise;
+  }
+
+  /**
+   * Like {@linkcode call} (`lazy`: {@linkcode callLazy}), settled through
+   * `resolve` or `reject` instead of a promise, for a caller that only
+   * needs a callback: they run while the reply is read, so they must not
+   * throw. A call refused at once (a closed registry) is rejected in a
+   * microtask, as the promise would be.
+   */
+  callWith(
+    op: number,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    lazy: boolean,
+    resolve: Settler,
+    reject: Settler,
+  ): void {
+    if (this.observer !== null) {
+      // Telemetry listens on a promise.
+      (lazy ? this.callLazy(op, a, b, c) : this.call(op, a, b, c)).then(resolve, reject);
+      return;
+    }
+    this.#lastQueued = false;
+    const refused = this.#closed ? new RegistryClosedError(this.#opts.name) : this.#fatal;
+    if (refused !== null) {
+      queueMicrotask(() => reject(refused));
+      return;
+    }
+    if (this.#worker === null) this.#spawn();
+    this.#queue.pushSettled(op, a, b, c, lazy, resolve, reject);
+    this.#lastQueued = true;
+    this.#schedule(lazy);
+  }
+
+  /** Sends the queue now when full, else at the end of this tick (`lazy`: within a window). */
+  #schedule(lazy: boolean): void {
     if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
     else if (!this.#scheduled) {
       if (!lazy) {
@@ -218,7 +257,6 @@ export class ActorClient {
         this.#lazyTimer = setTimeout(this.#flush, LAZY_FLUSH_MS);
       }
     }
-    return promise;
   }
 
   /**

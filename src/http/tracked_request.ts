@@ -9,8 +9,12 @@
  */
 
 import { cancelKey } from "../core/cancel_table.ts";
-import type { Tracked } from "../registry/cancellation_registry.ts";
-import { invokeHandler, notifyCancelled } from "./handler_calls.ts";
+import {
+  CancellationRegistry,
+  deregisterQuietly,
+  trackQuietly,
+} from "../registry/cancellation_registry.ts";
+import { notifyCancelled } from "./handler_calls.ts";
 import type { IssuedSessions } from "./issued_sessions.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { RegistryFailure } from "./registry_failure.ts";
@@ -26,6 +30,8 @@ import {
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { ResponseWrap } from "./task_gate.ts";
 import type { GuardCancellations, GuardContext, RequestHandler } from "./types.ts";
+
+const builtIn = CancellationRegistry.prototype;
 
 /** A request whose id a registry keys (tracked for cancellation). */
 export type TrackedRequest = Extract<RpcMessage, { kind: "request" }> & { id: string | number };
@@ -76,14 +82,11 @@ export async function runTracked(
   const signal = controller.signal;
   const key = cancelKey(sid, message.id);
   state.inflight.set(key, signal);
-  let tracked: Tracked;
-  try {
-    tracked = state.cancellations.track(sid, message.id, controller);
-  } catch (err) {
-    state.inflight.delete(key);
-    throw new RegistryFailure(err);
-  }
-  const entryId = tracked.entryId;
+  const cancellations = state.cancellations;
+  // The built-in registry, as it comes: tracked without a promise per request.
+  const quiet = cancellations instanceof CancellationRegistry &&
+    cancellations.track === builtIn.track && cancellations.deregister === builtIn.deregister;
+  let entryId = "";
   let released = false;
   let ended = false;
   // Decided (answered, cancelled, stopped for a registry failure): nothing else may notify
@@ -97,11 +100,22 @@ export async function runTracked(
     decide = resolve;
     fail = reject;
   });
+  /** The handler's answer, once `first` settled with it. */
+  let got: Response | null = null;
   let stream: AnswerWatch | null = null;
+  let failure: { cause: unknown } | null = null;
+  let answered = false;
+  const deregisterFailed = (err: unknown) => state.report(err, "deregister");
   const release = () => {
     if (released) return;
     released = true;
-    state.cancellations.deregister(entryId).catch((err) => state.report(err, "deregister"));
+    if (quiet) {
+      deregisterQuietly(
+        cancellations,
+        entryId,
+        (err) => queueMicrotask(() => deregisterFailed(err)),
+      );
+    } else cancellations.deregister(entryId).catch(deregisterFailed);
   };
   const end = () => {
     if (ended) return;
@@ -131,12 +145,10 @@ export async function runTracked(
       decide(null);
     }
   }
-  signal.addEventListener("abort", onAbort);
-  let failure: { cause: unknown } | null = null;
-  let answered = false;
-  tracked.registered.then((ok) => {
+  const registered = (ok: boolean) => {
     if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
-  }, (err) => {
+  };
+  const registerFailed = (err: unknown) => {
     // The registration may still have reached a shared store before the failure: the
     // deregistration at the end stays (it only removes a slot this entry still owns).
     failure = { cause: err };
@@ -147,27 +159,69 @@ export async function runTracked(
     state.report(err, "register");
     controller.abort(err);
     stopInner();
-  });
-  // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
-  const handled = invokeHandler(state.handler, inner, ctx, wrap, (answer) => {
-    if (!isEventStream(answer)) settled = true;
-  });
-  handled.then(decide, fail);
+  };
+  try {
+    if (quiet) {
+      entryId = trackQuietly(
+        cancellations,
+        sid,
+        message.id,
+        controller,
+        registered,
+        (err) => queueMicrotask(() => registerFailed(err)),
+      );
+    } else {
+      const tracked = cancellations.track(sid, message.id, controller);
+      entryId = tracked.entryId;
+      tracked.registered.then(registered, registerFailed);
+    }
+  } catch (err) {
+    state.inflight.delete(key);
+    throw new RegistryFailure(err);
+  }
+  signal.addEventListener("abort", onAbort);
+  // The handler's answer (through the task gate's wrap); one that comes after a
+  // cancellation goes nowhere.
+  const answer = (response: Response) => {
+    let wrapped: Response;
+    try {
+      // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
+      if (!isEventStream(response)) settled = true;
+      wrapped = wrap === null ? response : wrap(response);
+    } catch (err) {
+      return failed(err);
+    }
+    if (cancelled !== null) {
+      state.issued.discardLate(request, sid, wrapped, ctx);
+      return;
+    }
+    got = wrapped;
+    decide(wrapped);
+  };
+  const failed = (err: unknown) => {
+    if (cancelled !== null) state.report(err, "handler");
+    else fail(err);
+  };
+  try {
+    const produced = state.handler(inner, ctx);
+    if (produced instanceof Response) answer(produced);
+    else Promise.resolve(produced).then(answer, failed);
+  } catch (err) {
+    failed(err);
+  }
   let response: Response;
   try {
-    const answer = await first;
+    const outcome = await first;
     if (cancelled !== null) {
       // Cancelled before the handler answered: its answer, now or later, goes nowhere.
-      handled.then(
-        (late) => state.issued.discardLate(request, sid, late, ctx),
-        (err) => state.report(err, "handler"),
-      );
+      if (got !== null) state.issued.discardLate(request, sid, got, ctx);
       end();
       return cancelledJson(message.id, cancelled);
     }
-    response = answer!;
+    response = outcome!;
     if (failure === null) {
-      response = await state.issued.bind(request, response, sid, ctx, message.method);
+      const bound = state.issued.bind(request, response, sid, ctx, message.method);
+      response = bound instanceof Response ? bound : await bound;
     }
   } catch (err) {
     end();

@@ -6,7 +6,7 @@
  */
 
 import type { ActorClient } from "../actor/actor_client.ts";
-import type { QueuedAt } from "../actor/call_queue.ts";
+import { noop, type QueuedAt } from "../actor/call_queue.ts";
 import { type CancelStats, isTrackable } from "../core/cancel_table.ts";
 import { RequestCancelledError } from "../core/errors.ts";
 import { type AbortEvent, Op } from "../actor/protocol.ts";
@@ -97,6 +97,32 @@ interface Local {
 }
 
 const TRUE = Promise.resolve(true);
+
+/**
+ * `registry.track(sessionId, requestId, controller)` for the HTTP guard,
+ * without a promise per request: returns the entry id; `registered` is told
+ * what `Tracked.registered` resolves with, `failed` what it rejects with.
+ * Both may run while the registry reads a reply or withdraws a call, so
+ * they must not throw (`failed` should defer its work).
+ */
+export let trackQuietly: (
+  registry: CancellationRegistry,
+  sessionId: string,
+  requestId: string | number,
+  controller: AbortController,
+  registered: (ok: boolean) => void,
+  failed: (err: unknown) => void,
+) => string;
+
+/**
+ * `registry.deregister(entryId)` for the HTTP guard, without a promise:
+ * `failed` is told what the promise would reject with (it must not throw).
+ */
+export let deregisterQuietly: (
+  registry: CancellationRegistry,
+  entryId: string,
+  failed: (err: unknown) => void,
+) => void;
 
 /**
  * Tracks in-flight requests by `(sessionId, requestId)` so a
@@ -236,18 +262,32 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
-    const local = id === null ? undefined : this.#local.get(id);
-    if (local !== undefined) {
-      const pairs = this.#pairs;
-      const withdrawn = local.queued !== null && pairs!.allows(local.mark!) &&
-        this.#client.withdraw(local.queued, true);
-      this.#forget(id!, local);
-      if (withdrawn) {
-        pairs!.withdrawn++;
-        return TRUE;
-      }
-    }
+    if (id !== null && this.#release(id)) return TRUE;
     return this.#client.callLazy(Op.Deregister, id);
+  }
+
+  /**
+   * Forgets the local entry `id`, if any: true when its registration was
+   * withdrawn with it (then there is nothing to send).
+   */
+  #release(id: string): boolean {
+    const local = this.#local.get(id);
+    if (local === undefined) return false;
+    const pairs = this.#pairs;
+    const withdrawn = local.queued !== null && pairs!.allows(local.mark!) &&
+      this.#client.withdraw(local.queued, true);
+    this.#forget(id, local);
+    if (withdrawn) pairs!.withdrawn++;
+    return withdrawn;
+  }
+
+  static {
+    trackQuietly = (registry, sessionId, requestId, controller, registered, failed) =>
+      registry.#trackQuietly(sessionId, requestId, controller, registered, failed);
+    deregisterQuietly = (registry, entryId, failed) => {
+      if (registry.#release(entryId)) return;
+      registry.#client.callWith(Op.Deregister, entryId, undefined, undefined, true, noop, failed);
+    };
   }
 
   /**
@@ -423,6 +463,42 @@ export class CancellationRegistry implements AsyncDisposable {
     );
     registered.catch(() => {}); // a caller that does not look must not crash the process
     return { entryId, signal: controller.signal, registered };
+  }
+
+  /** {@linkcode track} told through callbacks instead of a promise (see {@linkcode trackQuietly}). */
+  #trackQuietly(
+    sessionId: string,
+    requestId: string | number,
+    controller: AbortController,
+    registered: (ok: boolean) => void,
+    failed: (err: unknown) => void,
+  ): string {
+    const lazy = !this.#shared;
+    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    const live = this.#local.size;
+    const local: Local = {
+      controller,
+      sessionId: sid ?? "",
+      requestId: rid ?? "",
+      mark: null,
+      queued: null,
+    };
+    this.#client.callWith(Op.Register, sid, rid, entryId, lazy, (ok) => {
+      if (!ok) this.#forget(entryId, local);
+      registered(ok as boolean);
+    }, (err) => {
+      this.#forget(entryId, local);
+      failed(err);
+    });
+    // As in #track: queued first, remembered second.
+    if (this.#pairs !== null && isTrackable(sid, rid)) {
+      local.mark = this.#pairs.add(sid!, rid!, live);
+      if (lazy) local.queued = this.#client.lastQueued();
+    }
+    this.#local.set(entryId, local);
+    return entryId;
   }
 
   /** Drops a local entry (once: a later call for the same entry does nothing). */
