@@ -94,6 +94,13 @@ const BOOT_GRACE_MS = 10_000;
  */
 export const LAZY_FLUSH_MS = 10;
 
+/**
+ * A queue of mostly withdrawn calls is sent once it holds this many times
+ * `maxBatch` calls: withdrawn calls never travel, and every batch that
+ * carries live ones may have to wake the worker (costly on a busy machine).
+ */
+const WITHDRAWN_SLACK = 8;
+
 const DEFAULT_WORKER_URL = new URL("./worker.ts", import.meta.url);
 
 /** Sends registry operations to a worker and awaits their results. */
@@ -248,8 +255,12 @@ export class ActorClient {
 
   /** Sends the queue now when full, else at the end of this tick (`lazy`: within a window). */
   #schedule(lazy: boolean): void {
-    if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
-    else if (!this.#scheduled) {
+    const queue = this.#queue;
+    const max = this.#opts.maxBatch;
+    // Withdrawn calls do not count (they never travel), up to a bound on the queue's memory.
+    if (!this.#opts.batching || queue.live >= max || queue.length >= WITHDRAWN_SLACK * max) {
+      this.#flush();
+    } else if (!this.#scheduled) {
       if (!lazy) {
         this.#scheduled = true;
         queueMicrotask(this.#flush);

@@ -87,6 +87,11 @@ export class CallQueue {
     return this.#count;
   }
 
+  /** Calls queued and not withdrawn (the ones the next batch carries). */
+  get live(): number {
+    return this.#count - this.#withdrawn;
+  }
+
   /**
    * Where the call queued last sits (for {@linkcode withdraw}), even if its
    * batch was taken since (it is then stale).
