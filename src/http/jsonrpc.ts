@@ -240,6 +240,7 @@ export function parseJson(text: string): { kind: "json"; value: unknown } | RpcP
 /** True when a `Content-Type` header value names JSON (`application/json`, any parameters). */
 export function isJsonMediaType(value: string | null): boolean {
   if (value === null) return false;
+  if (value === "application/json") return true; // as clients send it
   const semi = value.indexOf(";");
   const essence = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
   return essence === "application/json";

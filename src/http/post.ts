@@ -38,6 +38,7 @@ import { registry } from "./registry_failure.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { GatePass, TaskGate } from "./task_gate.ts";
 import { isModernRequest } from "./tasks.ts";
+import { DONE } from "../registry/touches.ts";
 import { runTracked, type TrackedRequest, type TrackedState } from "./tracked_request.ts";
 import type { GuardConfig } from "./config.ts";
 import type { GuardContext, GuardReason } from "./types.ts";
@@ -155,11 +156,12 @@ export class PostPath {
     const rpcMethod = message.kind === "response" ? null : message.method;
     ctx.parsedBody = read.value;
     if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
-    const where = { ...at, rpcMethod, id: message.kind === "notification" ? null : message.id };
+    const id = message.kind === "notification" ? null : message.id;
+    const where: At = { method: "POST", sid, rpcMethod, id };
 
     let recorded: string | null = null;
     if (sid !== null && lookups !== null) {
-      let checked = this.#checkSession({ ...where, sid }, ctx, lookups);
+      let checked = this.#checkSession(where as At & { sid: string }, ctx, lookups);
       if (checked instanceof Promise) checked = await checked;
       if (checked instanceof Response) return checked;
       recorded = checked;
@@ -296,9 +298,14 @@ export class PostPath {
   /** Counts a use of the session, and of its credential record (coalesced by the registries). */
   #touch(sid: string, fp: string, record: string | null): void {
     const guard = this.#guard;
-    guard.config.owners.touch?.(sid, fp).catch(this.#touchFailed);
+    // A touch absorbed into the trailing one answers DONE: nothing to watch.
+    const touched = guard.config.owners.touch?.(sid, fp);
+    if (touched !== undefined && touched !== DONE) touched.catch(this.#touchFailed);
     if (record !== null) {
-      guard.credentials?.registry.touch?.(sid, record).catch(this.#touchFailed);
+      const recordTouched = guard.credentials?.registry.touch?.(sid, record);
+      if (recordTouched !== undefined && recordTouched !== DONE) {
+        recordTouched.catch(this.#touchFailed);
+      }
     }
   }
 

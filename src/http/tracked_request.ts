@@ -102,6 +102,8 @@ export async function runTracked(
   });
   /** The handler's answer, once `first` settled with it. */
   let got: Response | null = null;
+  /** Whether the handler's own answer (before the task gate's wrap) is an event stream. */
+  let streams = false;
   let stream: AnswerWatch | null = null;
   let failure: { cause: unknown } | null = null;
   let answered = false;
@@ -166,6 +168,7 @@ export async function runTracked(
         cancellations,
         sid,
         message.id,
+        key,
         controller,
         registered,
         (err) => queueMicrotask(() => registerFailed(err)),
@@ -186,7 +189,8 @@ export async function runTracked(
     let wrapped: Response;
     try {
       // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
-      if (!isEventStream(response)) settled = true;
+      streams = isEventStream(response);
+      if (!streams) settled = true;
       wrapped = wrap === null ? response : wrap(response);
     } catch (err) {
       return failed(err);
@@ -241,7 +245,7 @@ export async function runTracked(
     throw new RegistryFailure(cause);
   }
   answered = true;
-  if (!isEventStream(response)) {
+  if (!(response === got && wrap === null ? streams : isEventStream(response))) {
     end();
     return response;
   }

@@ -100,7 +100,8 @@ const TRUE = Promise.resolve(true);
 
 /**
  * `registry.track(sessionId, requestId, controller)` for the HTTP guard,
- * without a promise per request: returns the entry id; `registered` is told
+ * without a promise per request (`key`: `cancelKey(sessionId, requestId)`,
+ * which the guard already has): returns the entry id; `registered` is told
  * what `Tracked.registered` resolves with, `failed` what it rejects with.
  * Both may run while the registry reads a reply or withdraws a call, so
  * they must not throw (`failed` should defer its work).
@@ -109,6 +110,7 @@ export let trackQuietly: (
   registry: CancellationRegistry,
   sessionId: string,
   requestId: string | number,
+  key: string,
   controller: AbortController,
   registered: (ok: boolean) => void,
   failed: (err: unknown) => void,
@@ -282,8 +284,8 @@ export class CancellationRegistry implements AsyncDisposable {
   }
 
   static {
-    trackQuietly = (registry, sessionId, requestId, controller, registered, failed) =>
-      registry.#trackQuietly(sessionId, requestId, controller, registered, failed);
+    trackQuietly = (registry, sessionId, requestId, key, controller, registered, failed) =>
+      registry.#trackQuietly(sessionId, requestId, key, controller, registered, failed);
     deregisterQuietly = (registry, entryId, failed) => {
       if (registry.#release(entryId)) return;
       registry.#client.callWith(Op.Deregister, entryId, undefined, undefined, true, noop, failed);
@@ -469,6 +471,7 @@ export class CancellationRegistry implements AsyncDisposable {
   #trackQuietly(
     sessionId: string,
     requestId: string | number,
+    key: string,
     controller: AbortController,
     registered: (ok: boolean) => void,
     failed: (err: unknown) => void,
@@ -494,7 +497,7 @@ export class CancellationRegistry implements AsyncDisposable {
     });
     // As in #track: queued first, remembered second.
     if (this.#pairs !== null && isTrackable(sid, rid)) {
-      local.mark = this.#pairs.add(sid!, rid!, live);
+      local.mark = this.#pairs.addKey(key, live);
       if (lazy) local.queued = this.#client.lastQueued();
     }
     this.#local.set(entryId, local);

@@ -45,7 +45,11 @@ export class Withdrawals {
 
   /** Notes a new live entry; `live`: entries live before it. */
   add(sessionId: string, requestId: string | number, live: number): PairMark {
-    const key = cancelKey(sessionId, requestId);
+    return this.addKey(cancelKey(sessionId, requestId), live);
+  }
+
+  /** {@linkcode add} of an entry whose registry key is `key`. */
+  addKey(key: string, live: number): PairMark {
     this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
     const mark = { key, full: this.#full };
     if (live >= this.#maxEntries) this.#full++;
