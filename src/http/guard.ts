@@ -120,12 +120,32 @@ export class SessionGuard {
     return answered;
   };
 
-  async #handle(
+  /**
+   * One request, answered: a promise in every case (a throw becomes its
+   * rejection), and no promise of its own for a POST whose caller is known
+   * at once (the POST path's is the answer).
+   */
+  #handle(
     request: Request,
     method: string,
     rawSid: string | null,
     ahead: Promise<void> | undefined,
   ): Promise<Response> {
+    try {
+      const answer = this.#route(request, method, rawSid, ahead);
+      return answer instanceof Response ? Promise.resolve(answer) : answer;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** The request's method and session id checked, its caller identified. */
+  #route(
+    request: Request,
+    method: string,
+    rawSid: string | null,
+    ahead: Promise<void> | undefined,
+  ): Response | Promise<Response> {
     if (method !== "POST" && method !== "GET" && method !== "DELETE") {
       return this.refuse("method-not-allowed", { method }, method);
     }
@@ -134,21 +154,49 @@ export class SessionGuard {
       sid = sanitizeSessionId(rawSid);
       if (sid === null) return this.refuse("invalid-session-id", { method });
     }
-    let ctx: GuardContext;
+    let identified: GuardContext | Promise<GuardContext>;
     try {
-      const identified = this.identifier.identify(request);
-      ctx = identified instanceof Promise ? await identified : identified;
-      this.config.observer?.identified(ctx);
+      identified = this.identifier.identify(request);
     } catch (err) {
-      if (err instanceof UnauthenticatedError) {
-        return this.refuse("unauthenticated", { method, sid }, "", {
-          headers: { "www-authenticate": err.challenge },
-        });
+      return this.#unidentified(err, method, sid);
+    }
+    if (identified instanceof Promise) {
+      return identified.then(
+        (ctx) => this.#identified(request, method, sid, ahead, ctx),
+        (err) => this.#unidentified(err, method, sid),
+      );
+    }
+    return this.#identified(request, method, sid, ahead, identified);
+  }
+
+  /** `principal()` failed (or telemetry's look at the caller did): the refusal. */
+  #unidentified(err: unknown, method: string, sid: string | null): Response {
+    if (err instanceof UnauthenticatedError) {
+      return this.refuse("unauthenticated", { method, sid }, "", {
+        headers: { "www-authenticate": err.challenge },
+      });
+    }
+    this.report(err, "principal");
+    // A principal() that answers what cannot name a caller is a bug: retrying will not help.
+    const invalid = err instanceof InvalidInputError;
+    return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
+  }
+
+  /** The request of an identified caller, to its method's path. */
+  #identified(
+    request: Request,
+    method: string,
+    sid: string | null,
+    ahead: Promise<void> | undefined,
+    ctx: GuardContext,
+  ): Response | Promise<Response> {
+    const observer = this.config.observer;
+    if (observer !== undefined) {
+      try {
+        observer.identified(ctx);
+      } catch (err) {
+        return this.#unidentified(err, method, sid);
       }
-      this.report(err, "principal");
-      // A principal() that answers what cannot name a caller is a bug: retrying will not help.
-      const invalid = err instanceof InvalidInputError;
-      return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
     }
     if (ctx.fingerprint === null && this.config.strict) {
       const metadata = this.config.resourceMetadata;
@@ -158,20 +206,33 @@ export class SessionGuard {
           : { "www-authenticate": `Bearer resource_metadata="${metadata}"` },
       });
     }
-    if (sid === null && method !== "POST") return await this.#sessionless(request, method, ctx);
+    // The POST path answers a registry failure itself (registryRefusal).
+    if (method === "POST") return this.#post.handle(request, sid, ctx, ahead);
+    if (sid === null) return this.#sessionless(request, method, ctx);
+    return this.#getOrDelete(request, method, sid, ctx);
+  }
+
+  /** A GET or DELETE of a session; a registry failure answered 503. */
+  async #getOrDelete(
+    request: Request,
+    method: string,
+    sid: string,
+    ctx: GuardContext,
+  ): Promise<Response> {
     try {
-      if (method === "POST") return await this.#post.handle(request, sid, ctx, ahead);
-      if (method === "GET") return await this.#get(request, sid!, ctx);
-      return await this.#delete(request, sid!, ctx);
+      if (method === "GET") return await this.#get(request, sid, ctx);
+      return await this.#delete(request, sid, ctx);
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
-      this.report(err.cause, "registry");
-      const misconfigured = err.cause instanceof RegistryMisconfiguredError;
-      return this.refuse(misconfigured ? "registry-misconfigured" : "registry-unavailable", {
-        method,
-        sid,
-      });
+      return this.registryRefusal(err, { method, sid });
     }
+  }
+
+  /** The answer to a registry call that failed (503, or 500 for a misconfigured registry). */
+  registryRefusal(err: RegistryFailure, at: At): Response {
+    this.report(err.cause, "registry");
+    const misconfigured = err.cause instanceof RegistryMisconfiguredError;
+    return this.refuse(misconfigured ? "registry-misconfigured" : "registry-unavailable", at);
   }
 
   signalFor = (ref: RequestRef): AbortSignal => {

@@ -34,7 +34,7 @@ import {
 import type { LocalSessions } from "./local_sessions.ts";
 import type { OwnerCache } from "./owner_cache.ts";
 import type { At, RefusalReason } from "./refusals.ts";
-import { registry } from "./registry_failure.ts";
+import { registry, RegistryFailure } from "./registry_failure.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { GatePass, TaskGate } from "./task_gate.ts";
 import { isModernRequest } from "./tasks.ts";
@@ -75,6 +75,7 @@ export interface PostGuard {
     options?: { as?: RefusalReason; headers?: Record<string, string> },
   ): Response;
   report(error: unknown, context: string): void;
+  registryRefusal(err: RegistryFailure, at: At): Response;
 }
 
 /** A POST body read and classified. */
@@ -129,7 +130,7 @@ export class PostPath {
     };
   }
 
-  /** One POST: read, checked, gated, forwarded. */
+  /** One POST: read, checked, gated, forwarded; a registry failure answered 503. */
   async handle(
     request: Request,
     sid: string | null,
@@ -137,66 +138,71 @@ export class PostPath {
     ahead: Promise<void> | undefined,
   ): Promise<Response> {
     const guard = this.#guard;
-    const at: At = { method: "POST", sid };
-    // Strict mode: ask who owns the session (and what opened it) while the body is read.
-    const lookups = this.#lookUp(sid, ctx);
-    if (!isJsonMediaType(request.headers.get("content-type"))) {
-      return guard.refuse("unsupported-media-type", at);
-    }
-    let body: BodyResult;
     try {
-      body = await readBody(request, guard.config.maxBodyBytes);
-    } catch {
-      // The client went away mid-body: nothing to answer it with, nothing to log.
-      return guard.refuse("client-aborted", at);
-    }
-    const read = this.#read(body, at);
-    if (read instanceof Response) return read;
-    const { message } = read;
-    const rpcMethod = message.kind === "response" ? null : message.method;
-    ctx.parsedBody = read.value;
-    if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
-    const id = message.kind === "notification" ? null : message.id;
-    const where: At = { method: "POST", sid, rpcMethod, id };
+      const at: At = { method: "POST", sid };
+      // Strict mode: ask who owns the session (and what opened it) while the body is read.
+      const lookups = this.#lookUp(sid, ctx);
+      if (!isJsonMediaType(request.headers.get("content-type"))) {
+        return guard.refuse("unsupported-media-type", at);
+      }
+      let body: BodyResult;
+      try {
+        body = await readBody(request, guard.config.maxBodyBytes);
+      } catch {
+        // The client went away mid-body: nothing to answer it with, nothing to log.
+        return guard.refuse("client-aborted", at);
+      }
+      const read = this.#read(body, at);
+      if (read instanceof Response) return read;
+      const { message } = read;
+      const rpcMethod = message.kind === "response" ? null : message.method;
+      ctx.parsedBody = read.value;
+      if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
+      const id = message.kind === "notification" ? null : message.id;
+      const where: At = { method: "POST", sid, rpcMethod, id };
 
-    let recorded: string | null = null;
-    if (sid !== null && lookups !== null) {
-      let checked = this.#checkSession(where as At & { sid: string }, ctx, lookups);
-      if (checked instanceof Promise) checked = await checked;
-      if (checked instanceof Response) return checked;
-      recorded = checked;
-    }
-    let pass: Response | GatePass | null | Promise<Response | GatePass | null> = null;
-    if (guard.tasks !== undefined) {
-      const refuse = (
-        reason: RefusalReason,
-        id: string | number | null,
-        detail?: string,
-        as?: RefusalReason,
-      ) => guard.refuse(reason, { ...where, id }, detail, { as });
-      pass = guard.tasks.check(request, message, ctx, sid, refuse);
-      if (pass instanceof Promise) pass = await pass;
-      if (pass instanceof Response) return pass;
-    }
-    const inner = this.#inner(request, read, pass);
-    const wrap = pass?.wrap ?? null;
+      let recorded: string | null = null;
+      if (sid !== null && lookups !== null) {
+        let checked = this.#checkSession(where as At & { sid: string }, ctx, lookups);
+        if (checked instanceof Promise) checked = await checked;
+        if (checked instanceof Response) return checked;
+        recorded = checked;
+      }
+      let pass: Response | GatePass | null | Promise<Response | GatePass | null> = null;
+      if (guard.tasks !== undefined) {
+        const refuse = (
+          reason: RefusalReason,
+          id: string | number | null,
+          detail?: string,
+          as?: RefusalReason,
+        ) => guard.refuse(reason, { ...where, id }, detail, { as });
+        pass = guard.tasks.check(request, message, ctx, sid, refuse);
+        if (pass instanceof Promise) pass = await pass;
+        if (pass instanceof Response) return pass;
+      }
+      const inner = this.#inner(request, read, pass);
+      const wrap = pass?.wrap ?? null;
 
-    if (sid === null) {
-      // No session yet: `initialize`, or a stateless server's traffic.
-      guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
-      const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
-      return guard.tagAnswer(
-        await this.#issued.bind(request, answer, null, ctx, rpcMethod),
-        null,
-        ctx,
-      );
+      if (sid === null) {
+        // No session yet: `initialize`, or a stateless server's traffic.
+        guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
+        const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
+        return guard.tagAnswer(
+          await this.#issued.bind(request, answer, null, ctx, rpcMethod),
+          null,
+          ctx,
+        );
+      }
+      // Never overtake a GET or DELETE of this session that arrived earlier.
+      if (ahead !== undefined) await ahead;
+      // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
+      // coalesces touches, so this is not a round trip per request.
+      if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
+      return await this.#forward(request, inner, sid, ctx, message, wrap);
+    } catch (err) {
+      if (!(err instanceof RegistryFailure)) throw err;
+      return guard.registryRefusal(err, { method: "POST", sid });
     }
-    // Never overtake a GET or DELETE of this session that arrived earlier.
-    if (ahead !== undefined) await ahead;
-    // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
-    // coalesces touches, so this is not a round trip per request.
-    if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
-    return await this.#forward(request, inner, sid, ctx, message, wrap);
   }
 
   /**
