@@ -13,7 +13,6 @@
  */
 
 import { onBodyEnd } from "./body_end.ts";
-import { cancelKey } from "../core/cancel_table.ts";
 import {
   InvalidInputError,
   RegistryMisconfiguredError,
@@ -26,6 +25,7 @@ import { type GuardConfig, resolveGuardConfig } from "./config.ts";
 import { insufficientScope, SessionCredentials } from "./credentials.ts";
 import { closeSession } from "./handler_calls.ts";
 import { Identifier } from "./identify.ts";
+import { InflightSignals } from "./inflight_signals.ts";
 import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
 import { OwnerCache } from "./owner_cache.ts";
 import { PostPath } from "./post.ts";
@@ -56,8 +56,8 @@ export class SessionGuard {
   readonly tasks: TaskGate | undefined;
   /** Scope-bound sessions: the credential records (`undefined`: off, or attach-only mode). */
   readonly credentials: SessionCredentials | undefined;
-  /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
-  readonly inflight = new Map<string, AbortSignal>();
+  /** The guard's signal of each tracked request, by session and request id. */
+  readonly inflight: InflightSignals = new InflightSignals();
   /** GETs and DELETEs that later requests of their session must not overtake. */
   readonly #order = new SessionOrder();
   readonly #post: PostPath;
@@ -252,7 +252,7 @@ export class SessionGuard {
     const sid = ref.sessionId;
     // A request whose id no registry keys runs untracked: the SDK's signal is its only one.
     const own = typeof sid === "string" && isValidRequestId(requestId)
-      ? this.inflight.get(cancelKey(sid, requestId))
+      ? this.inflight.get(sid, requestId)
       : undefined;
     if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
     return own ?? sdk ?? new AbortController().signal;

@@ -31,6 +31,7 @@ import {
   rpcError,
   type RpcMessage,
 } from "./jsonrpc.ts";
+import type { InflightSignals } from "./inflight_signals.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { OwnerCache } from "./owner_cache.ts";
 import type { At, RefusalReason } from "./refusals.ts";
@@ -51,7 +52,7 @@ export interface PostGuard {
   readonly local: LocalSessions;
   readonly tasks: TaskGate | undefined;
   readonly credentials: SessionCredentials | undefined;
-  readonly inflight: Map<string, AbortSignal>;
+  readonly inflight: InflightSignals;
   ownerOf(sid: string): Promise<string | null>;
   ownerVerdict(
     at: At & { sid: string },

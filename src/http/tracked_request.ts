@@ -8,13 +8,13 @@
  * @module
  */
 
-import { cancelKey } from "../core/cancel_table.ts";
 import {
   CancellationRegistry,
   deregisterQuietly,
   trackQuietly,
 } from "../registry/cancellation_registry.ts";
 import { notifyCancelled } from "./handler_calls.ts";
+import type { InflightSignals } from "./inflight_signals.ts";
 import type { IssuedSessions } from "./issued_sessions.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { RegistryFailure } from "./registry_failure.ts";
@@ -40,8 +40,8 @@ export type TrackedRequest = Extract<RpcMessage, { kind: "request" }> & { id: st
 export interface TrackedState {
   handler: RequestHandler;
   cancellations: GuardCancellations;
-  /** cancelKey(sessionId, requestId) -> the guard's signal for that request (`signalFor`). */
-  inflight: Map<string, AbortSignal>;
+  /** The guard's signal of each tracked request (`signalFor`). */
+  inflight: InflightSignals;
   /** Binds a session id the answer issues; discards an answer nobody will read. */
   issued: IssuedSessions;
   /** Tags the event ids of an SSE answer for its session. */
@@ -80,12 +80,13 @@ export async function runTracked(
 ): Promise<Response> {
   const controller = new AbortController();
   const signal = controller.signal;
-  const key = cancelKey(sid, message.id);
-  state.inflight.set(key, signal);
+  state.inflight.set(sid, message.id, signal);
   const cancellations = state.cancellations;
   // The built-in registry, as it comes: tracked without a promise per request.
   const quiet = cancellations instanceof CancellationRegistry &&
     cancellations.track === builtIn.track && cancellations.deregister === builtIn.deregister;
+  // The entry's number with the built-in registry (`quiet`), else its entry id.
+  let slot = -1;
   let entryId = "";
   let released = false;
   let ended = false;
@@ -114,7 +115,7 @@ export async function runTracked(
     if (quiet) {
       deregisterQuietly(
         cancellations,
-        entryId,
+        slot,
         (err) => queueMicrotask(() => deregisterFailed(err)),
       );
     } else cancellations.deregister(entryId).catch(deregisterFailed);
@@ -123,7 +124,7 @@ export async function runTracked(
     if (ended) return;
     ended = true;
     signal.removeEventListener("abort", onAbort);
-    if (state.inflight.get(key) === signal) state.inflight.delete(key);
+    state.inflight.delete(sid, message.id, signal);
     release();
   };
   const stopInner = (reason = "the session registry is unavailable") =>
@@ -164,11 +165,10 @@ export async function runTracked(
   };
   try {
     if (quiet) {
-      entryId = trackQuietly(
+      slot = trackQuietly(
         cancellations,
         sid,
         message.id,
-        key,
         controller,
         registered,
         (err) => queueMicrotask(() => registerFailed(err)),
@@ -179,7 +179,7 @@ export async function runTracked(
       tracked.registered.then(registered, registerFailed);
     }
   } catch (err) {
-    state.inflight.delete(key);
+    state.inflight.delete(sid, message.id, signal);
     throw new RegistryFailure(err);
   }
   signal.addEventListener("abort", onAbort);

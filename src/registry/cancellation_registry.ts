@@ -87,6 +87,8 @@ export interface Tracked extends Registration {
 }
 
 interface Local {
+  /** Its entry id (the local map is keyed by its number, which is cheaper to hash). */
+  entryId: string;
   controller: AbortController;
   sessionId: string;
   requestId: string | number;
@@ -100,8 +102,8 @@ const TRUE = Promise.resolve(true);
 
 /**
  * `registry.track(sessionId, requestId, controller)` for the HTTP guard,
- * without a promise per request (`key`: `cancelKey(sessionId, requestId)`,
- * which the guard already has): returns the entry id; `registered` is told
+ * without a promise per request: returns the entry's number (for
+ * {@linkcode deregisterQuietly}); `registered` is told
  * what `Tracked.registered` resolves with, `failed` what it rejects with.
  * Both may run while the registry reads a reply or withdraws a call, so
  * they must not throw (`failed` should defer its work).
@@ -110,19 +112,19 @@ export let trackQuietly: (
   registry: CancellationRegistry,
   sessionId: string,
   requestId: string | number,
-  key: string,
   controller: AbortController,
   registered: (ok: boolean) => void,
   failed: (err: unknown) => void,
-) => string;
+) => number;
 
 /**
- * `registry.deregister(entryId)` for the HTTP guard, without a promise:
+ * `registry.deregister(entryId)` of the entry number `slot` (from
+ * {@linkcode trackQuietly}) for the HTTP guard, without a promise:
  * `failed` is told what the promise would reject with (it must not throw).
  */
 export let deregisterQuietly: (
   registry: CancellationRegistry,
-  entryId: string,
+  slot: number,
   failed: (err: unknown) => void,
 ) => void;
 
@@ -150,7 +152,8 @@ export let deregisterQuietly: (
  */
 export class CancellationRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
-  readonly #local = new Map<string, Local>();
+  /** Local entries by the number in their entry id (`<prefix>.<number in base 36>`). */
+  readonly #local = new Map<number, Local>();
   readonly #prefix: string;
   /** The store is shared with other processes (not the in-memory one). */
   readonly #shared: boolean;
@@ -264,30 +267,48 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
-    if (id !== null && this.#release(id)) return TRUE;
+    const slot = id === null ? -1 : this.#slotOf(id);
+    if (slot !== -1 && this.#release(slot)) return TRUE;
     return this.#client.callLazy(Op.Deregister, id);
   }
 
+  /** The entry id of local entry number `slot`. */
+  #entryIdOf(slot: number): string {
+    return `${this.#prefix}.${slot.toString(36)}`;
+  }
+
+  /** The number of local entry `entryId`, or -1 when it is none of this process's live ones. */
+  #slotOf(entryId: string): number {
+    const prefix = this.#prefix;
+    if (
+      entryId.length <= prefix.length + 1 || entryId.charCodeAt(prefix.length) !== 46 ||
+      !entryId.startsWith(prefix)
+    ) return -1;
+    const slot = parseInt(entryId.slice(prefix.length + 1), 36);
+    return this.#local.get(slot)?.entryId === entryId ? slot : -1;
+  }
+
   /**
-   * Forgets the local entry `id`, if any: true when its registration was
-   * withdrawn with it (then there is nothing to send).
+   * Forgets local entry number `slot`, if any: true when its registration
+   * was withdrawn with it (then there is nothing to send).
    */
-  #release(id: string): boolean {
-    const local = this.#local.get(id);
+  #release(slot: number): boolean {
+    const local = this.#local.get(slot);
     if (local === undefined) return false;
     const pairs = this.#pairs;
     const withdrawn = local.queued !== null && pairs!.allows(local.mark!) &&
       this.#client.withdraw(local.queued, true);
-    this.#forget(id, local);
+    this.#forget(slot, local);
     if (withdrawn) pairs!.withdrawn++;
     return withdrawn;
   }
 
   static {
-    trackQuietly = (registry, sessionId, requestId, key, controller, registered, failed) =>
-      registry.#trackQuietly(sessionId, requestId, key, controller, registered, failed);
-    deregisterQuietly = (registry, entryId, failed) => {
-      if (registry.#release(entryId)) return;
+    trackQuietly = (registry, sessionId, requestId, controller, registered, failed) =>
+      registry.#trackQuietly(sessionId, requestId, controller, registered, failed);
+    deregisterQuietly = (registry, slot, failed) => {
+      if (registry.#release(slot)) return;
+      const entryId = registry.#entryIdOf(slot);
       registry.#client.callWith(Op.Deregister, entryId, undefined, undefined, true, noop, failed);
     };
   }
@@ -434,7 +455,8 @@ export class CancellationRegistry implements AsyncDisposable {
     controller: AbortController,
     lazy: boolean,
   ): Tracked {
-    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const slot = this.#next++;
+    const entryId = this.#entryIdOf(slot);
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
@@ -451,15 +473,22 @@ export class CancellationRegistry implements AsyncDisposable {
     }
     // Queued first, remembered second: a worker restarted by this very call replays the
     // entries it finds in #local, and must not find this one (it would be registered twice).
-    const local: Local = { controller, sessionId: sid ?? "", requestId: rid ?? "", mark, queued };
-    this.#local.set(entryId, local);
+    const local: Local = {
+      entryId,
+      controller,
+      sessionId: sid ?? "",
+      requestId: rid ?? "",
+      mark,
+      queued,
+    };
+    this.#local.set(slot, local);
     const registered = answer.then(
       (ok) => {
-        if (!ok) this.#forget(entryId, local);
+        if (!ok) this.#forget(slot, local);
         return ok;
       },
       (err) => {
-        this.#forget(entryId, local);
+        this.#forget(slot, local);
         throw err;
       },
     );
@@ -471,17 +500,18 @@ export class CancellationRegistry implements AsyncDisposable {
   #trackQuietly(
     sessionId: string,
     requestId: string | number,
-    key: string,
     controller: AbortController,
     registered: (ok: boolean) => void,
     failed: (err: unknown) => void,
-  ): string {
+  ): number {
     const lazy = !this.#shared;
-    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const slot = this.#next++;
+    const entryId = this.#entryIdOf(slot);
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     const live = this.#local.size;
     const local: Local = {
+      entryId,
       controller,
       sessionId: sid ?? "",
       requestId: rid ?? "",
@@ -489,31 +519,32 @@ export class CancellationRegistry implements AsyncDisposable {
       queued: null,
     };
     this.#client.callWith(Op.Register, sid, rid, entryId, lazy, (ok) => {
-      if (!ok) this.#forget(entryId, local);
+      if (!ok) this.#forget(slot, local);
       registered(ok as boolean);
     }, (err) => {
-      this.#forget(entryId, local);
+      this.#forget(slot, local);
       failed(err);
     });
     // As in #track: queued first, remembered second.
     if (this.#pairs !== null && isTrackable(sid, rid)) {
-      local.mark = this.#pairs.addKey(key, live);
+      local.mark = this.#pairs.add(sid!, rid!, live);
       if (lazy) local.queued = this.#client.lastQueued();
     }
-    this.#local.set(entryId, local);
-    return entryId;
+    this.#local.set(slot, local);
+    return slot;
   }
 
   /** Drops a local entry (once: a later call for the same entry does nothing). */
-  #forget(entryId: string, local: Local): void {
-    if (this.#local.get(entryId) !== local) return;
-    this.#local.delete(entryId);
+  #forget(slot: number, local: Local): void {
+    if (this.#local.get(slot) !== local) return;
+    this.#local.delete(slot);
     if (local.mark !== null) this.#pairs!.remove(local.mark);
   }
 
   /** Aborts a local request; `remote`: the cancellation came through another process. */
   #abort(entryId: string, reason: unknown, remote = false): void {
-    const controller = this.#local.get(entryId)?.controller;
+    const slot = typeof entryId === "string" ? this.#slotOf(entryId) : -1;
+    const controller = slot === -1 ? undefined : this.#local.get(slot)?.controller;
     if (controller === undefined || controller.signal.aborted) return;
     const heard = registryEvents.get(this)?.cancelled;
     if (heard !== undefined) {
@@ -540,9 +571,11 @@ export class CancellationRegistry implements AsyncDisposable {
 
   /** After a worker restart, re-registers the requests still running here, in order. */
   #replay(): void {
-    for (const [entryId, local] of this.#local) {
+    for (const local of this.#local.values()) {
       if (local.controller.signal.aborted) continue;
-      this.#client.call(Op.Register, local.sessionId, local.requestId, entryId).catch(() => {});
+      this.#client.call(Op.Register, local.sessionId, local.requestId, local.entryId).catch(
+        () => {},
+      );
     }
   }
 }
