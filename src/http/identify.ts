@@ -169,6 +169,13 @@ export class Identifier {
         }`,
       );
     }
+    // A cached identity was checked when it was cached.
+    const fp = this.#cacheSize === 0 ? undefined : this.#fingerprints.get(principal);
+    if (fp !== undefined) {
+      ctx.principal = principal;
+      ctx.fingerprint = fp;
+      return ctx;
+    }
     const problem = identityProblem(principal);
     if (problem !== null) {
       throw new InvalidInputError(
@@ -176,11 +183,7 @@ export class Identifier {
       );
     }
     ctx.principal = principal;
-    if (this.#cacheSize === 0) return this.#hashed(ctx, principal, false);
-    const fp = this.#fingerprints.get(principal);
-    if (fp === undefined) return this.#hashed(ctx, principal, true);
-    ctx.fingerprint = fp;
-    return ctx;
+    return this.#hashed(ctx, principal, this.#cacheSize > 0);
   }
 
   /** `ctx` with the fingerprint of `principal` (`keep`: cached for the next request). */
