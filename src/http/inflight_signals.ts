@@ -8,9 +8,11 @@
  * @module
  */
 
+import { SessionMaps } from "../core/session_maps.ts";
+
 /** Signals of in-flight requests, by session id then request id (`1` and `"1"` differ). */
 export class InflightSignals {
-  readonly #sessions = new Map<string, Map<string | number, AbortSignal>>();
+  readonly #sessions = new SessionMaps<AbortSignal>();
 
   /** The signal of request `requestId` of session `sid`, if it is in flight. */
   get(sid: string, requestId: string | number): AbortSignal | undefined {
@@ -19,9 +21,7 @@ export class InflightSignals {
 
   /** Request `requestId` of session `sid` is in flight with `signal` (the latest wins). */
   set(sid: string, requestId: string | number, signal: AbortSignal): void {
-    const requests = this.#sessions.get(sid);
-    if (requests === undefined) this.#sessions.set(sid, new Map([[requestId, signal]]));
-    else requests.set(requestId, signal);
+    this.#sessions.of(sid).set(requestId, signal);
   }
 
   /** Forgets the request, while `signal` is still its signal (a later one keeps its own). */
@@ -29,6 +29,5 @@ export class InflightSignals {
     const requests = this.#sessions.get(sid);
     if (requests === undefined || requests.get(requestId) !== signal) return;
     requests.delete(requestId);
-    if (requests.size === 0) this.#sessions.delete(sid);
   }
 }

@@ -19,6 +19,8 @@
  * @module
  */
 
+import { SessionMaps } from "../core/session_maps.ts";
+
 /** What {@linkcode Withdrawals.add} noted about one live entry. */
 export interface PairMark {
   /** Its registry key: session id and request id (`1` and `"1"` differ). */
@@ -36,7 +38,7 @@ export class Withdrawals {
    * hashed once per request, and a numeric request id not at all (a combined
    * key would be a fresh string to hash on every registration).
    */
-  readonly #perKey = new Map<string, Map<string | number, number>>();
+  readonly #perKey = new SessionMaps<number>();
   /** Bumped by every registration that may have found the table full. */
   #full = 0;
   /** Registrations withdrawn so far (the worker never counted them). */
@@ -49,9 +51,8 @@ export class Withdrawals {
 
   /** Notes a new live entry; `live`: entries live before it. */
   add(sessionId: string, requestId: string | number, live: number): PairMark {
-    const counts = this.#perKey.get(sessionId);
-    if (counts === undefined) this.#perKey.set(sessionId, new Map([[requestId, 1]]));
-    else counts.set(requestId, (counts.get(requestId) ?? 0) + 1);
+    const counts = this.#perKey.of(sessionId);
+    counts.set(requestId, (counts.get(requestId) ?? 0) + 1);
     const mark = { sessionId, requestId, full: this.#full };
     if (live >= this.#maxEntries) this.#full++;
     return mark;
@@ -69,9 +70,6 @@ export class Withdrawals {
     if (counts === undefined) return;
     const count = counts.get(mark.requestId) ?? 0;
     if (count > 1) counts.set(mark.requestId, count - 1);
-    else {
-      counts.delete(mark.requestId);
-      if (counts.size === 0) this.#perKey.delete(mark.sessionId);
-    }
+    else counts.delete(mark.requestId);
   }
 }
