@@ -16,10 +16,16 @@
  * deno task bench:guard --sse                            # SSE answers
  * deno task bench:guard --sse --ids                      # ... with event ids, as with an event store
  * deno task bench:guard --sse --late=5                   # ... written 5 microtask turns after the handler answered
+ * deno task bench:guard --content-length                 # requests declare their length
  * deno task bench:guard --against=/tmp/old/mod.ts --rounds=40
  * deno task bench:guard --against=/tmp/old/mod.ts --otel  # this side with guardTelemetry()
  * OTEL_DENO=true deno task bench:guard --against=/tmp/old/mod.ts --otel  # ... recording
  * ```
+ *
+ * Requests made in the process carry no `Content-Length`, so the guard reads
+ * their body as a stream, within its limit; `--content-length` gives them
+ * one, as `Deno.serve` does for a request that declared its length (an SDK
+ * client's `fetch` of a string body does): the guard then reads it at once.
  *
  * `--otel` plugs `guardTelemetry()` (`otel.ts`) into this checkout's guard,
  * and runs every request of both sides in a span, as `Deno.serve` does when
@@ -54,6 +60,8 @@ interface Settings {
   requests: number;
   against: string | null;
   otel: boolean;
+  /** Requests carry a `Content-Length` header. */
+  contentLength: boolean;
 }
 
 function parseArgs(args: string[]): Settings {
@@ -65,6 +73,7 @@ function parseArgs(args: string[]): Settings {
     requests: 10_000,
     against: null,
     otel: false,
+    contentLength: false,
   };
   for (const arg of args) {
     const count = /^--(rounds|requests|late)=(\d[\d_]*)$/.exec(arg);
@@ -78,10 +87,11 @@ function parseArgs(args: string[]): Settings {
     } else if (arg === "--sse") settings.sse = true;
     else if (arg === "--ids") settings.sse = settings.ids = true;
     else if (arg === "--otel") settings.otel = true;
+    else if (arg === "--content-length") settings.contentLength = true;
     else if (arg.startsWith("--against=") && arg.length > 10) settings.against = arg.slice(10);
     else {
       throw new Error(
-        `unknown argument ${arg} (use --sse, --ids, --late=N, --otel, --rounds=N, --requests=N, --against=<mod.ts>)`,
+        `unknown argument ${arg} (use --sse, --ids, --late=N, --otel, --content-length, --rounds=N, --requests=N, --against=<mod.ts>)`,
       );
     }
   }
@@ -213,18 +223,18 @@ async function run(side: Side, count: number): Promise<number> {
   const client = async () => {
     while (sent < count) {
       const { token, sid } = side.sessions[sent++ % side.sessions.length];
+      const body = JSON.stringify({
+        jsonrpc: "2.0",
+        id: nextId++,
+        method: "tools/call",
+        params: { name: "echo", arguments: { text: "hi" } },
+      });
+      const requestHeaders = headers(token, sid);
+      // The body is ASCII: its length in UTF-16 code units is its length in bytes.
+      if (settings.contentLength) requestHeaders["content-length"] = String(body.length);
       const response = await serve(
         side.handler,
-        new Request(URL_, {
-          method: "POST",
-          headers: headers(token, sid),
-          body: JSON.stringify({
-            jsonrpc: "2.0",
-            id: nextId++,
-            method: "tools/call",
-            params: { name: "echo", arguments: { text: "hi" } },
-          }),
-        }),
+        new Request(URL_, { method: "POST", headers: requestHeaders, body }),
       );
       const text = await response.text();
       if (response.status !== 200 || !text.includes('"hi"')) {
@@ -274,7 +284,9 @@ try {
   }
   const f = (n: number) => n.toFixed(2);
   console.log(
-    `${settings.sse ? "SSE" : "JSON"} answers, ${settings.rounds} rounds of ${settings.requests} ` +
+    `${settings.sse ? "SSE" : "JSON"} answers${
+      settings.contentLength ? " (requests with Content-Length)" : ""
+    }, ${settings.rounds} rounds of ${settings.requests} ` +
       `requests, main-thread CPU per request (median):`,
   );
   console.log(`  ${a.name}: ${f(median(costA))} µs`);

@@ -100,6 +100,24 @@ Deno.test("readBody: the limit holds with and without Content-Length", async () 
     });
   const streamed = new Request("http://x/", { method: "POST", body: chunks(5) });
   assert.deepEqual(await readBody(streamed, 10), { kind: "text", text: "ééééé" });
+  // A character split across chunks, and a lone chunk, read as one text.
+  const split = (parts: number[][]) =>
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        for (const part of parts) controller.enqueue(new Uint8Array(part));
+        controller.close();
+      },
+    });
+  const halves = new Request("http://x/", { method: "POST", body: split([[0x61, 0xc3], [0xa9]]) });
+  assert.deepEqual(await readBody(halves, 10), { kind: "text", text: "aé" });
+  const lone = new Request("http://x/", {
+    method: "POST",
+    body: split([[0xef, 0xbb, 0xbf, 0x7b]]),
+  });
+  assert.deepEqual(await readBody(lone, 10), { kind: "text", text: "{" });
+  const big = new Request("http://x/", { method: "POST", body: split([Array(11).fill(0x78)]) });
+  const bigRefused = await readBody(big, 10);
+  assert.equal(bigRefused.kind === "problem" && bigRefused.status, 413);
   const tooMuch = new Request("http://x/", { method: "POST", body: chunks(6) });
   const refused = await readBody(tooMuch, 10);
   assert.equal(refused.kind === "problem" && refused.status, 413);

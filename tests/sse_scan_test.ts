@@ -22,7 +22,6 @@ import {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const decKeepingBom = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function splitAt(bytes: Uint8Array, offsets: number[]): Uint8Array[] {
   const cuts = [...new Set(offsets.map((o) => o % (bytes.length + 1)))].sort((a, b) => a - b);

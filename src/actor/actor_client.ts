@@ -25,7 +25,7 @@ import {
   toWireError,
 } from "../core/errors.ts";
 import { ActorThread, type Seat, type ThreadMember } from "./actor_thread.ts";
-import { CallQueue, type QueuedAt } from "./call_queue.ts";
+import { CallQueue, type QueuedAt, type Settler } from "./call_queue.ts";
 import { InFlight, type InFlightHooks } from "./in_flight.ts";
 import type {
   ExtrasMessage,
@@ -106,6 +106,13 @@ const BOOT_GRACE_MS = 10_000;
  * company before it is sent on its own.
  */
 export const LAZY_FLUSH_MS = 10;
+
+/**
+ * A queue of mostly withdrawn calls is sent once it holds this many times
+ * `maxBatch` calls: withdrawn calls never travel, and every batch that
+ * carries live ones may have to wake the worker (costly on a busy machine).
+ */
+const WITHDRAWN_SLACK = 8;
 
 /** Sends registry operations to a worker and awaits their results. */
 export class ActorClient {
@@ -260,8 +267,51 @@ export class ActorClient {
     if (this.#seat === null) this.#spawn();
     const promise = this.#queue.push<T>(op, a, b, c, lazy, d);
     this.#lastQueued = true;
-    if (!this.#opts.batching || this.#queue.length >= this.#opts.maxBatch) this.#flush();
-    else if (!this.#scheduled) {
+    this.#schedule(lazy);
+    return promise;
+  }
+
+  /**
+   * Like {@linkcode call} (`lazy`: {@linkcode callLazy}), settled through
+   * `resolve` or `reject` instead of a promise, for a caller that only
+   * needs a callback: they run while the reply is read, so they must not
+   * throw. A call refused at once (a closed registry) is rejected in a
+   * microtask, as the promise would be.
+   */
+  callWith(
+    op: number,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    lazy: boolean,
+    resolve: Settler,
+    reject: Settler,
+  ): void {
+    if (this.observer !== null) {
+      // Telemetry listens on a promise.
+      (lazy ? this.callLazy(op, a, b, c) : this.call(op, a, b, c)).then(resolve, reject);
+      return;
+    }
+    this.#lastQueued = false;
+    const refused = this.#closed ? new RegistryClosedError(this.#opts.name) : this.#fatal;
+    if (refused !== null) {
+      queueMicrotask(() => reject(refused));
+      return;
+    }
+    if (this.#seat === null) this.#spawn();
+    this.#queue.pushSettled(op, a, b, c, lazy, resolve, reject);
+    this.#lastQueued = true;
+    this.#schedule(lazy);
+  }
+
+  /** Sends the queue now when full, else at the end of this tick (`lazy`: within a window). */
+  #schedule(lazy: boolean): void {
+    const queue = this.#queue;
+    const max = this.#opts.maxBatch;
+    // Withdrawn calls do not count (they never travel), up to a bound on the queue's memory.
+    if (!this.#opts.batching || queue.live >= max || queue.length >= WITHDRAWN_SLACK * max) {
+      this.#flush();
+    } else if (!this.#scheduled) {
       if (!lazy) {
         this.#scheduled = true;
         queueMicrotask(this.#flush);
@@ -269,7 +319,6 @@ export class ActorClient {
         this.#lazyTimer = setTimeout(this.#flush, LAZY_FLUSH_MS);
       }
     }
-    return promise;
   }
 
   /**

@@ -87,6 +87,11 @@ export class CallQueue {
     return this.#count;
   }
 
+  /** Calls queued and not withdrawn (the ones the next batch carries). */
+  get live(): number {
+    return this.#count - this.#withdrawn;
+  }
+
   /**
    * Where the call queued last sits (for {@linkcode withdraw}), even if its
    * batch was taken since (it is then stale).
@@ -102,6 +107,35 @@ export class CallQueue {
    * withdrawn).
    */
   push<T>(op: number, a: unknown, b: unknown, c: unknown, lazy = false, d?: unknown): Promise<T> {
+    const n = this.#put(op, a, b, c, lazy, d);
+    const promise = new Promise(capture) as Promise<T>;
+    this.#resolve[n] = capturedResolve;
+    this.#reject[n] = capturedReject;
+    return promise;
+  }
+
+  /**
+   * Like {@linkcode push}, settled through `resolve` or `reject` instead of
+   * a promise: no promise for a call whose answer only a callback reads.
+   * They run while a reply is read (or a call is withdrawn), so they must
+   * not throw.
+   */
+  pushSettled(
+    op: number,
+    a: unknown,
+    b: unknown,
+    c: unknown,
+    lazy: boolean,
+    resolve: Settler,
+    reject: Settler,
+  ): void {
+    const n = this.#put(op, a, b, c, lazy, undefined);
+    this.#resolve[n] = resolve;
+    this.#reject[n] = reject;
+  }
+
+  /** Queues one call's opcode and arguments; its index. */
+  #put(op: number, a: unknown, b: unknown, c: unknown, lazy: boolean, d: unknown): number {
     const arity = ARITY[op];
     const n = this.#count++;
     this.#ops[n] = op;
@@ -115,10 +149,7 @@ export class CallQueue {
     if (arity > 2) this.#args[at++] = c;
     if (arity > 3) this.#args[at++] = d;
     this.#argCount = at;
-    const promise = new Promise(capture) as Promise<T>;
-    this.#resolve[n] = capturedResolve;
-    this.#reject[n] = capturedReject;
-    return promise;
+    return n;
   }
 
   /**

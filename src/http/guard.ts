@@ -13,7 +13,6 @@
  */
 
 import { onBodyEnd } from "./body_end.ts";
-import { cancelKey } from "../core/cancel_table.ts";
 import {
   InvalidInputError,
   RegistryMisconfiguredError,
@@ -26,9 +25,10 @@ import { type GuardConfig, resolveGuardConfig } from "./config.ts";
 import { insufficientScope, SessionCredentials } from "./credentials.ts";
 import { closeSession } from "./handler_calls.ts";
 import { Identifier } from "./identify.ts";
+import { InflightSignals } from "./inflight_signals.ts";
 import { type LocalSession, LocalSessions, type RemovalCause } from "./local_sessions.ts";
 import { OwnerCache } from "./owner_cache.ts";
-import { type Post, postRequest } from "./post.ts";
+import { PostPath } from "./post.ts";
 import { type At, type RefusalReason, refusalResponse } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
 import { EventIdKey } from "./event_ids.ts";
@@ -57,11 +57,11 @@ export class SessionGuard {
   readonly tasks: TaskGate | undefined;
   /** Scope-bound sessions: the credential records (`undefined`: off, or attach-only mode). */
   readonly credentials: SessionCredentials | undefined;
-  /** cancelKey(sessionId, requestId) -> the guard's signal for that request. */
-  readonly inflight = new Map<string, AbortSignal>();
+  /** The guard's signal of each tracked request, by session and request id. */
+  readonly inflight: InflightSignals = new InflightSignals();
   /** GETs and DELETEs that later requests of their session must not overtake. */
   readonly #order = new SessionOrder();
-  readonly #post: Post;
+  readonly #post: PostPath;
   /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
   readonly #resumption: Resumption | null;
 
@@ -82,7 +82,7 @@ export class SessionGuard {
       config.secret,
       config.ownerCacheMs,
     );
-    this.#post = postRequest(this);
+    this.#post = new PostPath(this);
     const observer = config.observer;
     if (observer !== undefined) {
       const handle = this.handle;
@@ -126,12 +126,32 @@ export class SessionGuard {
     return answered;
   };
 
-  async #handle(
+  /**
+   * One request, answered: a promise in every case (a throw becomes its
+   * rejection), and no promise of its own for a POST whose caller is known
+   * at once (the POST path's is the answer).
+   */
+  #handle(
     request: Request,
     method: string,
     rawSid: string | null,
     ahead: Promise<void> | undefined,
   ): Promise<Response> {
+    try {
+      const answer = this.#route(request, method, rawSid, ahead);
+      return answer instanceof Response ? Promise.resolve(answer) : answer;
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** The request's method and session id checked, its caller identified. */
+  #route(
+    request: Request,
+    method: string,
+    rawSid: string | null,
+    ahead: Promise<void> | undefined,
+  ): Response | Promise<Response> {
     if (method !== "POST" && method !== "GET" && method !== "DELETE") {
       return this.refuse("method-not-allowed", { method }, method);
     }
@@ -140,20 +160,49 @@ export class SessionGuard {
       sid = sanitizeSessionId(rawSid);
       if (sid === null) return this.refuse("invalid-session-id", { method });
     }
-    let ctx: GuardContext;
+    let identified: GuardContext | Promise<GuardContext>;
     try {
-      ctx = await this.identifier.identify(request);
-      this.config.observer?.identified(ctx);
+      identified = this.identifier.identify(request);
     } catch (err) {
-      if (err instanceof UnauthenticatedError) {
-        return this.refuse("unauthenticated", { method, sid }, "", {
-          headers: { "www-authenticate": err.challenge },
-        });
+      return this.#unidentified(err, method, sid);
+    }
+    if (identified instanceof Promise) {
+      return identified.then(
+        (ctx) => this.#identified(request, method, sid, ahead, ctx),
+        (err) => this.#unidentified(err, method, sid),
+      );
+    }
+    return this.#identified(request, method, sid, ahead, identified);
+  }
+
+  /** `principal()` failed (or telemetry's look at the caller did): the refusal. */
+  #unidentified(err: unknown, method: string, sid: string | null): Response {
+    if (err instanceof UnauthenticatedError) {
+      return this.refuse("unauthenticated", { method, sid }, "", {
+        headers: { "www-authenticate": err.challenge },
+      });
+    }
+    this.report(err, "principal");
+    // A principal() that answers what cannot name a caller is a bug: retrying will not help.
+    const invalid = err instanceof InvalidInputError;
+    return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
+  }
+
+  /** The request of an identified caller, to its method's path. */
+  #identified(
+    request: Request,
+    method: string,
+    sid: string | null,
+    ahead: Promise<void> | undefined,
+    ctx: GuardContext,
+  ): Response | Promise<Response> {
+    const observer = this.config.observer;
+    if (observer !== undefined) {
+      try {
+        observer.identified(ctx);
+      } catch (err) {
+        return this.#unidentified(err, method, sid);
       }
-      this.report(err, "principal");
-      // A principal() that answers what cannot name a caller is a bug: retrying will not help.
-      const invalid = err instanceof InvalidInputError;
-      return this.refuse(invalid ? "principal-invalid" : "principal-error", { method, sid });
     }
     if (ctx.fingerprint === null && this.config.strict) {
       const metadata = this.config.resourceMetadata;
@@ -163,20 +212,33 @@ export class SessionGuard {
           : { "www-authenticate": `Bearer resource_metadata="${metadata}"` },
       });
     }
-    if (sid === null && method !== "POST") return await this.#sessionless(request, method, ctx);
+    // The POST path answers a registry failure itself (registryRefusal).
+    if (method === "POST") return this.#post.handle(request, sid, ctx, ahead);
+    if (sid === null) return this.#sessionless(request, method, ctx);
+    return this.#getOrDelete(request, method, sid, ctx);
+  }
+
+  /** A GET or DELETE of a session; a registry failure answered 503. */
+  async #getOrDelete(
+    request: Request,
+    method: string,
+    sid: string,
+    ctx: GuardContext,
+  ): Promise<Response> {
     try {
-      if (method === "POST") return await this.#post(request, sid, ctx, ahead);
-      if (method === "GET") return await this.#get(request, sid!, ctx);
-      return await this.#delete(request, sid!, ctx);
+      if (method === "GET") return await this.#get(request, sid, ctx);
+      return await this.#delete(request, sid, ctx);
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
-      this.report(err.cause, "registry");
-      const misconfigured = err.cause instanceof RegistryMisconfiguredError;
-      return this.refuse(misconfigured ? "registry-misconfigured" : "registry-unavailable", {
-        method,
-        sid,
-      });
+      return this.registryRefusal(err, { method, sid });
     }
+  }
+
+  /** The answer to a registry call that failed (503, or 500 for a misconfigured registry). */
+  registryRefusal(err: RegistryFailure, at: At): Response {
+    this.report(err.cause, "registry");
+    const misconfigured = err.cause instanceof RegistryMisconfiguredError;
+    return this.refuse(misconfigured ? "registry-misconfigured" : "registry-unavailable", at);
   }
 
   signalFor = (ref: RequestRef): AbortSignal => {
@@ -196,7 +258,7 @@ export class SessionGuard {
     const sid = ref.sessionId;
     // A request whose id no registry keys runs untracked: the SDK's signal is its only one.
     const own = typeof sid === "string" && isValidRequestId(requestId)
-      ? this.inflight.get(cancelKey(sid, requestId))
+      ? this.inflight.get(sid, requestId)
       : undefined;
     if (own !== undefined && sdk !== undefined) return AbortSignal.any([own, sdk]);
     return own ?? sdk ?? new AbortController().signal;
@@ -397,7 +459,19 @@ export class SessionGuard {
     lookup: Promise<string | null>,
     epoch = this.owners.epoch,
   ): Promise<Response | null> {
-    const owner = await lookup;
+    return this.ownerVerdict(at, fp, await lookup, epoch);
+  }
+
+  /**
+   * {@linkcode checkOwner} of an owner already looked up: `null` when `fp`
+   * is `owner`, else the refusal.
+   */
+  ownerVerdict(
+    at: At & { sid: string },
+    fp: string,
+    owner: string | null,
+    epoch = this.owners.epoch,
+  ): Response | null {
     if (owner === fp) {
       // Not cached if a session ended while the lookup was under way: its answer may
       // predate that end.

@@ -98,6 +98,12 @@ export function readPrincipal(
   return { subject, scopes: sorted, clientId };
 }
 
+/** Whether `await` would wait for `value` (it has a `then` method). */
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (typeof value === "object" || typeof value === "function") && value !== null &&
+    typeof (value as { then?: unknown }).then === "function";
+}
+
 /** Turns a request into the context the handler will get. */
 export class Identifier {
   readonly #principal: GuardOptions["principal"];
@@ -123,15 +129,24 @@ export class Identifier {
 
   /**
    * The caller's identity and fingerprint (of the subject, for a
-   * {@linkcode Principal}), with its scopes and client id. Throws what
-   * `principal()` threw, or `InvalidInputError` naming the cause when it
-   * answered something that cannot name one caller (not a string, a
-   * `Principal` or `null`; blank; ill-formed Unicode; `"null"`,
-   * `"undefined"`: see `identityProblem`; malformed scopes or client id:
-   * see `readPrincipal`).
+   * {@linkcode Principal}), with its scopes and client id: at once when
+   * `principal()` answers at once and its fingerprint is cached, else a
+   * promise. Throws (or rejects with) what `principal()` threw, or
+   * `InvalidInputError` naming the cause when it answered something that
+   * cannot name one caller (not a string, a `Principal` or `null`; blank;
+   * ill-formed Unicode; `"null"`, `"undefined"`: see `identityProblem`;
+   * malformed scopes or client id: see `readPrincipal`).
    */
-  async identify(request: Request): Promise<GuardContext> {
-    const answer = await this.#principal(request);
+  identify(request: Request): GuardContext | Promise<GuardContext> {
+    const answer = this.#principal(request);
+    // A principal() answering at once, of a caller seen before: no promise at all. Anything
+    // `await` would wait for is waited for.
+    if (!isThenable(answer)) return this.#context(answer);
+    return Promise.resolve(answer).then((value) => this.#context(value));
+  }
+
+  /** The context of a `principal()` answer (its fingerprint hashed once, then cached). */
+  #context(answer: unknown): GuardContext | Promise<GuardContext> {
     const ctx: GuardContext = {
       principal: null,
       fingerprint: null,
@@ -154,6 +169,13 @@ export class Identifier {
         }`,
       );
     }
+    // A cached identity was checked when it was cached.
+    const fp = this.#cacheSize === 0 ? undefined : this.#fingerprints.get(principal);
+    if (fp !== undefined) {
+      ctx.principal = principal;
+      ctx.fingerprint = fp;
+      return ctx;
+    }
     const problem = identityProblem(principal);
     if (problem !== null) {
       throw new InvalidInputError(
@@ -161,13 +183,13 @@ export class Identifier {
       );
     }
     ctx.principal = principal;
-    if (this.#cacheSize === 0) {
-      ctx.fingerprint = await fingerprint(principal, { secret: this.#secret });
-      return ctx;
-    }
-    let fp = this.#fingerprints.get(principal);
-    if (fp === undefined) {
-      fp = await fingerprint(principal, { secret: this.#secret });
+    return this.#hashed(ctx, principal, this.#cacheSize > 0);
+  }
+
+  /** `ctx` with the fingerprint of `principal` (`keep`: cached for the next request). */
+  async #hashed(ctx: GuardContext, principal: string, keep: boolean): Promise<GuardContext> {
+    const fp = await fingerprint(principal, { secret: this.#secret });
+    if (keep) {
       if (this.#fingerprints.size >= this.#cacheSize) this.#fingerprints.clear();
       this.#fingerprints.set(principal, fp);
     }

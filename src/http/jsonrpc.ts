@@ -149,6 +149,9 @@ export function classify(value: unknown): RpcMessage | RpcProblem {
   return { kind: "notification", method, params: value.params };
 }
 
+/** Decodes a whole body (no streaming state: shared by every request). */
+const utf8 = new TextDecoder();
+
 /** Outcome of {@linkcode readBody}: the text, or the problem to answer with. */
 export type BodyResult = { kind: "text"; text: string } | RpcProblem;
 
@@ -187,20 +190,35 @@ export async function readBody(request: Request, maxBytes: number): Promise<Body
   }
   if (request.body === null) return { kind: "text", text: "" };
   const reader = request.body.getReader();
-  const decoder = new TextDecoder();
-  let received = 0;
-  let text = "";
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    received += value.byteLength;
+  const first = await reader.read();
+  if (first.done) return { kind: "text", text: "" };
+  const chunk = first.value;
+  let received = chunk.byteLength;
+  if (received > maxBytes) {
+    await reader.cancel().catch(() => {});
+    return tooLarge(maxBytes);
+  }
+  let next = await reader.read();
+  // Most bodies come as one chunk: decoded as is, without a streaming decoder.
+  if (next.done) return { kind: "text", text: utf8.decode(chunk) };
+  const chunks = [chunk];
+  do {
+    received += next.value.byteLength;
     if (received > maxBytes) {
       await reader.cancel().catch(() => {});
       return tooLarge(maxBytes);
     }
-    text += decoder.decode(value, { stream: true });
+    chunks.push(next.value);
+    next = await reader.read();
+  } while (!next.done);
+  // Decoding the bytes at once reads them exactly as a streaming decoder would.
+  const bytes = new Uint8Array(received);
+  let at = 0;
+  for (const part of chunks) {
+    bytes.set(part, at);
+    at += part.byteLength;
   }
-  return { kind: "text", text: text + decoder.decode() };
+  return { kind: "text", text: utf8.decode(bytes) };
 }
 
 /**
@@ -222,6 +240,7 @@ export function parseJson(text: string): { kind: "json"; value: unknown } | RpcP
 /** True when a `Content-Type` header value names JSON (`application/json`, any parameters). */
 export function isJsonMediaType(value: string | null): boolean {
   if (value === null) return false;
+  if (value === "application/json") return true; // as clients send it
   const semi = value.indexOf(";");
   const essence = (semi === -1 ? value : value.slice(0, semi)).trim().toLowerCase();
   return essence === "application/json";

@@ -23,6 +23,7 @@ import { invokeHandler } from "./handler_calls.ts";
 import type { Identifier } from "./identify.ts";
 import { IssuedSessions } from "./issued_sessions.ts";
 import {
+  type BodyResult,
   classify,
   isJsonMediaType,
   parseJson,
@@ -30,24 +31,18 @@ import {
   rpcError,
   type RpcMessage,
 } from "./jsonrpc.ts";
+import type { InflightSignals } from "./inflight_signals.ts";
 import type { LocalSessions } from "./local_sessions.ts";
 import type { OwnerCache } from "./owner_cache.ts";
 import type { At, RefusalReason } from "./refusals.ts";
-import { registry } from "./registry_failure.ts";
+import { registry, RegistryFailure } from "./registry_failure.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { GatePass, TaskGate } from "./task_gate.ts";
 import { isModernRequest } from "./tasks.ts";
+import { DONE } from "../registry/touches.ts";
 import { runTracked, type TrackedRequest, type TrackedState } from "./tracked_request.ts";
 import type { GuardConfig } from "./config.ts";
 import type { GuardContext, GuardReason } from "./types.ts";
-
-/** The POST handler of one guard. */
-export type Post = (
-  request: Request,
-  sid: string | null,
-  ctx: GuardContext,
-  ahead: Promise<void> | undefined,
-) => Promise<Response>;
 
 /** What the POST path takes from its guard (`SessionGuard` is one). */
 export interface PostGuard {
@@ -57,14 +52,14 @@ export interface PostGuard {
   readonly local: LocalSessions;
   readonly tasks: TaskGate | undefined;
   readonly credentials: SessionCredentials | undefined;
-  readonly inflight: Map<string, AbortSignal>;
+  readonly inflight: InflightSignals;
   ownerOf(sid: string): Promise<string | null>;
-  checkOwner(
+  ownerVerdict(
     at: At & { sid: string },
     fp: string,
-    lookup: Promise<string | null>,
+    owner: string | null,
     epoch?: number,
-  ): Promise<Response | null>;
+  ): Response | null;
   checkCredentials(
     at: At & { sid: string },
     ctx: GuardContext,
@@ -81,6 +76,7 @@ export interface PostGuard {
     options?: { as?: RefusalReason; headers?: Record<string, string> },
   ): Response;
   report(error: unknown, context: string): void;
+  registryRefusal(err: RegistryFailure, at: At): Response;
 }
 
 /** A POST body read and classified. */
@@ -91,23 +87,20 @@ interface Read {
   text: string;
 }
 
-/** What strict mode looked up for a session request while its body was read. */
+/**
+ * What strict mode looked up for a session request while its body was read
+ * (what the registry's memory or the caches knew at once, else a promise).
+ */
 interface Lookups {
   epoch: number;
-  owner: Promise<string | null> | null;
+  owner: string | null | Promise<string | null>;
   credentials: SessionCredentials | undefined;
   recordEpoch: number | undefined;
   record: string | null | Promise<string | null> | undefined;
 }
 
-/** Builds the POST path over a guard's state. */
-export function postRequest(guard: PostGuard): Post {
-  const path = new PostPath(guard);
-  return (request, sid, ctx, ahead) => path.handle(request, sid, ctx, ahead);
-}
-
 /** The POST path of one guard. */
-class PostPath {
+export class PostPath {
   readonly #guard: PostGuard;
   readonly #issued: IssuedSessions;
   readonly #tracking: TrackedState;
@@ -138,6 +131,7 @@ class PostPath {
     };
   }
 
+  /** One POST: read, checked, gated, forwarded; a registry failure answered 503. */
   async handle(
     request: Request,
     sid: string | null,
@@ -145,50 +139,71 @@ class PostPath {
     ahead: Promise<void> | undefined,
   ): Promise<Response> {
     const guard = this.#guard;
-    const at: At = { method: "POST", sid };
-    // Strict mode: ask who owns the session (and what opened it) while the body is read.
-    const lookups = this.#lookUp(sid, ctx);
-    const read = await this.#read(request, at);
-    if (read instanceof Response) return read;
-    const { message } = read;
-    const rpcMethod = message.kind === "response" ? null : message.method;
-    ctx.parsedBody = read.value;
-    if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
-    const where = { ...at, rpcMethod, id: message.kind === "notification" ? null : message.id };
+    try {
+      const at: At = { method: "POST", sid };
+      // Strict mode: ask who owns the session (and what opened it) while the body is read.
+      const lookups = this.#lookUp(sid, ctx);
+      if (!isJsonMediaType(request.headers.get("content-type"))) {
+        return guard.refuse("unsupported-media-type", at);
+      }
+      let body: BodyResult;
+      try {
+        body = await readBody(request, guard.config.maxBodyBytes);
+      } catch {
+        // The client went away mid-body: nothing to answer it with, nothing to log.
+        return guard.refuse("client-aborted", at);
+      }
+      const read = this.#read(body, at);
+      if (read instanceof Response) return read;
+      const { message } = read;
+      const rpcMethod = message.kind === "response" ? null : message.method;
+      ctx.parsedBody = read.value;
+      if (message.kind !== "response" && isModernRequest(message.params)) ctx.era = "modern";
+      const id = message.kind === "notification" ? null : message.id;
+      const where: At = { method: "POST", sid, rpcMethod, id };
 
-    let recorded: string | null = null;
-    if (sid !== null && lookups !== null) {
-      const checked = await this.#checkSession({ ...where, sid }, ctx, lookups);
-      if (checked instanceof Response) return checked;
-      recorded = checked;
-    }
-    const refuse = (
-      reason: RefusalReason,
-      id: string | number | null,
-      detail?: string,
-      as?: RefusalReason,
-    ) => guard.refuse(reason, { ...where, id }, detail, { as });
-    const pass = await guard.tasks?.check(request, message, ctx, sid, refuse) ?? null;
-    if (pass instanceof Response) return pass;
-    const inner = this.#inner(request, read, pass);
-    const wrap = pass?.wrap ?? null;
+      let recorded: string | null = null;
+      if (sid !== null && lookups !== null) {
+        let checked = this.#checkSession(where as At & { sid: string }, ctx, lookups);
+        if (checked instanceof Promise) checked = await checked;
+        if (checked instanceof Response) return checked;
+        recorded = checked;
+      }
+      let pass: Response | GatePass | null | Promise<Response | GatePass | null> = null;
+      if (guard.tasks !== undefined) {
+        const refuse = (
+          reason: RefusalReason,
+          id: string | number | null,
+          detail?: string,
+          as?: RefusalReason,
+        ) => guard.refuse(reason, { ...where, id }, detail, { as });
+        pass = guard.tasks.check(request, message, ctx, sid, refuse);
+        if (pass instanceof Promise) pass = await pass;
+        if (pass instanceof Response) return pass;
+      }
+      const inner = this.#inner(request, read, pass);
+      const wrap = pass?.wrap ?? null;
 
-    if (sid === null) {
-      // No session yet: `initialize`, or a stateless server's traffic.
-      guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
-      const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
-      return guard.tagAnswer(
-        await this.#issued.bind(request, answer, null, ctx, rpcMethod),
-        null,
-        ctx,
-      );
+      if (sid === null) {
+        // No session yet: `initialize`, or a stateless server's traffic.
+        guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
+        const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
+        return guard.tagAnswer(
+          await this.#issued.bind(request, answer, null, ctx, rpcMethod),
+          null,
+          ctx,
+        );
+      }
+      // Never overtake a GET or DELETE of this session that arrived earlier.
+      if (ahead !== undefined) await ahead;
+      // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
+      // coalesces touches, so this is not a round trip per request.
+      if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
+      return await this.#forward(request, inner, sid, ctx, message, wrap);
+    } catch (err) {
+      if (!(err instanceof RegistryFailure)) throw err;
+      return guard.registryRefusal(err, { method: "POST", sid });
     }
-    // Never overtake a GET or DELETE of this session that arrived earlier.
-    if (ahead !== undefined) await ahead;
-    // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
-    // coalesces touches, so this is not a round trip per request.
-    if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
-    return await this.#forward(request, inner, sid, ctx, message, wrap);
   }
 
   /**
@@ -201,9 +216,9 @@ class PostPath {
     if (sid === null || !guard.config.strict) return null;
     const fp = ctx.fingerprint!;
     const epoch = guard.owners.epoch;
-    let owner: Promise<string | null>;
-    if (guard.config.owners.knownOwner?.(sid) === fp) owner = Promise.resolve(fp);
-    else if (guard.owners.has(sid, fp)) owner = Promise.resolve(fp);
+    let owner: string | Promise<string | null>;
+    if (guard.config.owners.knownOwner?.(sid) === fp) owner = fp;
+    else if (guard.owners.has(sid, fp)) owner = fp;
     else owner = guard.ownerOf(sid);
     const credentials = guard.credentials;
     return {
@@ -215,19 +230,8 @@ class PostPath {
     };
   }
 
-  /** The body, read once and classified; or the answer to a body problem. */
-  async #read(request: Request, at: At): Promise<Read | Response> {
-    const guard = this.#guard;
-    if (!isJsonMediaType(request.headers.get("content-type"))) {
-      return guard.refuse("unsupported-media-type", at);
-    }
-    let body: Awaited<ReturnType<typeof readBody>>;
-    try {
-      body = await readBody(request, guard.config.maxBodyBytes);
-    } catch {
-      // The client went away mid-body: nothing to answer it with, nothing to log.
-      return guard.refuse("client-aborted", at);
-    }
+  /** The body, parsed and classified; or the answer to a body problem. */
+  #read(body: BodyResult, at: At): Read | Response {
     if (body.kind === "problem") return this.#problem(at, body);
     const json = parseJson(body.text);
     if (json.kind === "problem") return this.#problem(at, json);
@@ -254,15 +258,31 @@ class PostPath {
   /**
    * Strict mode: the caller owns the session, and its credential may use it
    * (scope-bound sessions). The credential record it was checked against, or
-   * the refusal.
+   * the refusal: at once when both were known at once, else a promise.
    */
-  async #checkSession(
+  #checkSession(
+    where: At & { sid: string },
+    ctx: GuardContext,
+    lookups: Lookups,
+  ): string | null | Response | Promise<string | null | Response> {
+    const { owner, record } = lookups;
+    if (owner instanceof Promise || record instanceof Promise) {
+      return this.#checkSessionLater(where, ctx, lookups);
+    }
+    const refusal = this.#guard.ownerVerdict(where, ctx.fingerprint!, owner, lookups.epoch);
+    if (refusal !== null) return refusal;
+    if (lookups.credentials === undefined) return null;
+    return this.#guard.checkCredentials(where, ctx, record!, lookups.recordEpoch) ?? record!;
+  }
+
+  /** {@linkcode #checkSession} once its lookups are answered. */
+  async #checkSessionLater(
     where: At & { sid: string },
     ctx: GuardContext,
     lookups: Lookups,
   ): Promise<string | null | Response> {
     const guard = this.#guard;
-    const refusal = await guard.checkOwner(where, ctx.fingerprint!, lookups.owner!, lookups.epoch);
+    const refusal = guard.ownerVerdict(where, ctx.fingerprint!, await lookups.owner, lookups.epoch);
     if (refusal !== null) return refusal;
     if (lookups.credentials === undefined) return null;
     const recorded = await lookups.record!;
@@ -285,14 +305,19 @@ class PostPath {
   /** Counts a use of the session, and of its credential record (coalesced by the registries). */
   #touch(sid: string, fp: string, record: string | null): void {
     const guard = this.#guard;
-    guard.config.owners.touch?.(sid, fp).catch(this.#touchFailed);
+    // A touch absorbed into the trailing one answers DONE: nothing to watch.
+    const touched = guard.config.owners.touch?.(sid, fp);
+    if (touched !== undefined && touched !== DONE) touched.catch(this.#touchFailed);
     if (record !== null) {
-      guard.credentials?.registry.touch?.(sid, record).catch(this.#touchFailed);
+      const recordTouched = guard.credentials?.registry.touch?.(sid, record);
+      if (recordTouched !== undefined && recordTouched !== DONE) {
+        recordTouched.catch(this.#touchFailed);
+      }
     }
   }
 
   /** An allowed message of a session, to the handler. */
-  async #forward(
+  #forward(
     request: Request,
     inner: Request,
     sid: string,
@@ -300,33 +325,57 @@ class PostPath {
     message: Read["message"],
     wrap: GatePass["wrap"],
   ): Promise<Response> {
-    const guard = this.#guard;
-    const handler = guard.config.handler;
     const rpcMethod = message.kind === "response" ? null : message.method;
     const at: At = { method: "POST", sid, rpcMethod };
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
-      const cancelled = await this.#cancel(sid, message.params as { requestId?: unknown });
-      guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, at);
-      const answer = await this.#issued.bind(
-        request,
-        await handler(inner, ctx),
-        sid,
-        ctx,
-        rpcMethod,
-      );
-      return guard.tagAnswer(answer, sid, ctx);
+      return this.#forwardCancel(request, inner, sid, ctx, message.params, at);
     }
-    guard.decide("allow", "allowed", null, at);
+    this.#guard.decide("allow", "allowed", null, at);
     if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
       const tracked = message as TrackedRequest;
-      return await runTracked(this.#tracking, request, inner, sid, ctx, tracked, wrap);
+      return runTracked(this.#tracking, request, inner, sid, ctx, tracked, wrap);
     }
     // A notification, or a request whose id no registry keys (ill-formed Unicode, over 1,024
     // UTF-8 bytes; or not a JSON-RPC id at all): the handler answers it as it would unguarded;
     // such a request runs untracked, as when the cancellation table is full (a server-side
     // cancel cannot reach it).
-    const answer = await invokeHandler(handler, inner, ctx, wrap);
+    return this.#forwardUntracked(request, inner, sid, ctx, rpcMethod, wrap);
+  }
+
+  /** A `notifications/cancelled` of a session: its request cancelled, then the handler told. */
+  async #forwardCancel(
+    request: Request,
+    inner: Request,
+    sid: string,
+    ctx: GuardContext,
+    params: unknown,
+    at: At,
+  ): Promise<Response> {
+    const guard = this.#guard;
+    const cancelled = await this.#cancel(sid, params as { requestId?: unknown });
+    guard.decide("allow", cancelled ? "cancelled" : "cancel-unmatched", null, at);
+    const answer = await this.#issued.bind(
+      request,
+      await guard.config.handler(inner, ctx),
+      sid,
+      ctx,
+      at.rpcMethod ?? null,
+    );
+    return guard.tagAnswer(answer, sid, ctx);
+  }
+
+  /** A message of a session the registry cannot track, to the handler. */
+  async #forwardUntracked(
+    request: Request,
+    inner: Request,
+    sid: string,
+    ctx: GuardContext,
+    rpcMethod: string | null,
+    wrap: GatePass["wrap"],
+  ): Promise<Response> {
+    const guard = this.#guard;
+    const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
     return guard.tagAnswer(await this.#issued.bind(request, answer, sid, ctx, rpcMethod), sid, ctx);
   }
 

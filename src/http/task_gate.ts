@@ -94,23 +94,48 @@ export class TaskGate {
 
   /**
    * A refusal, what to do with a request let through, or `null` when there
-   * is nothing to do.
+   * is nothing to do: at once when no task registry needs asking (an
+   * ordinary request), else a promise.
    */
-  async check(
+  check(
     request: Request,
     message: RpcMessage,
     ctx: GuardContext,
     sid: string | null,
     refuse: Refuse,
-  ): Promise<Response | GatePass | null> {
+  ): Response | GatePass | null | Promise<Response | GatePass | null> {
     const owner = TaskGate.ownerFor(ctx, sid);
     const id = message.kind === "request" ? message.id : null;
     const related = relatedTask(message);
     if (related.kind === "invalid") return refuse("invalid-params", id, related.message);
     if (related.kind === "task") {
-      const refusal = await this.#access(related.taskId, owner, id, false, refuse);
-      if (refusal !== null) return refusal;
+      return this.#checkRelated(request, message, related.taskId, owner, id, refuse);
     }
+    return this.#checkRequest(request, message, owner, id, refuse);
+  }
+
+  /** A message naming a related task: that task first, then the request itself. */
+  async #checkRelated(
+    request: Request,
+    message: RpcMessage,
+    taskId: string,
+    owner: string | null,
+    id: string | number | null,
+    refuse: Refuse,
+  ): Promise<Response | GatePass | null> {
+    const refusal = await this.#access(taskId, owner, id, false, refuse);
+    if (refusal !== null) return refusal;
+    return await this.#checkRequest(request, message, owner, id, refuse);
+  }
+
+  /** The task rules of the request itself (`tasks/*`, a task-creating request). */
+  #checkRequest(
+    request: Request,
+    message: RpcMessage,
+    owner: string | null,
+    id: string | number | null,
+    refuse: Refuse,
+  ): Response | GatePass | null | Promise<Response | GatePass | null> {
     if (message.kind !== "request") return null;
     const task = taskRequest(message);
     switch (task.kind) {
@@ -123,7 +148,7 @@ export class TaskGate {
           const name = checkMcpName(request.headers.get("mcp-name"), task.taskId, task.modern);
           if (!name.ok) return refuse("header-mismatch", id, name.message);
         }
-        return await this.#access(task.taskId, owner, id, task.serverRefuses, refuse);
+        return this.#access(task.taskId, owner, id, task.serverRefuses, refuse);
       }
       case "create":
         if (owner === null) return null; // anonymous and stateless: nobody to bind it to
@@ -134,7 +159,7 @@ export class TaskGate {
         };
       case "list":
         if (message.id === null) return refuse("invalid-request", null, NO_ID);
-        return await this.#list(message.params, message.id, owner);
+        return this.#list(message.params, message.id, owner);
     }
   }
 

@@ -8,9 +8,13 @@
  * @module
  */
 
-import { cancelKey } from "../core/cancel_table.ts";
-import type { Tracked } from "../registry/cancellation_registry.ts";
-import { invokeHandler, notifyCancelled } from "./handler_calls.ts";
+import {
+  CancellationRegistry,
+  deregisterQuietly,
+  trackQuietly,
+} from "../registry/cancellation_registry.ts";
+import { notifyCancelled } from "./handler_calls.ts";
+import type { InflightSignals } from "./inflight_signals.ts";
 import type { IssuedSessions } from "./issued_sessions.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { RegistryFailure } from "./registry_failure.ts";
@@ -27,6 +31,8 @@ import type { SseIdRewriter } from "./sse_events.ts";
 import type { ResponseWrap } from "./task_gate.ts";
 import type { GuardCancellations, GuardContext, RequestHandler } from "./types.ts";
 
+const builtIn = CancellationRegistry.prototype;
+
 /** A request whose id a registry keys (tracked for cancellation). */
 export type TrackedRequest = Extract<RpcMessage, { kind: "request" }> & { id: string | number };
 
@@ -34,8 +40,8 @@ export type TrackedRequest = Extract<RpcMessage, { kind: "request" }> & { id: st
 export interface TrackedState {
   handler: RequestHandler;
   cancellations: GuardCancellations;
-  /** cancelKey(sessionId, requestId) -> the guard's signal for that request (`signalFor`). */
-  inflight: Map<string, AbortSignal>;
+  /** The guard's signal of each tracked request (`signalFor`). */
+  inflight: InflightSignals;
   /** Binds a session id the answer issues; discards an answer nobody will read. */
   issued: IssuedSessions;
   /** Tags the event ids of an SSE answer for its session. */
@@ -74,16 +80,14 @@ export async function runTracked(
 ): Promise<Response> {
   const controller = new AbortController();
   const signal = controller.signal;
-  const key = cancelKey(sid, message.id);
-  state.inflight.set(key, signal);
-  let tracked: Tracked;
-  try {
-    tracked = state.cancellations.track(sid, message.id, controller);
-  } catch (err) {
-    state.inflight.delete(key);
-    throw new RegistryFailure(err);
-  }
-  const entryId = tracked.entryId;
+  state.inflight.set(sid, message.id, signal);
+  const cancellations = state.cancellations;
+  // The built-in registry, as it comes: tracked without a promise per request.
+  const quiet = cancellations instanceof CancellationRegistry &&
+    cancellations.track === builtIn.track && cancellations.deregister === builtIn.deregister;
+  // The entry's number with the built-in registry (`quiet`), else its entry id.
+  let slot = -1;
+  let entryId = "";
   let released = false;
   let ended = false;
   // Decided (answered, cancelled, stopped for a registry failure): nothing else may notify
@@ -97,17 +101,30 @@ export async function runTracked(
     decide = resolve;
     fail = reject;
   });
+  /** The handler's answer, once `first` settled with it. */
+  let got: Response | null = null;
+  /** Whether the handler's own answer (before the task gate's wrap) is an event stream. */
+  let streams = false;
   let stream: EagerAnswerWatch | null = null;
+  let failure: { cause: unknown } | null = null;
+  let answered = false;
+  const deregisterFailed = (err: unknown) => state.report(err, "deregister");
   const release = () => {
     if (released) return;
     released = true;
-    state.cancellations.deregister(entryId).catch((err) => state.report(err, "deregister"));
+    if (quiet) {
+      deregisterQuietly(
+        cancellations,
+        slot,
+        (err) => queueMicrotask(() => deregisterFailed(err)),
+      );
+    } else cancellations.deregister(entryId).catch(deregisterFailed);
   };
   const end = () => {
     if (ended) return;
     ended = true;
     signal.removeEventListener("abort", onAbort);
-    if (state.inflight.get(key) === signal) state.inflight.delete(key);
+    state.inflight.delete(sid, message.id, signal);
     release();
   };
   const stopInner = (reason = "the session registry is unavailable") =>
@@ -131,12 +148,10 @@ export async function runTracked(
       decide(null);
     }
   }
-  signal.addEventListener("abort", onAbort);
-  let failure: { cause: unknown } | null = null;
-  let answered = false;
-  tracked.registered.then((ok) => {
+  const registered = (ok: boolean) => {
     if (!ok) released = true; // refused (full): the request runs untracked, nothing to drop
-  }, (err) => {
+  };
+  const registerFailed = (err: unknown) => {
     // The registration may still have reached a shared store before the failure: the
     // deregistration at the end stays (it only removes a slot this entry still owns).
     failure = { cause: err };
@@ -147,27 +162,70 @@ export async function runTracked(
     state.report(err, "register");
     controller.abort(err);
     stopInner();
-  });
-  // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
-  const handled = invokeHandler(state.handler, inner, ctx, wrap, (answer) => {
-    if (!isEventStream(answer)) settled = true;
-  });
-  handled.then(decide, fail);
+  };
+  try {
+    if (quiet) {
+      slot = trackQuietly(
+        cancellations,
+        sid,
+        message.id,
+        controller,
+        registered,
+        (err) => queueMicrotask(() => registerFailed(err)),
+      );
+    } else {
+      const tracked = cancellations.track(sid, message.id, controller);
+      entryId = tracked.entryId;
+      tracked.registered.then(registered, registerFailed);
+    }
+  } catch (err) {
+    state.inflight.delete(sid, message.id, signal);
+    throw new RegistryFailure(err);
+  }
+  signal.addEventListener("abort", onAbort);
+  // The handler's answer (through the task gate's wrap); one that comes after a
+  // cancellation goes nowhere.
+  const answer = (response: Response) => {
+    let wrapped: Response;
+    try {
+      // A JSON answer is the answer: from the moment it exists, it wins over a cancellation.
+      streams = isEventStream(response);
+      if (!streams) settled = true;
+      wrapped = wrap === null ? response : wrap(response);
+    } catch (err) {
+      return failed(err);
+    }
+    if (cancelled !== null) {
+      state.issued.discardLate(request, sid, wrapped, ctx);
+      return;
+    }
+    got = wrapped;
+    decide(wrapped);
+  };
+  const failed = (err: unknown) => {
+    if (cancelled !== null) state.report(err, "handler");
+    else fail(err);
+  };
+  try {
+    const produced = state.handler(inner, ctx);
+    if (produced instanceof Response) answer(produced);
+    else Promise.resolve(produced).then(answer, failed);
+  } catch (err) {
+    failed(err);
+  }
   let response: Response;
   try {
-    const answer = await first;
+    const outcome = await first;
     if (cancelled !== null) {
       // Cancelled before the handler answered: its answer, now or later, goes nowhere.
-      handled.then(
-        (late) => state.issued.discardLate(request, sid, late, ctx),
-        (err) => state.report(err, "handler"),
-      );
+      if (got !== null) state.issued.discardLate(request, sid, got, ctx);
       end();
       return cancelledJson(message.id, cancelled);
     }
-    response = answer!;
+    response = outcome!;
     if (failure === null) {
-      response = await state.issued.bind(request, response, sid, ctx, message.method);
+      const bound = state.issued.bind(request, response, sid, ctx, message.method);
+      response = bound instanceof Response ? bound : await bound;
     }
   } catch (err) {
     end();
@@ -187,7 +245,7 @@ export async function runTracked(
     throw new RegistryFailure(cause);
   }
   answered = true;
-  if (!isEventStream(response)) {
+  if (!(response === got && wrap === null ? streams : isEventStream(response))) {
     end();
     return response;
   }

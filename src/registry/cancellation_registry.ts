@@ -6,7 +6,7 @@
  */
 
 import type { ActorClient } from "../actor/actor_client.ts";
-import type { QueuedAt } from "../actor/call_queue.ts";
+import { noop, type QueuedAt } from "../actor/call_queue.ts";
 import { type CancelStats, isTrackable } from "../core/cancel_table.ts";
 import { RequestCancelledError } from "../core/errors.ts";
 import { type AbortEvent, Op } from "../actor/protocol.ts";
@@ -87,16 +87,46 @@ export interface Tracked extends Registration {
 }
 
 interface Local {
+  /** Its entry id (the local map is keyed by its number, which is cheaper to hash). */
+  entryId: string;
   controller: AbortController;
   sessionId: string;
   requestId: string | number;
-  /** Counted for withdrawals (valid ids), else `null`. */
+  /** Counted for withdrawals (in-memory store, valid ids), else `null`. */
   mark: PairMark | null;
   /** Its lazy registration, while it may still be waiting to be sent. */
   queued: QueuedAt | null;
 }
 
 const TRUE = Promise.resolve(true);
+
+/**
+ * `registry.track(sessionId, requestId, controller)` for the HTTP guard,
+ * without a promise per request: returns the entry's number (for
+ * {@linkcode deregisterQuietly}); `registered` is told
+ * what `Tracked.registered` resolves with, `failed` what it rejects with.
+ * Both may run while the registry reads a reply or withdraws a call, so
+ * they must not throw (`failed` should defer its work).
+ */
+export let trackQuietly: (
+  registry: CancellationRegistry,
+  sessionId: string,
+  requestId: string | number,
+  controller: AbortController,
+  registered: (ok: boolean) => void,
+  failed: (err: unknown) => void,
+) => number;
+
+/**
+ * `registry.deregister(entryId)` of the entry number `slot` (from
+ * {@linkcode trackQuietly}) for the HTTP guard, without a promise:
+ * `failed` is told what the promise would reject with (it must not throw).
+ */
+export let deregisterQuietly: (
+  registry: CancellationRegistry,
+  slot: number,
+  failed: (err: unknown) => void,
+) => void;
 
 /**
  * Tracks in-flight requests by `(sessionId, requestId)` so a
@@ -122,7 +152,8 @@ const TRUE = Promise.resolve(true);
  */
 export class CancellationRegistry implements AsyncDisposable {
   readonly #client: ActorClient;
-  readonly #local = new Map<string, Local>();
+  /** Local entries by the number in their entry id (`<prefix>.<number in base 36>`). */
+  readonly #local = new Map<number, Local>();
   readonly #prefix: string;
   /** The store is shared with other processes (not the in-memory one). */
   readonly #shared: boolean;
@@ -241,18 +272,50 @@ export class CancellationRegistry implements AsyncDisposable {
    */
   deregister(entryId: string): Promise<boolean> {
     const id = str(entryId);
-    const local = id === null ? undefined : this.#local.get(id);
-    if (local !== undefined) {
-      const pairs = this.#pairs;
-      const withdrawn = local.queued !== null && pairs.allows(local.mark!) &&
-        this.#client.withdraw(local.queued, true);
-      this.#forget(id!, local);
-      if (withdrawn) {
-        pairs.withdrawn++;
-        return TRUE;
-      }
-    }
+    const slot = id === null ? -1 : this.#slotOf(id);
+    if (slot !== -1 && this.#release(slot)) return TRUE;
     return this.#client.callLazy(Op.Deregister, id);
+  }
+
+  /** The entry id of local entry number `slot`. */
+  #entryIdOf(slot: number): string {
+    return `${this.#prefix}.${slot.toString(36)}`;
+  }
+
+  /** The number of local entry `entryId`, or -1 when it is none of this process's live ones. */
+  #slotOf(entryId: string): number {
+    const prefix = this.#prefix;
+    if (
+      entryId.length <= prefix.length + 1 || entryId.charCodeAt(prefix.length) !== 46 ||
+      !entryId.startsWith(prefix)
+    ) return -1;
+    const slot = parseInt(entryId.slice(prefix.length + 1), 36);
+    return this.#local.get(slot)?.entryId === entryId ? slot : -1;
+  }
+
+  /**
+   * Forgets local entry number `slot`, if any: true when its registration
+   * was withdrawn with it (then there is nothing to send).
+   */
+  #release(slot: number): boolean {
+    const local = this.#local.get(slot);
+    if (local === undefined) return false;
+    const pairs = this.#pairs;
+    const withdrawn = local.queued !== null && pairs.allows(local.mark!) &&
+      this.#client.withdraw(local.queued, true);
+    this.#forget(slot, local);
+    if (withdrawn) pairs.withdrawn++;
+    return withdrawn;
+  }
+
+  static {
+    trackQuietly = (registry, sessionId, requestId, controller, registered, failed) =>
+      registry.#trackQuietly(sessionId, requestId, controller, registered, failed);
+    deregisterQuietly = (registry, slot, failed) => {
+      if (registry.#release(slot)) return;
+      const entryId = registry.#entryIdOf(slot);
+      registry.#client.callWith(Op.Deregister, entryId, undefined, undefined, true, noop, failed);
+    };
   }
 
   /**
@@ -397,7 +460,8 @@ export class CancellationRegistry implements AsyncDisposable {
     controller: AbortController,
     lazy: boolean,
   ): Tracked {
-    const entryId = `${this.#prefix}.${(this.#next++).toString(36)}`;
+    const slot = this.#next++;
+    const entryId = this.#entryIdOf(slot);
     const sid = str(sessionId);
     const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
@@ -414,15 +478,22 @@ export class CancellationRegistry implements AsyncDisposable {
     }
     // Queued first, remembered second: a worker restarted by this very call replays the
     // entries it finds in #local, and must not find this one (it would be registered twice).
-    const local: Local = { controller, sessionId: sid ?? "", requestId: rid ?? "", mark, queued };
-    this.#local.set(entryId, local);
+    const local: Local = {
+      entryId,
+      controller,
+      sessionId: sid ?? "",
+      requestId: rid ?? "",
+      mark,
+      queued,
+    };
+    this.#local.set(slot, local);
     const registered = answer.then(
       (ok) => {
-        if (!ok) this.#forget(entryId, local);
+        if (!ok) this.#forget(slot, local);
         return ok;
       },
       (err) => {
-        this.#forget(entryId, local);
+        this.#forget(slot, local);
         throw err;
       },
     );
@@ -430,16 +501,54 @@ export class CancellationRegistry implements AsyncDisposable {
     return { entryId, signal: controller.signal, registered };
   }
 
+  /** {@linkcode track} told through callbacks instead of a promise (see {@linkcode trackQuietly}). */
+  #trackQuietly(
+    sessionId: string,
+    requestId: string | number,
+    controller: AbortController,
+    registered: (ok: boolean) => void,
+    failed: (err: unknown) => void,
+  ): number {
+    const slot = this.#next++;
+    const entryId = this.#entryIdOf(slot);
+    const sid = str(sessionId);
+    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
+    const live = this.#local.size;
+    const local: Local = {
+      entryId,
+      controller,
+      sessionId: sid ?? "",
+      requestId: rid ?? "",
+      mark: null,
+      queued: null,
+    };
+    this.#client.callWith(Op.Register, sid, rid, entryId, true, (ok) => {
+      if (!ok) this.#forget(slot, local);
+      registered(ok as boolean);
+    }, (err) => {
+      this.#forget(slot, local);
+      failed(err);
+    });
+    // As in #track: queued first, remembered second.
+    if (isTrackable(sid, rid)) {
+      local.mark = this.#pairs.add(sid!, rid!, live);
+      local.queued = this.#client.lastQueued();
+    }
+    this.#local.set(slot, local);
+    return slot;
+  }
+
   /** Drops a local entry (once: a later call for the same entry does nothing). */
-  #forget(entryId: string, local: Local): void {
-    if (this.#local.get(entryId) !== local) return;
-    this.#local.delete(entryId);
+  #forget(slot: number, local: Local): void {
+    if (this.#local.get(slot) !== local) return;
+    this.#local.delete(slot);
     if (local.mark !== null) this.#pairs.remove(local.mark);
   }
 
   /** Aborts a local request; `remote`: the cancellation came through another process. */
   #abort(entryId: string, reason: unknown, remote = false): void {
-    const controller = this.#local.get(entryId)?.controller;
+    const slot = typeof entryId === "string" ? this.#slotOf(entryId) : -1;
+    const controller = slot === -1 ? undefined : this.#local.get(slot)?.controller;
     if (controller === undefined || controller.signal.aborted) return;
     const heard = registryEvents.get(this)?.cancelled;
     if (heard !== undefined) {
@@ -466,9 +575,11 @@ export class CancellationRegistry implements AsyncDisposable {
 
   /** After a worker restart, re-registers the requests still running here, in order. */
   #replay(): void {
-    for (const [entryId, local] of this.#local) {
+    for (const local of this.#local.values()) {
       if (local.controller.signal.aborted) continue;
-      this.#client.call(Op.Register, local.sessionId, local.requestId, entryId).catch(() => {});
+      this.#client.call(Op.Register, local.sessionId, local.requestId, local.entryId).catch(
+        () => {},
+      );
     }
   }
 }

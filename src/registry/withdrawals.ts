@@ -27,12 +27,13 @@
  * @module
  */
 
-import { cancelKey } from "../core/cancel_table.ts";
+import { SessionMaps } from "../core/session_maps.ts";
 
 /** What {@linkcode Withdrawals.add} noted about one live entry. */
 export interface PairMark {
-  /** Its registry key. */
-  readonly key: string;
+  /** Its registry key: session id and request id (`1` and `"1"` differ). */
+  readonly sessionId: string;
+  readonly requestId: string | number;
   /** The fullness count when it was registered. */
   readonly full: number;
 }
@@ -40,7 +41,12 @@ export interface PairMark {
 /** Live entries per key and the table's possible fullness, for one registry. */
 export class Withdrawals {
   readonly #maxEntries: number;
-  readonly #perKey = new Map<string, number>();
+  /**
+   * Live entries per key, by session id then request id: a session id is
+   * hashed once per request, and a numeric request id not at all (a combined
+   * key would be a fresh string to hash on every registration).
+   */
+  readonly #perKey = new SessionMaps<number>();
   /** Bumped by every registration that may have found the table full. */
   #full = 0;
   /** Registrations withdrawn so far (the worker never counted them). */
@@ -53,22 +59,25 @@ export class Withdrawals {
 
   /** Notes a new live entry; `live`: entries live before it. */
   add(sessionId: string, requestId: string | number, live: number): PairMark {
-    const key = cancelKey(sessionId, requestId);
-    this.#perKey.set(key, (this.#perKey.get(key) ?? 0) + 1);
-    const mark = { key, full: this.#full };
+    const counts = this.#perKey.of(sessionId);
+    counts.set(requestId, (counts.get(requestId) ?? 0) + 1);
+    const mark = { sessionId, requestId, full: this.#full };
     if (live >= this.#maxEntries) this.#full++;
     return mark;
   }
 
   /** Whether the live entry marked `mark` may be withdrawn now. */
   allows(mark: PairMark): boolean {
-    return mark.full === this.#full && this.#perKey.get(mark.key) === 1;
+    return mark.full === this.#full &&
+      this.#perKey.get(mark.sessionId)?.get(mark.requestId) === 1;
   }
 
   /** The entry marked `mark` is no longer live (deregistered, refused or failed). */
   remove(mark: PairMark): void {
-    const count = this.#perKey.get(mark.key) ?? 0;
-    if (count <= 1) this.#perKey.delete(mark.key);
-    else this.#perKey.set(mark.key, count - 1);
+    const counts = this.#perKey.get(mark.sessionId);
+    if (counts === undefined) return;
+    const count = counts.get(mark.requestId) ?? 0;
+    if (count > 1) counts.set(mark.requestId, count - 1);
+    else counts.delete(mark.requestId);
   }
 }
