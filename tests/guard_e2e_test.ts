@@ -436,34 +436,38 @@ Deno.test("guard: ownerCacheMs skips lookups for the owner only, and only for th
   // The owner: the first POST asks the registry, the next ones within 400 ms do not.
   lookups.reset();
   const cached = performance.now();
+  let firstDone = 0;
   for (let i = 0; i < 5; i++) {
     assert.equal(
       text(await alice.client.callTool({ name: "echo", arguments: { text: "x" } })),
       "x",
     );
+    if (i === 0) firstDone = performance.now();
   }
   if (performance.now() - cached < 350) assert.equal(lookups.count, 1);
 
   // An operator drops the binding: the owner keeps going for at most ownerCacheMs, then 404.
+  // Bounds that hold however slow the machine is: a call decides after it starts and before
+  // it ends, and the entry was cached after `cached` and before the first call ended.
   await owners.forget(alice.sessionId);
-  let served = 0;
   await waitFor(
     async () => {
+      const started = performance.now() - firstDone;
       try {
         await alice.client.callTool({ name: "echo", arguments: { text: "y" } });
-        served++;
+        assert.ok(started < 400, `served a call started ${Math.round(started)} ms after the entry`);
         return false;
       } catch (err) {
-        return err instanceof Error && /404|not found/i.test(err.message);
+        if (err instanceof assert.AssertionError) throw err;
+        const refused = err instanceof Error && /404|not found/i.test(err.message);
+        const ended = performance.now() - cached;
+        if (refused && ended < 400) assert.fail(`refused ${Math.round(ended)} ms after: too early`);
+        return refused;
       }
     },
     3_000,
     "the owner to be refused once the cache entry expired",
   );
-  const waited = performance.now() - cached;
-  assert.ok(waited < 400 + 300, `refused ${Math.round(waited)} ms after the owner was cached`);
-  if (waited < 350) assert.fail("refused before the cache entry expired");
-  assert.ok(served > 0, "the cached owner kept going until the entry expired");
 });
 
 Deno.test("guard: the owner's POSTs need no lookup (knownOwner); anyone else is looked up and refused", async () => {
