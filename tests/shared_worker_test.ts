@@ -308,6 +308,28 @@ Deno.test("worker protocol: hosts are named per message, answered per host, clos
     worker.postMessage({ ...init(-1, "owner") });
     const bad = await next();
     assert.equal(bad.kind, "fail");
+    // A message naming no valid host never reaches host 0: answered with no id (no pending
+    // batch of any host matches it), host 0 keeps its table and stays open.
+    for (const host of ["7", -1, 1.5]) {
+      worker.postMessage({
+        kind: "batch",
+        id: 7,
+        host,
+        ops: [Op.Bind],
+        args: ["s", "f", false, 0],
+      });
+      worker.postMessage({ kind: "close", id: 8, host, exit: false });
+      worker.postMessage({ kind: "extras", id: 9, host, values: [] });
+      for (let i = 0; i < 3; i++) {
+        const answer = await next();
+        assert.equal(answer.kind, "fail", JSON.stringify(answer));
+        assert.equal((answer as { id: unknown }).id, null);
+        assert.equal(answer.host, undefined);
+        assert.match((answer as { error: { message: string } }).error.message, /no valid host/);
+      }
+    }
+    worker.postMessage({ kind: "batch", id: 10, ops: [Op.OwnerOf], args: ["s"] });
+    assert.deepEqual(await next(), { kind: "reply", id: 10, results: [null] }, "host 0 untouched");
     // Each host's ops are checked against its own registry kind.
     worker.postMessage({
       kind: "batch",

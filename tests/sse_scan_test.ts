@@ -445,6 +445,29 @@ Deno.test("watchAnswerEagerly: a rewriter that throws errors the body and ends t
   assert.equal(source.cancelled(), true);
 });
 
+Deno.test("watchAnswerEagerly: a rewriter that throws, with the body read late or never, is no unhandled rejection", async () => {
+  for (const read of [true, false]) {
+    const source = timed([enc.encode("data: one\n\nid: 1\ndata: two\n\n")], ["queued", "later"]);
+    let ends = 0;
+    const watch = watchAnswerEagerly(
+      source.response,
+      7,
+      { onAnswer: () => {}, onEnd: () => ends++ },
+      undefined,
+      new SseIdRewriter(() => {
+        throw new Error("no tag");
+      }),
+    );
+    const response = await watch.response;
+    // Deno fails this test with "(in promise) Error: no tag" if the error waits unhandled.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    if (read) await assert.rejects(response.text(), /no tag/);
+    else await response.body?.cancel();
+    assert.equal(ends, 1);
+    assert.equal(source.cancelled(), true);
+  }
+});
+
 Deno.test("property: an id tagged on its bytes is the id tagged as text", () => {
   const key = EventIdKey.random();
   const tag = key.tagger("session-a", "request");

@@ -235,7 +235,7 @@ function onInit(msg: Record<string, unknown>): void | Promise<void> {
 
 function onBatch(msg: Record<string, unknown>): void | Promise<void> {
   const id = idOf(msg);
-  const key = keyOf(msg) ?? 0;
+  const key = keyOf(msg)!;
   const host = hosts.get(key);
   const wire = msg.kind === "wbatch";
   try {
@@ -270,7 +270,7 @@ function answer(host: Host, id: number, wire: boolean, results: unknown[]): void
 
 function onClose(msg: Record<string, unknown>): void | Promise<void> {
   const id = idOf(msg) ?? 0;
-  const key = keyOf(msg) ?? 0;
+  const key = keyOf(msg)!;
   // No host joins after a close that lets the worker exit: it exits once no host is left.
   exiting ||= msg.exit !== false;
   const host = hosts.get(key);
@@ -296,6 +296,17 @@ function handle(message: unknown): void | Promise<void> {
     return;
   }
   const msg = message as Record<string, unknown>;
+  if (keyOf(msg) === null) {
+    // Never another host's: answered with no id, so no pending batch of any host matches it.
+    let host: string;
+    try {
+      host = JSON.stringify(msg.host) ?? String(msg.host);
+    } catch {
+      host = typeof msg.host;
+    }
+    fail(null, new InvalidInputError(`message names no valid host: ${host.slice(0, 64)}`));
+    return;
+  }
   switch (msg.kind) {
     case "init":
       return onInit(msg);
@@ -304,7 +315,7 @@ function handle(message: unknown): void | Promise<void> {
       return onBatch(msg);
     case "extras": {
       const id = idOf(msg);
-      const key = keyOf(msg) ?? 0;
+      const key = keyOf(msg)!;
       if (id === null || !Array.isArray(msg.values)) {
         fail(id, new InvalidInputError("extras need `id` and `values`"), key);
         return;
@@ -318,7 +329,7 @@ function handle(message: unknown): void | Promise<void> {
       fail(
         idOf(msg),
         new InvalidInputError(`unknown message kind ${JSON.stringify(String(msg.kind))}`),
-        keyOf(msg) ?? 0,
+        keyOf(msg)!,
       );
   }
 }
@@ -329,9 +340,10 @@ function handleSafely(message: unknown): void | Promise<void> {
   } catch (err) {
     // Last line of defence (e.g. a result that cannot be cloned): report, keep serving.
     const key = typeof message === "object" && message !== null
-      ? keyOf(message as Record<string, unknown>) ?? 0
+      ? keyOf(message as Record<string, unknown>)
       : 0;
-    fail(idOf(message), err, key);
+    if (key === null) fail(null, err);
+    else fail(idOf(message), err, key);
   }
 }
 

@@ -418,7 +418,11 @@ class Watch {
       } catch (err) {
         // As a stream whose pull throws: the body errors after what was collected.
         reader.cancel(err).catch(() => {});
-        this.#pending = Promise.reject(err);
+        const failed = Promise.reject(err);
+        // Handled where the stream's first pull awaits it; until then (a body read late, or
+        // cancelled unread) it must not count as an unhandled rejection.
+        failed.catch(() => {});
+        this.#pending = failed;
         return this.streamed(response);
       }
     }
