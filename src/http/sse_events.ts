@@ -558,31 +558,12 @@ export class SseIdRewriter implements ChunkRewriter {
   /** Feeds one chunk; returns what goes out, in order (possibly nothing). */
   push(chunk: Uint8Array): Uint8Array[] {
     const n = chunk.length;
+    let i = 0;
     if (n <= SHORT_CHUNK && this.#value === null && this.#head === 0) {
-      // A short chunk, between lines or inside one: when no line in it starts with "i" (no id
-      // line can), it passes whole, in one pass over its bytes (cheaper than the line walk's
-      // native calls on a short chunk).
-      let bom = this.#bom;
-      let i = 0;
-      if (bom >= 0) {
-        if (bom > 0 || (n > 0 && chunk[0] === BOM[0])) i = -1; // a BOM, or part of one: the walk
-        else if (n > 0) bom = -1;
-      }
-      let lineStart = this.#lineStart;
-      for (; i >= 0 && i < n; i++) {
-        const byte = chunk[i];
-        if (byte === CR || byte === LF) lineStart = true;
-        else if (lineStart && byte === I) i = -2; // an "i" at a line start: the walk
-        else lineStart = false;
-      }
-      if (i !== -1) {
-        this.#bom = bom;
-        this.#lineStart = lineStart;
-        return n === 0 ? [] : [chunk];
-      }
+      i = this.#plainUpTo(chunk);
+      if (i === n) return n === 0 ? [] : [chunk];
     }
     const out: Uint8Array[] = [];
-    let i = 0;
     let from = 0; // start of the bytes of `chunk` not sent yet (nor held)
     let lf = -2; // next LF / CR at or after i (-1: none left in chunk, -2: not looked up)
     let cr = -2;
@@ -658,6 +639,33 @@ export class SseIdRewriter implements ChunkRewriter {
     }
     if (n > from && this.#head === 0 && this.#value === null) out.push(chunk.subarray(from));
     return out;
+  }
+
+  /**
+   * A short chunk, between lines or inside one, looked through in one pass over its bytes
+   * (cheaper than the line walk's native calls on a short chunk): returns where the walk takes
+   * over, the state then being the walk's there: the chunk's length when no line in it starts
+   * with "i" (no id line can: it passes whole), the index of the first "i" that starts a line,
+   * or 0 at a BOM or part of one.
+   */
+  #plainUpTo(chunk: Uint8Array): number {
+    const n = chunk.length;
+    if (n === 0) return 0;
+    if (this.#bom >= 0) {
+      if (this.#bom > 0 || chunk[0] === BOM[0]) return 0;
+      this.#bom = -1; // as the walk: a first byte that is not a BOM's
+    }
+    let lineStart = this.#lineStart;
+    for (let i = 0; i < n; i++) {
+      const byte = chunk[i];
+      if (byte === CR || byte === LF) lineStart = true;
+      else if (lineStart && byte === I) {
+        this.#lineStart = true;
+        return i;
+      } else lineStart = false;
+    }
+    this.#lineStart = lineStart;
+    return n;
   }
 
   /** Ends the stream: returns what is still held (an unterminated last line). */
