@@ -359,6 +359,15 @@ Deno.test("watchAnswerEagerly: a body already complete comes whole, its length i
     onEnd: () => {},
   });
   assert.deepEqual(new Uint8Array(await (await bad.response).arrayBuffer()), raw);
+  // A U+FFFD the body holds, a BOM inside it: as they are.
+  for (const body of ["data: \ufffd\n\n", "data: \ufeff\ufffd\n\n", "\ufeff\ufeffdata: x\n\n"]) {
+    const bytes = enc.encode(body);
+    const watch = watchAnswerEagerly(timed([bytes], ["queued"]).response, 7, {
+      onAnswer: () => {},
+      onEnd: () => {},
+    });
+    assert.deepEqual(new Uint8Array(await (await watch.response).arrayBuffer()), bytes);
+  }
 });
 
 Deno.test("watchAnswerEagerly: an interrupt while the body is read first ends it with the event", async () => {

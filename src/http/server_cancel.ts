@@ -192,6 +192,11 @@ type ReadResult = ReadableStreamReadResult<Uint8Array>;
 
 /** Decodes UTF-8 exactly (a BOM kept), or throws: then the bytes are not text. */
 const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+/**
+ * Decodes UTF-8 with U+FFFD for bytes that are not (a leading BOM dropped): the default
+ * decoder, which Deno runs on a faster path than a fatal or BOM-keeping one.
+ */
+const fastDecoder = new TextDecoder();
 
 /**
  * A body of exactly these bytes: as text when they are UTF-8 (a string body
@@ -199,16 +204,27 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
  * bytes (copied off shared memory, which a body must not be).
  */
 function bodyOf(parts: Uint8Array[]): string | Uint8Array<ArrayBuffer> {
+  const bytes = joinParts(parts);
+  // Bytes that do not start with a BOM decode to the same text on the fast path, if they are
+  // UTF-8; that text then holds no U+FFFD unless the bytes did (the strict decoder decides).
+  if (!(bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf)) {
+    const text = fastDecoder.decode(bytes);
+    if (!text.includes("\uFFFD")) return text;
+  }
   try {
-    return strictDecoder.decode(joinParts(parts));
+    return strictDecoder.decode(bytes);
   } catch {
-    return bytesOf(parts);
+    return ownBytes(bytes);
   }
 }
 
 /** These bytes as one body (copied off shared memory, which a body must not be). */
 function bytesOf(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const bytes = joinParts(parts);
+  return ownBytes(joinParts(parts));
+}
+
+/** `bytes`, or a copy of them off shared memory. */
+function ownBytes(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   return bytes.buffer instanceof ArrayBuffer
     ? bytes as Uint8Array<ArrayBuffer>
     : new Uint8Array(bytes);
