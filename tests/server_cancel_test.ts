@@ -16,9 +16,11 @@ import {
   CancellationRegistry,
   type GuardCancellations,
   type GuardContext,
+  guardSessions,
   RegistryUnavailableError,
   RequestCancelledError,
   type RequestHandler,
+  SessionOwnerRegistry,
 } from "../mod.ts";
 import { createMcpApp, type McpApp, type ToolEvent } from "../examples/mcp_app.ts";
 import {
@@ -684,4 +686,83 @@ Deno.test("watchAnswer: a failing or bodyless source ends it once; bad data neve
     for (;;) if ((await reader.read()).done) break;
   }, /boom/);
   assert.equal(ends, 2);
+});
+
+Deno.test("signalFor: asked before or after a server cancel, the tracked request's signal carries its reason", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => release = resolve);
+  const seen: { early: AbortSignal; late?: AbortSignal; heard: unknown[] }[] = [];
+  let session = 0;
+  const told: AbortSignal[] = [];
+  const guarded = guardSessions(async (request, ctx) => {
+    const body = ctx!.parsedBody as { id?: number; method: string };
+    if (body.method === "initialize") {
+      return Response.json({ jsonrpc: "2.0", id: body.id, result: {} }, {
+        headers: { "mcp-session-id": `s-${++session}` },
+      });
+    }
+    if (body.id === undefined) {
+      // The guard tells the handler of a server cancel at once: the request is still in flight.
+      const { requestId } = (body as { params?: { requestId?: number } }).params ?? {};
+      if (body.method === "notifications/cancelled" && typeof requestId === "number") {
+        const sessionId = request.headers.get("mcp-session-id")!;
+        told[requestId] = guarded.signalFor({ sessionId, requestId, signal: undefined });
+      }
+      return new Response(null, { status: 202 });
+    }
+    const sessionId = request.headers.get("mcp-session-id")!;
+    const ref = { sessionId, requestId: body.id, signal: new AbortController().signal };
+    // Asked for only by the second request: the first's signal is made after its cancel.
+    const entry: (typeof seen)[number] = {
+      early: body.id === 2 ? guarded.signalFor(ref) : AbortSignal.abort(),
+      heard: [] as unknown[],
+    };
+    entry.early.addEventListener("abort", () => entry.heard.push(entry.early.reason));
+    seen[body.id] = entry;
+    await held;
+    entry.late = guarded.signalFor(ref);
+    return Response.json({ jsonrpc: "2.0", id: body.id, result: {} });
+  }, { owners, cancellations, principal: () => "alice", forwardBody: "parsed" });
+  try {
+    const post = (body: unknown, sid?: string) =>
+      guarded(
+        new Request("http://x/mcp", {
+          method: "POST",
+          headers: {
+            "content-type": "application/json",
+            accept: "application/json, text/event-stream",
+            ...(sid === undefined ? {} : { "mcp-session-id": sid }),
+          },
+          body: JSON.stringify(body),
+        }),
+      );
+    const opened = await post({ jsonrpc: "2.0", id: 0, method: "initialize", params: {} });
+    const sid = opened.headers.get("mcp-session-id")!;
+    const answers = [1, 2].map((id) =>
+      post({ jsonrpc: "2.0", id, method: "tools/call", params: {} }, sid)
+    );
+    await waitFor(() => seen[1] !== undefined && seen[2] !== undefined);
+    const why = new RequestCancelledError(sid, 1, "stop one");
+    assert.equal(await cancellations.cancel(sid, 1, why), true);
+    const whyTwo = new RequestCancelledError(sid, 2, "stop two");
+    assert.equal(await cancellations.cancel(sid, 2, whyTwo), true);
+    // The second request's signal, made before its cancel, heard it.
+    assert.deepEqual(seen[2].heard, [whyTwo]);
+    release();
+    for (const answer of answers) {
+      const json = await (await answer).json();
+      assert.equal(json.error?.code, -32000);
+    }
+    // Asked for after the cancel, while the request is still in flight: aborted, with the
+    // reason (the first request's made then, the second's the one made before).
+    assert.equal(told[1].aborted, true);
+    assert.equal(told[1].reason, why);
+    assert.equal(told[2].aborted, true);
+    assert.equal(told[2].reason, whyTwo);
+  } finally {
+    await owners.close();
+    await cancellations.close();
+  }
 });

@@ -10,24 +10,29 @@
 
 import { SessionMaps } from "../core/session_maps.ts";
 
+/** What makes a tracked request's signal, when it is first asked for. */
+export interface SignalSource {
+  readonly signal: AbortSignal;
+}
+
 /** Signals of in-flight requests, by session id then request id (`1` and `"1"` differ). */
 export class InflightSignals {
-  readonly #sessions = new SessionMaps<AbortSignal>();
+  readonly #sessions = new SessionMaps<SignalSource>();
 
   /** The signal of request `requestId` of session `sid`, if it is in flight. */
   get(sid: string, requestId: string | number): AbortSignal | undefined {
-    return this.#sessions.get(sid)?.get(requestId);
+    return this.#sessions.get(sid)?.get(requestId)?.signal;
   }
 
-  /** Request `requestId` of session `sid` is in flight with `signal` (the latest wins). */
-  set(sid: string, requestId: string | number, signal: AbortSignal): void {
-    this.#sessions.of(sid).set(requestId, signal);
+  /** Request `requestId` of session `sid` is in flight, its signal from `source` (the latest wins). */
+  set(sid: string, requestId: string | number, source: SignalSource): void {
+    this.#sessions.of(sid).set(requestId, source);
   }
 
-  /** Forgets the request, while `signal` is still its signal (a later one keeps its own). */
-  delete(sid: string, requestId: string | number, signal: AbortSignal): void {
+  /** Forgets the request, while `source` is still its source (a later one keeps its own). */
+  delete(sid: string, requestId: string | number, source: SignalSource): void {
     const requests = this.#sessions.get(sid);
-    if (requests === undefined || requests.get(requestId) !== signal) return;
+    if (requests === undefined || requests.get(requestId) !== source) return;
     requests.delete(requestId);
   }
 }

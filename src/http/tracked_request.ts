@@ -9,12 +9,13 @@
  */
 
 import {
+  type Abortable,
   CancellationRegistry,
   deregisterQuietly,
   trackQuietly,
 } from "../registry/cancellation_registry.ts";
 import { notifyCancelled } from "./handler_calls.ts";
-import type { InflightSignals } from "./inflight_signals.ts";
+import type { InflightSignals, SignalSource } from "./inflight_signals.ts";
 import type { IssuedSessions } from "./issued_sessions.ts";
 import type { RpcMessage } from "./jsonrpc.ts";
 import { RegistryFailure } from "./registry_failure.ts";
@@ -78,8 +79,7 @@ export async function runTracked(
   message: TrackedRequest,
   wrap: ResponseWrap | null,
 ): Promise<Response> {
-  const controller = new AbortController();
-  const signal = controller.signal;
+  const signal = new LazySignal(onAbort);
   state.inflight.set(sid, message.id, signal);
   const cancellations = state.cancellations;
   // The built-in registry, as it comes: tracked without a promise per request.
@@ -123,7 +123,7 @@ export async function runTracked(
   const end = () => {
     if (ended) return;
     ended = true;
-    signal.removeEventListener("abort", onAbort);
+    signal.unlisten();
     state.inflight.delete(sid, message.id, signal);
     release();
   };
@@ -160,7 +160,7 @@ export async function runTracked(
     if (!answered) return;
     // The answer is already streaming: stop the request rather than run it uncancellable.
     state.report(err, "register");
-    controller.abort(err);
+    signal.abort(err);
     stopInner();
   };
   try {
@@ -169,12 +169,12 @@ export async function runTracked(
         cancellations,
         sid,
         message.id,
-        controller,
+        signal,
         registered,
         (err) => queueMicrotask(() => registerFailed(err)),
       );
     } else {
-      const tracked = cancellations.track(sid, message.id, controller);
+      const tracked = cancellations.track(sid, message.id, signal.controller());
       entryId = tracked.entryId;
       tracked.registered.then(registered, registerFailed);
     }
@@ -182,7 +182,7 @@ export async function runTracked(
     state.inflight.delete(sid, message.id, signal);
     throw new RegistryFailure(err);
   }
-  signal.addEventListener("abort", onAbort);
+  signal.listen();
   // The handler's answer (through the task gate's wrap); one that comes after a
   // cancellation goes nowhere.
   const answer = (response: Response) => {
@@ -238,7 +238,7 @@ export async function runTracked(
   }
   if (failure !== null) {
     const cause = (failure as { cause: unknown }).cause;
-    controller.abort(cause);
+    signal.abort(cause);
     await response.body?.cancel().catch(() => {});
     await stopInner();
     end();
@@ -260,4 +260,82 @@ export async function runTracked(
     state.answerRewriter(response, sid, ctx),
   );
   return await stream.response;
+}
+
+const noop = () => {};
+
+/**
+ * A tracked request's signal, made only when someone asks for it
+ * (`signalFor`), or for a registry other than the built-in one (which takes
+ * an `AbortController`): the built-in registry aborts the request through
+ * this ({@linkcode Abortable}). Once made, the controller has `onAbort` as
+ * its first abort listener, so a cancellation is handled by the guard before
+ * anyone else hears of it, as when the controller was made at once; asked
+ * for once the request is aborted, the signal is an aborted one with the
+ * same reason.
+ */
+class LazySignal implements Abortable, SignalSource {
+  #onAbort: () => void;
+  #controller: AbortController | null = null;
+  /** The signal made after the request was aborted, if it was asked for then. */
+  #late: AbortSignal | null = null;
+  #aborted = false;
+  /** Why it was aborted, once it was (as `AbortSignal.reason`: never undefined). */
+  #reason: unknown = undefined;
+
+  constructor(onAbort: () => void) {
+    this.#onAbort = onAbort;
+  }
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  get reason(): unknown {
+    return this.#reason;
+  }
+
+  /** The request's signal, made when first asked for (heard by `onAbort` first). */
+  get signal(): AbortSignal {
+    if (this.#controller !== null) return this.#controller.signal;
+    if (this.#aborted) return this.#late ??= AbortSignal.abort(this.#reason);
+    this.#controller = new AbortController();
+    this.listen();
+    return this.#controller.signal;
+  }
+
+  /** The controller, made now, for a registry that takes one (heard once `listen` is called). */
+  controller(): AbortController {
+    return this.#controller = new AbortController();
+  }
+
+  /** `onAbort` hears the controller's abort, if there is a controller. */
+  listen(): void {
+    this.#controller?.signal.addEventListener("abort", this);
+  }
+
+  /** The request is over: `onAbort` no longer hears an abort. */
+  unlisten(): void {
+    this.#controller?.signal.removeEventListener("abort", this);
+    // Nor through this: the built-in registry may hold on to it until its worker answers,
+    // and the request's state must not live as long.
+    this.#onAbort = noop;
+  }
+
+  /** What `AbortController.abort(reason)` does: aborts once, and `onAbort` hears it. */
+  abort(reason: unknown): void {
+    if (this.#controller !== null) return this.#controller.abort(reason);
+    if (this.#aborted) return;
+    this.#aborted = true;
+    // What AbortController.abort(undefined) gives its signal.
+    this.#reason = reason === undefined ? AbortSignal.abort().reason : reason;
+    this.#onAbort();
+  }
+
+  /** The controller's signal was aborted. */
+  handleEvent(): void {
+    this.#aborted = true;
+    this.#reason = this.#controller!.signal.reason;
+    this.#onAbort();
+  }
 }

@@ -89,7 +89,7 @@ export interface Tracked extends Registration {
 interface Local {
   /** Its entry id (the local map is keyed by its number, which is cheaper to hash). */
   entryId: string;
-  controller: AbortController;
+  controller: AbortController | Abortable;
   sessionId: string;
   requestId: string | number;
   /** Counted for withdrawals (in-memory store, valid ids), else `null`. */
@@ -101,8 +101,25 @@ interface Local {
 const TRUE = Promise.resolve(true);
 
 /**
+ * What {@linkcode trackQuietly} aborts instead of an `AbortController`: the
+ * HTTP guard's tracked request, which makes its signal only when someone
+ * asks for it. `abort` does what `AbortController.abort` does (nothing once
+ * aborted).
+ */
+export interface Abortable {
+  readonly aborted: boolean;
+  abort(reason: unknown): void;
+}
+
+/** Whether a local entry's request was aborted. */
+function aborted(controller: AbortController | Abortable): boolean {
+  return controller instanceof AbortController ? controller.signal.aborted : controller.aborted;
+}
+
+/**
  * `registry.track(sessionId, requestId, controller)` for the HTTP guard,
- * without a promise per request: returns the entry's number (for
+ * without a promise per request, and with an {@linkcode Abortable} for
+ * the controller: returns the entry's number (for
  * {@linkcode deregisterQuietly}); `registered` is told
  * what `Tracked.registered` resolves with, `failed` what it rejects with.
  * Both may run while the registry reads a reply or withdraws a call, so
@@ -112,7 +129,7 @@ export let trackQuietly: (
   registry: CancellationRegistry,
   sessionId: string,
   requestId: string | number,
-  controller: AbortController,
+  controller: Abortable,
   registered: (ok: boolean) => void,
   failed: (err: unknown) => void,
 ) => number;
@@ -505,7 +522,7 @@ export class CancellationRegistry implements AsyncDisposable {
   #trackQuietly(
     sessionId: string,
     requestId: string | number,
-    controller: AbortController,
+    controller: Abortable,
     registered: (ok: boolean) => void,
     failed: (err: unknown) => void,
   ): number {
@@ -549,7 +566,7 @@ export class CancellationRegistry implements AsyncDisposable {
   #abort(entryId: string, reason: unknown, remote = false): void {
     const slot = typeof entryId === "string" ? this.#slotOf(entryId) : -1;
     const controller = slot === -1 ? undefined : this.#local.get(slot)?.controller;
-    if (controller === undefined || controller.signal.aborted) return;
+    if (controller === undefined || aborted(controller)) return;
     const heard = registryEvents.get(this)?.cancelled;
     if (heard !== undefined) {
       heard(
@@ -576,7 +593,7 @@ export class CancellationRegistry implements AsyncDisposable {
   /** After a worker restart, re-registers the requests still running here, in order. */
   #replay(): void {
     for (const local of this.#local.values()) {
-      if (local.controller.signal.aborted) continue;
+      if (aborted(local.controller)) continue;
       this.#client.call(Op.Register, local.sessionId, local.requestId, local.entryId).catch(
         () => {},
       );
