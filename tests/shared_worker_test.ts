@@ -11,6 +11,7 @@ import { type FromWorker, Op } from "../src/actor/protocol.ts";
 import { resolveOwnerOptions } from "../src/core/owner_table.ts";
 import { clients } from "../src/registry/registry_options.ts";
 import { derivedRegistry } from "../src/registry/session_owner_registry.ts";
+import { waitFor } from "./support/mcp_server.ts";
 import {
   CancellationRegistry,
   guardSessions,
@@ -176,6 +177,9 @@ Deno.test("derived registries live in their registry's worker; events reach thei
     assert.equal(await owners.bind("s1", "fp-a"), "bound");
     assert.equal(await tasks.bind("t1", "fp-a"), "bound");
     assert.equal(await tasks.bind("t2", "fp-a"), "bound"); // evicts t1
+    await Promise.all([owners.size(), records.size(), tasks.size()]);
+    // Removal events travel on their own (no order against replies is promised): wait for them.
+    await waitFor(() => heard.records.length + heard.tasks.length >= 2, 5_000, "removals");
     await Promise.all([owners.size(), records.size(), tasks.size()]);
     assert.deepEqual(heard, { owners: [], records: ["r1"], tasks: ["t1"] });
     assert.equal(await owners.ownerOf("r2"), null, "each host keeps its own table");
