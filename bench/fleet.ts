@@ -43,6 +43,13 @@
 
 import autocannon from "autocannon";
 import { headers } from "./mcp_headers.ts";
+import {
+  type BenchServer,
+  echoCall,
+  openSession,
+  processCpuMicros,
+  startBenchServer,
+} from "./bench_server.ts";
 import { startRedis } from "../tests/support/redis_server.ts";
 
 interface Args {
@@ -95,82 +102,8 @@ function parseArgs(args: string[]): Args {
 
 const TOKENS = ["alice-token", "bob-token"];
 
-interface Server {
-  url: string;
-  child: Deno.ChildProcess;
-}
-
-async function startServer(flags: string[]): Promise<Server> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      "--allow-env",
-      new URL("./http_server.ts", import.meta.url).pathname,
-      "--guard=on",
-      ...flags,
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening \d+/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("a server exited before listening");
-    text += value;
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  return { url: `http://127.0.0.1:${text.match(/listening (\d+)/)![1]}/mcp`, child };
-}
-
-/** Initializes a session the way an SDK client does; returns its id. */
-async function openSession(url: string, token: string): Promise<string> {
-  const init = await fetch(url, {
-    method: "POST",
-    headers: headers(token),
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 0,
-      method: "initialize",
-      params: {
-        protocolVersion: "2025-06-18",
-        capabilities: {},
-        clientInfo: { name: "bench-fleet", version: "1" },
-      },
-    }),
-  });
-  await init.body?.cancel();
-  const sid = init.headers.get("mcp-session-id");
-  if (!init.ok || sid === null) throw new Error(`initialize failed: HTTP ${init.status}`);
-  const ready = await fetch(url, {
-    method: "POST",
-    headers: headers(token, sid),
-    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-  });
-  await ready.body?.cancel();
-  if (ready.status !== 202) throw new Error(`initialized got HTTP ${ready.status}`);
-  return sid;
-}
-
-let nextId = 1;
-function echoCall(): string {
-  return JSON.stringify({
-    jsonrpc: "2.0",
-    id: nextId++,
-    method: "tools/call",
-    params: { name: "echo", arguments: { text: "hello" } },
-  });
-}
-
-/** CPU time (µs) the process has used so far, all its threads (`/proc`, 100 ticks/s). */
-async function cpuMicros(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10_000; // utime + stime
+function startServer(flags: string[]): Promise<BenchServer> {
+  return startBenchServer(["--guard=on", ...flags]);
 }
 
 /** `INFO <section>` over a fresh connection, read to the end of its bulk reply. */
@@ -250,7 +183,7 @@ interface Subject {
 
 /** One round of load on the first `n` servers: `connections` sessions, sticky. */
 async function round(
-  servers: Server[],
+  servers: BenchServer[],
   n: number,
   redis: { port: number; pid: number } | null,
   connections: number,
@@ -261,13 +194,13 @@ async function round(
     Array.from({ length: connections }, async (_, i) => {
       const token = TOKENS[i % TOKENS.length];
       const server = used[i % n];
-      return { server, token, sid: await openSession(server.url, token) };
+      return { server, token, sid: await openSession(server.url, token, "bench-fleet") };
     }),
   );
   const pids = used.map((s) => s.child.pid);
   if (redis !== null) pids.push(redis.pid);
   const cpuOf = async () => {
-    const each = await Promise.all(pids.map(cpuMicros));
+    const each = await Promise.all(pids.map(processCpuMicros));
     return { all: each.reduce((a, b) => a + b, 0), redis: redis === null ? 0 : each.at(-1)! };
   };
   const statsBefore = redis === null ? null : await commandStats(redis.port);
@@ -329,7 +262,7 @@ async function round(
 const args = parseArgs(Deno.args);
 const most = Math.max(...args.procs);
 const redisServer = args.stores.includes("redis") ? await startRedis() : null;
-const servers = new Map<"memory" | "redis", Server[]>();
+const servers = new Map<"memory" | "redis", BenchServer[]>();
 try {
   let redis: { port: number; pid: number } | null = null;
   if (redisServer !== null) {

@@ -30,6 +30,13 @@
 
 import autocannon from "autocannon";
 import { headers } from "./mcp_headers.ts";
+import {
+  type BenchServer,
+  echoCall,
+  openSession,
+  processCpuMicros,
+  startBenchServer,
+} from "./bench_server.ts";
 
 const ROUNDS = 5;
 const SECONDS = 3;
@@ -37,84 +44,18 @@ const CONNECTIONS = 32;
 const json = Deno.args.includes("--json");
 const TOKENS = ["alice-token", "bob-token"];
 
-interface Server {
+interface Server extends BenchServer {
   name: string;
-  url: string;
-  child: Deno.ChildProcess;
 }
 
 async function start(name: string, ...flags: string[]): Promise<Server> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--quiet",
-      "--allow-net=127.0.0.1",
-      "--allow-read",
-      "--allow-env",
-      new URL("./http_server.ts", import.meta.url).pathname,
-      ...flags,
-      ...(json ? ["--json"] : []),
-    ],
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!/listening \d+/.test(text)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`the ${name} server exited before listening`);
-    text += value;
-  }
-  reader.releaseLock();
-  child.stdout.cancel().catch(() => {});
-  const port = text.match(/listening (\d+)/)![1];
-  return { name, url: `http://127.0.0.1:${port}/mcp`, child };
+  const server = await startBenchServer([...flags, ...(json ? ["--json"] : [])], `the ${name}`);
+  return { name, ...server };
 }
 
-/** Initializes a session the way an SDK client does; returns its id. */
-async function openSession(url: string, token: string): Promise<string> {
-  const init = await fetch(url, {
-    method: "POST",
-    headers: headers(token),
-    body: JSON.stringify({
-      jsonrpc: "2.0",
-      id: 0,
-      method: "initialize",
-      params: {
-        protocolVersion: "2025-06-18",
-        capabilities: {},
-        clientInfo: { name: "bench", version: "1" },
-      },
-    }),
-  });
-  await init.body?.cancel();
-  const sid = init.headers.get("mcp-session-id");
-  if (!init.ok || sid === null) throw new Error(`initialize failed: HTTP ${init.status}`);
-  const ready = await fetch(url, {
-    method: "POST",
-    headers: headers(token, sid),
-    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
-  });
-  await ready.body?.cancel();
-  if (ready.status !== 202) throw new Error(`initialized got HTTP ${ready.status}`);
-  return sid;
-}
-
-let nextId = 1;
-function echoCall(): string {
-  return JSON.stringify({
-    jsonrpc: "2.0",
-    id: nextId++,
-    method: "tools/call",
-    params: { name: "echo", arguments: { text: "hello" } },
-  });
-}
-
-/** CPU time (s) the process has used so far, all its threads (Linux `/proc`, 100 ticks/s). */
+/** CPU time (s) the process has used so far, all its threads. */
 async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime
+  return (await processCpuMicros(pid)) / 1e6;
 }
 
 interface Load {
