@@ -202,14 +202,6 @@ export class ActorClient {
   }
 
   /**
-   * Starts the worker now instead of on the first call (nothing happens
-   * when it runs already, or the client is closed).
-   */
-  start(): void {
-    if (this.#seat === null && !this.#closed && this.#fatal === null) this.#spawn();
-  }
-
-  /**
    * Hosts this client's store in `thread` (another client's worker) instead
    * of a worker of its own: only before its first worker started, and only
    * when both keep their state the same way (both in memory, through a ring;
