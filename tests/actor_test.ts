@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { rawWorker } from "./support/raw_worker.ts";
 import { ActorClient } from "../src/actor/actor_client.ts";
 import { clients } from "../src/registry/registry_options.ts";
 import { Op } from "../src/actor/protocol.ts";
 import { resolveOwnerOptions } from "../src/core/owner_table.ts";
 import { CancellationRegistry, RegistryUnavailableError, SessionOwnerRegistry } from "../mod.ts";
-import type { FromWorker } from "../src/actor/protocol.ts";
 
 const CRASHY = new URL("./fixtures/crashy_worker.ts", import.meta.url);
 
@@ -152,17 +152,7 @@ Deno.test("a store that fails to start rejects calls with RegistryUnavailableErr
 });
 
 Deno.test("the worker answers malformed messages with typed errors and keeps serving", async () => {
-  const worker = new Worker(new URL("../src/actor/worker.ts", import.meta.url), { type: "module" });
-  const inbox: FromWorker[] = [];
-  let wake: () => void = () => {};
-  worker.onmessage = (e: MessageEvent<FromWorker>) => {
-    inbox.push(e.data);
-    wake();
-  };
-  const next = async (): Promise<FromWorker> => {
-    while (inbox.length === 0) await new Promise<void>((r) => wake = r);
-    return inbox.shift()!;
-  };
+  const { worker, next } = rawWorker();
   try {
     const expectFail = async (message: unknown, id: number | null, pattern: RegExp) => {
       worker.postMessage(message);

@@ -4,10 +4,11 @@
  * every host's (all pending calls reject, all recover), and the worker stops
  * with its last member.
  */
+import { rawWorker } from "./support/raw_worker.ts";
 import assert from "node:assert/strict";
 import { ActorClient } from "../src/actor/actor_client.ts";
 import { ActorThread } from "../src/actor/actor_thread.ts";
-import { type FromWorker, Op } from "../src/actor/protocol.ts";
+import { Op } from "../src/actor/protocol.ts";
 import { resolveOwnerOptions } from "../src/core/owner_table.ts";
 import { clients } from "../src/registry/registry_options.ts";
 import { derivedRegistry } from "../src/registry/session_owner_registry.ts";
@@ -278,17 +279,7 @@ Deno.test("closing a used guard's registries terminates their worker", async () 
 });
 
 Deno.test("worker protocol: hosts are named per message, answered per host, closed one by one", async () => {
-  const worker = new Worker(new URL("../src/actor/worker.ts", import.meta.url), { type: "module" });
-  const inbox: FromWorker[] = [];
-  let wake: () => void = () => {};
-  worker.onmessage = (e: MessageEvent<FromWorker>) => {
-    inbox.push(e.data);
-    wake();
-  };
-  const next = async (): Promise<FromWorker> => {
-    while (inbox.length === 0) await new Promise<void>((r) => wake = r);
-    return inbox.shift()!;
-  };
+  const { worker, next } = rawWorker();
   const init = (host: number | undefined, registry: "owner" | "cancel") => ({
     kind: "init",
     ...(host === undefined ? {} : { host }),
