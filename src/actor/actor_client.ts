@@ -253,10 +253,8 @@ export class ActorClient {
     d: unknown,
     lazy: boolean,
   ): Promise<T> {
-    this.#lastQueued = false;
-    if (this.#closed) return Promise.reject(new RegistryClosedError(this.#opts.name));
-    if (this.#fatal !== null) return Promise.reject(this.#fatal);
-    if (this.#seat === null) this.#spawn();
+    const refused = this.#admit();
+    if (refused !== null) return Promise.reject(refused);
     const promise = this.#queue.push<T>(op, a, b, c, lazy, d);
     this.#lastQueued = true;
     this.#schedule(lazy);
@@ -284,16 +282,27 @@ export class ActorClient {
       (lazy ? this.callLazy(op, a, b, c) : this.call(op, a, b, c)).then(resolve, reject);
       return;
     }
-    this.#lastQueued = false;
-    const refused = this.#closed ? new RegistryClosedError(this.#opts.name) : this.#fatal;
+    const refused = this.#admit();
     if (refused !== null) {
       queueMicrotask(() => reject(refused));
       return;
     }
-    if (this.#seat === null) this.#spawn();
     this.#queue.pushSettled(op, a, b, c, lazy, resolve, reject);
     this.#lastQueued = true;
     this.#schedule(lazy);
+  }
+
+  /**
+   * Before a call is queued: why it is refused at once (a closed registry,
+   * a worker that cannot start as configured), else `null`, with the worker
+   * started if none runs.
+   */
+  #admit(): Error | null {
+    this.#lastQueued = false;
+    if (this.#closed) return new RegistryClosedError(this.#opts.name);
+    if (this.#fatal !== null) return this.#fatal;
+    if (this.#seat === null) this.#spawn();
+    return null;
   }
 
   /** Sends the queue now when full, else at the end of this tick (`lazy`: within a window). */
