@@ -327,7 +327,7 @@ export class CancellationRegistry implements AsyncDisposable {
 
   static {
     trackQuietly = (registry, sessionId, requestId, controller, registered, failed) =>
-      registry.#trackQuietly(sessionId, requestId, controller, registered, failed);
+      registry.#enter(sessionId, requestId, controller, true, registered, failed);
     deregisterQuietly = (registry, slot, failed) => {
       if (registry.#release(slot)) return;
       const entryId = registry.#entryIdOf(slot);
@@ -477,52 +477,29 @@ export class CancellationRegistry implements AsyncDisposable {
     controller: AbortController,
     lazy: boolean,
   ): Tracked {
-    const slot = this.#next++;
-    const entryId = this.#entryIdOf(slot);
-    const sid = str(sessionId);
-    const rid = typeof requestId === "number" || typeof requestId === "string" ? requestId : null;
     if (!(controller instanceof AbortController)) controller = new AbortController();
-    const live = this.#local.size;
-    const answer = lazy
-      ? this.#client.callLazy<boolean>(Op.Register, sid, rid, entryId)
-      : this.#client.call<boolean>(Op.Register, sid, rid, entryId);
-    // A valid lazy registration still queued when its request ends may be withdrawn.
-    let mark: PairMark | null = null;
-    let queued: QueuedAt | null = null;
-    if (isTrackable(sid, rid)) {
-      mark = this.#pairs.add(sid!, rid!, live);
-      if (lazy) queued = this.#client.lastQueued();
-    }
-    // Queued first, remembered second: a worker restarted by this very call replays the
-    // entries it finds in #local, and must not find this one (it would be registered twice).
-    const local: Local = {
-      entryId,
-      controller,
-      sessionId: sid ?? "",
-      requestId: rid ?? "",
-      mark,
-      queued,
-    };
-    this.#local.set(slot, local);
-    const registered = answer.then(
-      (ok) => {
-        if (!ok) this.#forget(slot, local);
-        return ok;
-      },
-      (err) => {
-        this.#forget(slot, local);
-        throw err;
-      },
-    );
+    let resolve!: (ok: boolean) => void;
+    let reject!: (err: unknown) => void;
+    const registered = new Promise<boolean>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
     registered.catch(() => {}); // a caller that does not look must not crash the process
-    return { entryId, signal: controller.signal, registered };
+    const slot = this.#enter(sessionId, requestId, controller, lazy, resolve, reject);
+    return { entryId: this.#entryIdOf(slot), signal: controller.signal, registered };
   }
 
-  /** {@linkcode track} told through callbacks instead of a promise (see {@linkcode trackQuietly}). */
-  #trackQuietly(
+  /**
+   * Queues the registration of a new local entry (`lazy`: with the next
+   * message) and remembers its controller; `registered` or `failed` hears
+   * how it went (while the reply is read: they must not throw). Returns the
+   * entry's number.
+   */
+  #enter(
     sessionId: string,
     requestId: string | number,
-    controller: Abortable,
+    controller: AbortController | Abortable,
+    lazy: boolean,
     registered: (ok: boolean) => void,
     failed: (err: unknown) => void,
   ): number {
@@ -539,18 +516,20 @@ export class CancellationRegistry implements AsyncDisposable {
       mark: null,
       queued: null,
     };
-    this.#client.callWith(Op.Register, sid, rid, entryId, true, (ok) => {
+    this.#client.callWith(Op.Register, sid, rid, entryId, lazy, (ok) => {
       if (!ok) this.#forget(slot, local);
       registered(ok as boolean);
     }, (err) => {
       this.#forget(slot, local);
       failed(err);
     });
-    // As in #track: queued first, remembered second.
+    // A valid lazy registration still queued when its request ends may be withdrawn.
     if (isTrackable(sid, rid)) {
       local.mark = this.#pairs.add(sid!, rid!, live);
-      local.queued = this.#client.lastQueued();
+      if (lazy) local.queued = this.#client.lastQueued();
     }
+    // Queued first, remembered second: a worker restarted by this very call replays the
+    // entries it finds in #local, and must not find this one (it would be registered twice).
     this.#local.set(slot, local);
     return slot;
   }
