@@ -250,9 +250,14 @@ function notification(): Request {
 Deno.test("a guard starts its worker when its first request arrives, before any registry call", async () => {
   const owners = new SessionOwnerRegistry();
   const cancellations = new CancellationRegistry();
+  // The guard's own would be these, made from `owners` (named here to be looked at).
+  const credentials = derivedRegistry(owners, { redis: "c:", kv: ":c" }, "mirror");
+  const tasks = derivedRegistry(owners, { redis: "k:", kv: ":k" });
   const guard = guardSessions(() => new Response(null, { status: 202 }), {
     owners,
     cancellations,
+    credentials,
+    tasks,
     principal: (request) => request.headers.get("authorization"),
   });
   const client = clients.get(owners)!;
@@ -264,11 +269,15 @@ Deno.test("a guard starts its worker when its first request arrives, before any 
   assert.equal(client.batches, 0, "before any registry call");
   assert.equal(clients.get(cancellations)!.worker, worker, "with the cancellations' store");
   assert.equal(clients.get(cancellations)!.batches, 0);
+  assert.equal(clients.get(credentials)!.worker, worker, "with the credential records' store");
+  assert.equal(clients.get(tasks)!.worker, null, "the tasks' store waits for a task request");
   assert.equal((await answered).status, 202);
   assert.equal((await guard(notification())).status, 202);
   assert.equal(client.worker, worker, "the next requests start nothing");
   assert.equal(client.restarts, 0);
   assert.equal(await owners.size(), 0, "the worker serves the registry's calls");
+  assert.equal(await tasks.size(), 0);
+  assert.equal(clients.get(tasks)!.worker, worker);
   await Promise.all([owners.close(), cancellations.close()]);
   assert.equal(client.thread.running, false);
 });

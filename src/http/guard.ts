@@ -112,15 +112,18 @@ export class SessionGuard {
   }
 
   /**
-   * On the first request: starts the guard's worker, with the store of every registry it
-   * hosts, so that it boots while the handler answers that request (the first `initialize`
-   * binds its session once the handler answered). A failure to start is the first call's.
+   * On the first request: starts the guard's worker, with the stores a session needs (the
+   * owners', the credential records', the cancellations'), so that it boots while the handler
+   * answers that request (the first `initialize` binds its session once the handler
+   * answered). The tasks' store starts with the first task request, as before: a guard that
+   * sees none opens nothing for it (with Redis, a connection). A failure to start is the
+   * first call's.
    */
   #startWorker(): void {
     this.#started = true;
-    const { owners, credentials, tasks, cancellations } = this.config;
+    const { owners, credentials, cancellations } = this.config;
     try {
-      startWorker(owners, credentials, tasks, cancellations);
+      startWorker(owners, credentials, cancellations);
     } catch {
       // Reported by the call that needs the worker, which tries again.
     }
