@@ -238,6 +238,89 @@ Deno.test("a guard hosts every registry in one worker, started by the first call
   assert.equal(thread.running, false);
 });
 
+/** A POST that asks no registry anything (a notification outside any session). */
+function notification(): Request {
+  return new Request("http://localhost/mcp", {
+    method: "POST",
+    headers: { authorization: "Bearer alice", "content-type": "application/json" },
+    body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }),
+  });
+}
+
+Deno.test("a guard starts its worker when its first request arrives, before any registry call", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  // The guard's own would be these, made from `owners` (named here to be looked at).
+  const credentials = derivedRegistry(owners, { redis: "c:", kv: ":c" }, "mirror");
+  const tasks = derivedRegistry(owners, { redis: "k:", kv: ":k" });
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    credentials,
+    tasks,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  const client = clients.get(owners)!;
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(client.worker, null, "not started by creating the guard");
+  const answered = guard(notification());
+  const worker = client.worker;
+  assert.notEqual(worker, null, "started as the request arrived");
+  assert.equal(client.batches, 0, "before any registry call");
+  assert.equal(clients.get(cancellations)!.worker, worker, "with the cancellations' store");
+  assert.equal(clients.get(cancellations)!.batches, 0);
+  assert.equal(clients.get(credentials)!.worker, worker, "with the credential records' store");
+  assert.equal(clients.get(tasks)!.worker, null, "the tasks' store waits for a task request");
+  assert.equal((await answered).status, 202);
+  assert.equal((await guard(notification())).status, 202);
+  assert.equal(client.worker, worker, "the next requests start nothing");
+  assert.equal(client.restarts, 0);
+  assert.equal(await owners.size(), 0, "the worker serves the registry's calls");
+  assert.equal(await tasks.size(), 0);
+  assert.equal(clients.get(tasks)!.worker, worker);
+  await Promise.all([owners.close(), cancellations.close()]);
+  assert.equal(client.thread.running, false);
+});
+
+Deno.test("a guard's first request starts no worker for closed registries", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  await Promise.all([owners.close(), cancellations.close()]);
+  assert.equal((await guard(notification())).status, 202);
+  assert.equal(clients.get(owners)!.worker, null);
+  assert.equal(clients.get(owners)!.thread.running, false);
+  assert.equal(clients.get(cancellations)!.worker, null);
+  await assert.rejects(owners.size(), RegistryClosedError);
+});
+
+Deno.test("a guard over owners this library did not make starts no worker on its first request", async () => {
+  // Owners this library did not make: nothing to start; the cancellations keep their own
+  // worker, started by their first call as before.
+  const cancellations = new CancellationRegistry();
+  const owners = {
+    bind: () => Promise.resolve("bound" as const),
+    authorizeAttach: () => Promise.resolve(true),
+    ownerOf: () => Promise.resolve(null),
+    forget: () => Promise.resolve(true),
+    unpin: () => Promise.resolve(true),
+  };
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    tasks: false,
+    credentials: false,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  assert.equal((await guard(notification())).status, 202);
+  assert.equal(clients.get(cancellations)!.worker, null);
+  await cancellations.close();
+});
+
 Deno.test("a guard whose registries ran already keeps their workers", async () => {
   await using owners = new SessionOwnerRegistry();
   await using cancellations = new CancellationRegistry();

@@ -202,6 +202,17 @@ export class ActorClient {
   }
 
   /**
+   * Starts the worker now instead of on the first call, so that it boots
+   * while the caller does other work. Nothing happens when one runs
+   * already, or the client is closed or cannot start its worker as
+   * configured. A worker that fails to start is reported by the next call,
+   * as if that call had started it.
+   */
+  start(): void {
+    if (this.#seat === null && !this.#closed && this.#fatal === null) this.#spawn();
+  }
+
+  /**
    * Hosts this client's store in `thread` (another client's worker) instead
    * of a worker of its own: only before its first worker started, and only
    * when both keep their state the same way (both in memory, through a ring;

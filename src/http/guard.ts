@@ -35,7 +35,7 @@ import { EventIdKey } from "./event_ids.ts";
 import { Resumption, rewriteEventIds } from "./resume.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import { TaskGate } from "./task_gate.ts";
-import { shareWorker } from "../registry/registry_options.ts";
+import { shareWorker, startWorker } from "../registry/registry_options.ts";
 import type {
   GuardContext,
   GuardDecision,
@@ -64,6 +64,8 @@ export class SessionGuard {
   readonly #post: PostPath;
   /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
   readonly #resumption: Resumption | null;
+  /** The first request came: the worker was started (see `#startWorker`). */
+  #started = false;
 
   constructor(handler: RequestHandler, options: GuardOptions) {
     const config = resolveGuardConfig(handler, options);
@@ -105,11 +107,30 @@ export class SessionGuard {
     // One worker for the whole guard: the cancellations' store joins the owners' worker
     // (where the derived registries live already), unless its own worker ran already.
     shareWorker(config.cancellations, config.owners);
-    // The worker starts on the first call that needs it, not here: a guard nobody uses (a
-    // script that builds its app and exits) must not keep the process alive.
+    // The worker starts with the first request (see `#startWorker`), not here: a guard nobody
+    // uses (a script that builds its app and exits) must not keep the process alive.
+  }
+
+  /**
+   * On the first request: starts the guard's worker, with the stores a session needs (the
+   * owners', the credential records', the cancellations'), so that it boots while the handler
+   * answers that request (the first `initialize` binds its session once the handler
+   * answered). The tasks' store starts with the first task request, as before: a guard that
+   * sees none opens nothing for it (with Redis, a connection). A failure to start is the
+   * first call's.
+   */
+  #startWorker(): void {
+    this.#started = true;
+    const { owners, credentials, cancellations } = this.config;
+    try {
+      startWorker(owners, credentials, cancellations);
+    } catch {
+      // Reported by the call that needs the worker, which tries again.
+    }
   }
 
   handle = (request: Request): Promise<Response> => {
+    if (!this.#started) this.#startWorker();
     // Ordering is decided on arrival, before anything is awaited: a GET or DELETE holds its
     // session's later requests back until the handler has answered it; a POST waits for the
     // GETs and DELETEs that arrived before it.
@@ -646,9 +667,10 @@ function streamsOf(ctx: GuardContext): string | null {
  * `-32000` ("Request cancelled by the server: ...") instead of no answer.
  *
  * One worker hosts `owners`, the registries derived from it and, when its
- * worker never ran, `cancellations`; it starts on the first call that needs
- * it (a guard nobody uses keeps nothing alive). Close the registries to stop
- * it: a live worker keeps the process alive.
+ * worker never ran, `cancellations`; it starts with the guard's first
+ * request, so that it boots while the handler answers it (a guard nobody
+ * calls keeps nothing alive). Close the registries to stop it: a live
+ * worker keeps the process alive.
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts

@@ -116,3 +116,23 @@ export function shareWorker(registry: object, host: object): boolean {
   if (client === undefined || hostClient === undefined) return false;
   return client.share(hostClient.thread, hostClient.store);
 }
+
+/**
+ * Starts the worker of `host` (a registry facade made by this library) and,
+ * in it, the store of each of `registries` it hosts, so that their first
+ * calls do not wait for the worker to boot or for their store to start.
+ * Registries hosted by another worker, and objects this library did not
+ * make (`undefined` included), are left alone. A closed registry starts
+ * nothing. A worker that cannot start fails the next call, as if that call
+ * had started it.
+ */
+export function startWorker(host: object, ...registries: readonly unknown[]): void {
+  const hostClient = clients.get(host);
+  if (hostClient === undefined) return;
+  hostClient.start();
+  for (const registry of registries) {
+    if (typeof registry !== "object" || registry === null) continue;
+    const client = clients.get(registry);
+    if (client !== undefined && client.thread === hostClient.thread) client.start();
+  }
+}
