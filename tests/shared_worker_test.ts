@@ -253,25 +253,32 @@ Deno.test("a guard starts its worker when its first request arrives, before any 
   // The guard's own would be these, made from `owners` (named here to be looked at).
   const credentials = derivedRegistry(owners, { redis: "c:", kv: ":c" }, "mirror");
   const tasks = derivedRegistry(owners, { redis: "k:", kv: ":k" });
-  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+  const client = clients.get(owners)!;
+  /** The owners' worker when the handler was called. */
+  let atHandler: unknown = undefined;
+  const guard = guardSessions(() => {
+    atHandler = client.worker;
+    return new Response(null, { status: 202 });
+  }, {
     owners,
     cancellations,
     credentials,
     tasks,
     principal: (request) => request.headers.get("authorization"),
   });
-  const client = clients.get(owners)!;
   await new Promise((resolve) => setTimeout(resolve, 20));
   assert.equal(client.worker, null, "not started by creating the guard");
-  const answered = guard(notification());
+  // The caller is identified (its fingerprint hashed: a promise the first time), then the
+  // worker starts, before the handler is called.
+  assert.equal((await guard(notification())).status, 202);
   const worker = client.worker;
-  assert.notEqual(worker, null, "started as the request arrived");
-  assert.equal(client.batches, 0, "before any registry call");
+  assert.notEqual(worker, null, "started by the first request");
+  assert.equal(atHandler, worker, "running by the time the handler was called");
+  assert.equal(client.batches, 0, "no registry call: started for its own sake");
   assert.equal(clients.get(cancellations)!.worker, worker, "with the cancellations' store");
   assert.equal(clients.get(cancellations)!.batches, 0);
   assert.equal(clients.get(credentials)!.worker, worker, "with the credential records' store");
   assert.equal(clients.get(tasks)!.worker, null, "the tasks' store waits for a task request");
-  assert.equal((await answered).status, 202);
   assert.equal((await guard(notification())).status, 202);
   assert.equal(client.worker, worker, "the next requests start nothing");
   assert.equal(client.restarts, 0);
@@ -280,6 +287,29 @@ Deno.test("a guard starts its worker when its first request arrives, before any 
   assert.equal(clients.get(tasks)!.worker, worker);
   await Promise.all([owners.close(), cancellations.close()]);
   assert.equal(client.thread.running, false);
+});
+
+Deno.test("a refused request starts no worker; the first one let in does", async () => {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  const anonymous = notification();
+  anonymous.headers.delete("authorization");
+  assert.equal((await guard(anonymous)).status, 401);
+  const wrongMethod = new Request("http://localhost/mcp", {
+    method: "PUT",
+    headers: { authorization: "Bearer alice" },
+  });
+  assert.equal((await guard(wrongMethod)).status, 405);
+  const client = clients.get(owners)!;
+  assert.equal(client.worker, null, "refused requests start nothing");
+  assert.equal((await guard(notification())).status, 202);
+  assert.notEqual(client.worker, null, "the first request let in starts it");
+  await Promise.all([owners.close(), cancellations.close()]);
 });
 
 Deno.test("a guard's first request starts no worker for closed registries", async () => {

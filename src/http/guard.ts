@@ -64,7 +64,7 @@ export class SessionGuard {
   readonly #post: PostPath;
   /** Event id tags and `Last-Event-ID` checks; `null` with `resumption: "unchecked"`. */
   readonly #resumption: Resumption | null;
-  /** The first request came: the worker was started (see `#startWorker`). */
+  /** The first identified caller's request came: the worker was started (see `#startWorker`). */
   #started = false;
 
   constructor(handler: RequestHandler, options: GuardOptions) {
@@ -107,12 +107,13 @@ export class SessionGuard {
     // One worker for the whole guard: the cancellations' store joins the owners' worker
     // (where the derived registries live already), unless its own worker ran already.
     shareWorker(config.cancellations, config.owners);
-    // The worker starts with the first request (see `#startWorker`), not here: a guard nobody
+    // The worker starts with the first identified request (see `#startWorker`), not here: a guard nobody
     // uses (a script that builds its app and exits) must not keep the process alive.
   }
 
   /**
-   * On the first request: starts the guard's worker, with the stores a session needs (the
+   * On the first request of an identified caller (or of an anonymous one the guard lets in,
+   * `strict: false`): starts the guard's worker, with the stores a session needs (the
    * owners', the credential records', the cancellations'), so that it boots while the handler
    * answers that request (the first `initialize` binds its session once the handler
    * answered). The tasks' store starts with the first task request, as before: a guard that
@@ -130,7 +131,6 @@ export class SessionGuard {
   }
 
   handle = (request: Request): Promise<Response> => {
-    if (!this.#started) this.#startWorker();
     // Ordering is decided on arrival, before anything is awaited: a GET or DELETE holds its
     // session's later requests back until the handler has answered it; a POST waits for the
     // GETs and DELETEs that arrived before it.
@@ -233,6 +233,9 @@ export class SessionGuard {
           : { "www-authenticate": `Bearer resource_metadata="${metadata}"` },
       });
     }
+    // The first request of a caller the guard lets in starts the worker (a refused one, such
+    // as a 401, starts nothing: traffic that is only ever refused keeps nothing alive).
+    if (!this.#started) this.#startWorker();
     // The POST path answers a registry failure itself (registryRefusal).
     if (method === "POST") return this.#post.handle(request, sid, ctx, ahead);
     if (sid === null) return this.#sessionless(request, method, ctx);
@@ -667,10 +670,10 @@ function streamsOf(ctx: GuardContext): string | null {
  * `-32000` ("Request cancelled by the server: ...") instead of no answer.
  *
  * One worker hosts `owners`, the registries derived from it and, when its
- * worker never ran, `cancellations`; it starts with the guard's first
- * request, so that it boots while the handler answers it (a guard nobody
- * calls keeps nothing alive). Close the registries to stop it: a live
- * worker keeps the process alive.
+ * worker never ran, `cancellations`; it starts with the first request the
+ * guard lets in (not a refused one, such as a 401), so that it boots while
+ * the handler answers it (a guard nobody calls keeps nothing alive). Close
+ * the registries to stop it: a live worker keeps the process alive.
  *
  * @example Guard an MCP handler on Deno.serve
  * ```ts
