@@ -35,3 +35,35 @@ Deno.test("without --allow-read the worker cannot load: named, not retried, 500"
   assert.equal(body.error.code, -32603);
   assert.doesNotMatch(body.error.message, /allow-read/, "the client is not told server internals");
 });
+
+Deno.test("a store whose options a worker cannot receive: refused when made, or on every call", async (t) => {
+  const { InvalidInputError, RegistryMisconfiguredError, SessionOwnerRegistry } = await import(
+    "../mod.ts"
+  );
+  const url = new URL("./fixtures/sync_store.ts", import.meta.url).href;
+  await t.step("a function in the options: InvalidInputError naming the store", () => {
+    assert.throws(
+      () =>
+        new SessionOwnerRegistry({ store: { kind: "module", url, options: { hook: () => 1 } } }),
+      (err: unknown) =>
+        err instanceof InvalidInputError && err.message.includes(url) &&
+        /plain data/.test(err.message),
+    );
+  });
+  await t.step(
+    "options made unsendable after: every call fails with the reason, no respawn",
+    async () => {
+      const options: Record<string, unknown> = {};
+      const owners = new SessionOwnerRegistry({ store: { kind: "module", url, options } });
+      options.hook = () => 1;
+      for (let i = 0; i < 2; i++) {
+        await assert.rejects(
+          owners.bind("s-1", "alice"),
+          (err: unknown) =>
+            err instanceof RegistryMisconfiguredError && /cannot be sent/.test(err.message),
+        );
+      }
+      await owners.close();
+    },
+  );
+});

@@ -313,7 +313,7 @@ export class ActorClient {
     if (this.#closed) return new RegistryClosedError(this.#opts.name);
     if (this.#fatal !== null) return this.#fatal;
     if (this.#seat === null) this.#spawn();
-    return null;
+    return this.#fatal;
   }
 
   /** Sends the queue now when full, else at the end of this tick (`lazy`: within a window). */
@@ -398,11 +398,25 @@ export class ActorClient {
       ? new MainChannel(seat.bell)
       : null;
     this.#ring = channel === null ? null : new RingSender(channel, this.#encoder, this.#host);
-    seat.post(
-      channel === null
-        ? { ...init, host: seat.host }
-        : { ...init, host: seat.host, channel: channel.buffer, bell: seat.bell! },
-    );
+    try {
+      seat.post(
+        channel === null
+          ? { ...init, host: seat.host }
+          : { ...init, host: seat.host, channel: channel.buffer, bell: seat.bell! },
+      );
+    } catch (err) {
+      // Its settings cannot be sent to a worker (not plain data): retrying cannot help, and a
+      // worker without them would refuse every batch. Every call fails with the reason.
+      this.#seat = null;
+      this.#ring = null;
+      seat.leave();
+      seat.release();
+      this.#fatal = new RegistryMisconfiguredError(
+        `${this.#opts.name} cannot start its worker: its store settings cannot be sent to it ` +
+          `(${err instanceof Error ? err.message : String(err)})`,
+      );
+      return;
+    }
     const restart = this.#everStarted;
     if (restart) this.#restarts++;
     this.#everStarted = true;

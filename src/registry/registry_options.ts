@@ -86,6 +86,17 @@ export function makeClient(
   if (store.kind === "memory" && store.idleTtlMs !== undefined) {
     checkCount(`${name}: memoryStore idleTtlMs`, store.idleTtlMs, 0);
   }
+  if (store.kind === "module") {
+    // The store's settings travel to the worker in a message: plain data only.
+    try {
+      structuredClone(store);
+    } catch (err) {
+      throw new InvalidInputError(
+        `${name}: the options of store ${store.url} must be plain data a worker can receive ` +
+          `(no functions, class instances or symbols): ${(err as Error).message}`,
+      );
+    }
+  }
   const callTimeoutMs = checkCount("callTimeoutMs", options.callTimeoutMs ?? 5_000, 1);
   const maxBatch = options.maxBatch === Infinity
     ? Infinity
