@@ -8,7 +8,9 @@
  * Each scenario runs with the body copied for downstream (`c.req.json()`
  * works: the transport reads the body itself), with the parsed body handed
  * to the transport (`handleRequest(c, c.get("mcpGuard").parsedBody)`), and
- * behind a middleware that read the body before the guard.
+ * behind a middleware that read the body before the guard. Last, a bare
+ * route answering `tasks/list` behind such a middleware: what it reads is the
+ * cursor the guard rewrote, never the client's (Hono's body cache).
  */
 
 import assert from "node:assert/strict";
@@ -25,7 +27,12 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 // @ts-types="@modelcontextprotocol/sdk/client/streamableHttp"
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { CancellationRegistry, type GuardDecision, SessionOwnerRegistry } from "../mod.ts";
-import { mcpGuard, type McpGuardMiddleware, type McpGuardVariables } from "../hono.ts";
+import {
+  mcpGuard,
+  type McpGuardEnv,
+  type McpGuardMiddleware,
+  type McpGuardVariables,
+} from "../hono.ts";
 import { initializeRequest } from "./support/mcp_server.ts";
 
 const SECRET = "hono-e2e-secret-0123456789abcdef";
@@ -420,3 +427,94 @@ Deno.test("hono: an evicted session is closed through internalHandler", async ()
   assert.ok(server.transports.has(second.sessionId));
   assert.deepEqual(server.errors, []);
 });
+
+/** A `tasks/list` POST as `user`, with `cursor`; returns the status and the page's `nextCursor`. */
+async function listTasks(
+  url: URL,
+  user: string,
+  cursor?: string,
+): Promise<{ status: number; nextCursor: unknown }> {
+  const response = await fetch(url, {
+    method: "POST",
+    headers: {
+      accept: "application/json, text/event-stream",
+      "content-type": "application/json",
+      "x-user": user,
+    },
+    body: JSON.stringify({
+      jsonrpc: "2.0",
+      id: 1,
+      method: "tasks/list",
+      params: cursor === undefined ? {} : { cursor },
+    }),
+  });
+  const body = await response.json();
+  return { status: response.status, nextCursor: body.result?.nextCursor };
+}
+
+for (const forwardBody of ["copy", "parsed"] as const) {
+  Deno.test(
+    `hono (${forwardBody}, body read before the guard): downstream gets the task cursor the guard rewrote, never the client's`,
+    async () => {
+      await using owners = new SessionOwnerRegistry();
+      await using cancellations = new CancellationRegistry();
+      /** Per tasks/list reaching the route: the cursor in `parsedBody`, and what `c.req.json()` gave. */
+      const seen: { parsed: unknown; json: unknown }[] = [];
+      const app = new Hono<McpGuardEnv>();
+      // An earlier middleware that reads the JSON body through Hono (logging, validation...):
+      // Hono keeps what it read in c.req.bodyCache and answers later c.req.json() from it.
+      app.use("/mcp", async (c, next) => {
+        if (c.req.method === "POST") await c.req.json();
+        await next();
+      });
+      app.use(
+        "/mcp",
+        mcpGuard({ owners, cancellations, forwardBody, principal: (c) => c.req.header("x-user") }),
+      );
+      // Stands in for the SDK's task store, whose cursor is the last task id of the page.
+      app.post("/mcp", async (c) => {
+        const parsed = c.get("mcpGuard").parsedBody as { id: number; params: { cursor?: string } };
+        const json = await c.req.json().then(
+          (body: { params: { cursor?: string } }) => ({ cursor: body.params.cursor }),
+          () => "unreadable",
+        );
+        seen.push({ parsed: parsed.params.cursor, json });
+        const result = { tasks: [], nextCursor: "task-41" };
+        return c.json({ jsonrpc: "2.0", id: parsed.id, result });
+      });
+      await using server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, app.fetch);
+      const url = new URL(`http://127.0.0.1:${server.addr.port}/mcp`);
+      /** What the route read the cursor as: `c.req.json()`'s in "copy", `parsedBody`'s in "parsed". */
+      const reached = () => {
+        const last = seen.at(-1)!;
+        if (forwardBody === "parsed") {
+          // The body is consumed, as without the earlier middleware: parsedBody is the body.
+          assert.equal(last.json, "unreadable");
+          return last.parsed;
+        }
+        assert.deepEqual(last.json, { cursor: last.parsed });
+        return last.parsed;
+      };
+
+      // Mallory's guess at a task id (the SDK's store would answer the page after it, were the
+      // task real): the server reads a cursor it never issued, not the task id.
+      assert.equal((await listTasks(url, "mallory", "task-41")).status, 200);
+      assert.notEqual(reached(), "task-41");
+
+      // Alice's first page: the server's cursor (a task id) goes back to her sealed.
+      const first = await listTasks(url, "alice");
+      assert.equal(first.status, 200);
+      assert.equal(reached(), undefined);
+      assert.equal(typeof first.nextCursor, "string");
+      assert.notEqual(first.nextCursor, "task-41");
+      // Her sealed cursor, opened by the guard, is what the server reads.
+      assert.equal((await listTasks(url, "alice", first.nextCursor as string)).status, 200);
+      assert.equal(reached(), "task-41");
+
+      // Alice's sealed cursor replayed by mallory does not open for her.
+      assert.equal((await listTasks(url, "mallory", first.nextCursor as string)).status, 200);
+      assert.notEqual(reached(), "task-41");
+      assert.equal(seen.length, 4);
+    },
+  );
+}

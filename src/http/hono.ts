@@ -48,6 +48,13 @@ export interface HonoContextLike {
     text(): Promise<string>;
     /** A request header. */
     header(name: string): string | undefined;
+    /**
+     * Hono's cache of the body it read (`c.req.json()`, `text()`, ...),
+     * which later reads answer from: the middleware empties it once the
+     * guard has read the body, so downstream never gets the client's body
+     * where the guard rewrote it.
+     */
+    bodyCache?: object;
   };
   /** A variable an earlier middleware set (`c.get("jwtPayload")`). */
   get(key: string): unknown;
@@ -207,7 +214,11 @@ interface Pending {
  * JSON (serialized again), so `c.req.json()` and any handler that reads the
  * body work; with `"parsed"`, `c.req.raw` keeps the original request (its
  * body consumed) and the handler must take `parsedBody`, as `@hono/mcp`'s
- * `transport.handleRequest(c, parsedBody)` does.
+ * `transport.handleRequest(c, parsedBody)` does. Either way the body an
+ * earlier middleware read through Hono is dropped from `c.req`'s cache,
+ * since the guard may have rewritten it (a `tasks/list` cursor); what such
+ * a middleware kept itself (a validator's `c.req.valid("json")`) is still
+ * the client's body.
  *
  * Methods other than GET, POST and DELETE are answered 405 by the guard:
  * put `cors()` before it to answer preflights. Requests the guard makes
@@ -289,6 +300,13 @@ export function mcpGuard<C extends HonoContextLike = HonoContextLike>(
       headers.delete("content-length"); // the body is serialized again
       const body = JSON.stringify(context.parsedBody);
       c.req.raw = new Request(request.url, { method: request.method, headers, body });
+    }
+    if (original !== request || context.parsedBody !== undefined) {
+      // Hono answers c.req.json() from a body it read before (an earlier middleware's): the
+      // client's, not the guard's rewrite (a task cursor it sealed or replaced). Empty that
+      // cache: downstream reads the body of c.req.raw, the rewrite ("copy") or none ("parsed":
+      // consumed, as when no middleware read it first).
+      if (c.req.bodyCache !== undefined) c.req.bodyCache = {};
     }
     entry.ran = true;
     await entry.next();
