@@ -5,7 +5,7 @@
  * The guard forwards every event id of a stream it passes (a GET's
  * listening stream, a POST's SSE answer) as `<raw>.<kind><tag>`: the id the
  * handler wrote, a dot, the kind of stream (`r` a request's stream, `l` a
- * listening stream) and a tag, 22 base64url characters of HMAC-SHA-256 over
+ * listening stream, `t` a request's stream the task rules acted on) and a tag, 22 base64url characters of HMAC-SHA-256 over
  * (kind, session id, raw id). A client stores the id as it is and sends it
  * back as `Last-Event-ID`; the guard checks the tag against the session the
  * GET names and hands the handler the raw id. An id of another session, one
@@ -38,9 +38,14 @@ import { type HmacSha256Key, hmacSha256Key } from "../core/hmac_sha256.ts";
 
 /**
  * The stream an event id was sent on: a request's (a POST's SSE answer, or
- * a GET resuming one) or a session's listening stream (a GET).
+ * a GET resuming one), a session's listening stream (a GET), or a request's
+ * stream whose answer the task rules acted on (`"task"`: a `tasks/list`
+ * answer filtered and its cursor sealed, a task-creating answer whose task
+ * was bound). What an event store replays of a `"task"` stream is the
+ * handler's answer as it stored it, before those rules: the guard never
+ * resumes one.
  */
-export type EventStreamKind = "request" | "listen";
+export type EventStreamKind = "request" | "listen" | "task";
 
 /** Characters of the tag (128 bits in base64url). */
 export const TAG_LENGTH = 22;
@@ -50,9 +55,9 @@ export const SUFFIX_LENGTH = TAG_LENGTH + 2;
 /** Taggers an {@linkcode EventIdKey} keeps (one per session and kind of stream). */
 const MAX_TAGGERS = 1024;
 
-const KIND_CHAR: Record<EventStreamKind, string> = { request: "r", listen: "l" };
-const KIND_OF: Record<string, EventStreamKind> = { r: "request", l: "listen" };
-const KIND_BYTE: Record<EventStreamKind, number> = { request: 0x72, listen: 0x6c };
+const KIND_CHAR: Record<EventStreamKind, string> = { request: "r", listen: "l", task: "t" };
+const KIND_OF: Record<string, EventStreamKind> = { r: "request", l: "listen", t: "task" };
+const KIND_BYTE: Record<EventStreamKind, number> = { request: 0x72, listen: 0x6c, task: 0x74 };
 
 /**
  * Input of the key derivation from a secret. It starts with 0xFF, which no

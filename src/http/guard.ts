@@ -334,9 +334,9 @@ export class SessionGuard {
     const resumed = this.#resumption === null
       ? { request, kind: "listen" as const }
       : this.#resumption.resume(request, sid);
-    if (resumed === null) {
+    if (typeof resumed === "string") {
       if (pinned) unpin();
-      return this.refuse("unknown-event-id", { method: "GET", sid });
+      return this.refuse(resumed, { method: "GET", sid });
     }
     this.decide("allow", "allowed", null, { method: "GET", sid });
     if (!pinned) {
@@ -398,18 +398,25 @@ export class SessionGuard {
    * The rewriter that tags the SSE event ids of a POST's answer for its
    * session (the one it names, or the one an `initialize` answer issued and
    * the guard bound) or, without one, for its caller (see
-   * {@linkcode streamsOf}); `null` when there is nothing to tag.
+   * {@linkcode streamsOf}); `null` when there is nothing to tag. `gated`:
+   * the task rules acted on the answer (the task gate wrapped it), so its
+   * ids are tagged as a `"task"` stream, which is never resumed.
    */
-  answerRewriter(response: Response, sid: string | null, ctx: GuardContext): SseIdRewriter | null {
+  answerRewriter(
+    response: Response,
+    sid: string | null,
+    ctx: GuardContext,
+    gated = false,
+  ): SseIdRewriter | null {
     if (this.#resumption === null) return null;
     const session = sid ?? sanitizeSessionId(response.headers.get("mcp-session-id")) ??
       streamsOf(ctx);
-    return this.#resumption.rewriter(response, session, "request");
+    return this.#resumption.rewriter(response, session, gated ? "task" : "request");
   }
 
   /** A POST's answer with its SSE event ids tagged (see {@linkcode answerRewriter}). */
-  tagAnswer(response: Response, sid: string | null, ctx: GuardContext): Response {
-    const rewriter = this.answerRewriter(response, sid, ctx);
+  tagAnswer(response: Response, sid: string | null, ctx: GuardContext, gated = false): Response {
+    const rewriter = this.answerRewriter(response, sid, ctx, gated);
     return rewriter === null ? response : rewriteEventIds(response, rewriter);
   }
 
@@ -418,19 +425,20 @@ export class SessionGuard {
    * handler answers it (an SDK server: 405 or 400) as it would unguarded;
    * only a GET resuming a stream (`Last-Event-ID`) must name one of its
    * caller's streams (a stateless server's answers are tagged for their
-   * caller), and the stream it opens is tagged for that caller too.
+   * caller, anonymous callers' for all of them together), and the stream it
+   * opens is tagged for that caller too.
    */
   async #sessionless(request: Request, method: string, ctx: GuardContext): Promise<Response> {
-    const streams = method === "GET" && this.#resumption !== null ? streamsOf(ctx) : null;
-    if (streams === null) {
+    if (method !== "GET" || this.#resumption === null) {
       this.decide("allow", "allowed", null, { method });
       return await this.config.handler(request, ctx);
     }
-    const resumed = this.#resumption!.resume(request, streams);
-    if (resumed === null) return this.refuse("unknown-event-id", { method });
+    const streams = streamsOf(ctx);
+    const resumed = this.#resumption.resume(request, streams);
+    if (typeof resumed === "string") return this.refuse(resumed, { method });
     this.decide("allow", "allowed", null, { method });
     const response = await this.config.handler(resumed.request, ctx);
-    return this.#resumption!.tag(response, streams, resumed.kind);
+    return this.#resumption.tag(response, streams, resumed.kind);
   }
 
   async #delete(request: Request, sid: string, ctx: GuardContext): Promise<Response> {
@@ -636,12 +644,14 @@ export class SessionGuard {
 
 /**
  * Whose streams a request without a session reads: its caller's (a
- * stateless server's answers), or nobody's for an anonymous caller (nothing
- * to bind them to: they pass untagged, as unguarded). The space keeps the
- * name apart from every session id (visible ASCII only).
+ * stateless server's answers), or, for an anonymous caller (attach-only
+ * mode), every anonymous caller's: nothing tells them apart, but a named
+ * caller's id never resumes there, nor theirs a named caller's. The space
+ * keeps the names apart from every session id (visible ASCII only), and
+ * from each other (`caller <fingerprint>` never equals `anonymous caller`).
  */
-function streamsOf(ctx: GuardContext): string | null {
-  return ctx.fingerprint === null ? null : `caller ${ctx.fingerprint}`;
+function streamsOf(ctx: GuardContext): string {
+  return ctx.fingerprint === null ? "anonymous caller" : `caller ${ctx.fingerprint}`;
 }
 
 /**

@@ -66,8 +66,13 @@ export interface PostGuard {
     record: string | null,
     epoch?: number,
   ): Response | null;
-  answerRewriter(response: Response, sid: string | null, ctx: GuardContext): SseIdRewriter | null;
-  tagAnswer(response: Response, sid: string | null, ctx: GuardContext): Response;
+  answerRewriter(
+    response: Response,
+    sid: string | null,
+    ctx: GuardContext,
+    gated?: boolean,
+  ): SseIdRewriter | null;
+  tagAnswer(response: Response, sid: string | null, ctx: GuardContext, gated?: boolean): Response;
   decide(outcome: "allow" | "refuse", reason: GuardReason, status: number | null, at: At): void;
   refuse(
     reason: RefusalReason,
@@ -126,7 +131,8 @@ export class PostPath {
       cancellations: config.cancellations,
       inflight: guard.inflight,
       issued: this.#issued,
-      answerRewriter: (response, sid, ctx) => guard.answerRewriter(response, sid, ctx),
+      answerRewriter: (response, sid, ctx, gated) =>
+        guard.answerRewriter(response, sid, ctx, gated),
       report: guard.report,
     };
   }
@@ -188,10 +194,12 @@ export class PostPath {
         // No session yet: `initialize`, or a stateless server's traffic.
         guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
         const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
+        // An answer the task rules acted on is tagged as such: never resumed (see `./resume.ts`).
         return guard.tagAnswer(
           await this.#issued.bind(request, answer, null, ctx, rpcMethod),
           null,
           ctx,
+          wrap !== null,
         );
       }
       // Never overtake a GET or DELETE of this session that arrived earlier.
@@ -376,7 +384,8 @@ export class PostPath {
   ): Promise<Response> {
     const guard = this.#guard;
     const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
-    return guard.tagAnswer(await this.#issued.bind(request, answer, sid, ctx, rpcMethod), sid, ctx);
+    const bound = await this.#issued.bind(request, answer, sid, ctx, rpcMethod);
+    return guard.tagAnswer(bound, sid, ctx, wrap !== null);
   }
 
   /** A `notifications/cancelled`: aborts only a request of the same session. */

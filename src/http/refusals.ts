@@ -67,6 +67,12 @@ export const REFUSALS = {
     message:
       "Bad Request: Last-Event-ID is not an event id of this session; reconnect without Last-Event-ID",
   },
+  "task-event-id": {
+    status: 400,
+    code: RpcCode.ServerError,
+    message:
+      "Bad Request: Last-Event-ID names a task list or task-creating answer, which is not resumed; send the request again",
+  },
   anonymous: {
     status: 401,
     code: RpcCode.InvalidRequest,

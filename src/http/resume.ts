@@ -8,7 +8,10 @@
  * listening stream: the SDK names every session's listening stream
  * `_GET_stream`, so an event store shared by sessions would replay other
  * sessions' notifications there). An id that does not check out is refused
- * (`unknown-event-id`) before the handler sees it.
+ * (`unknown-event-id`) before the handler sees it, and so is an id of a
+ * stream the task rules acted on (`task-event-id`): an event store replays
+ * the handler's answer as it stored it, before the guard filtered a task
+ * list, sealed its cursor or bound a created task.
  *
  * @module
  */
@@ -40,8 +43,14 @@ export function originalRequest(request: Request): Request {
 /** What a GET becomes: the request for the handler and the stream it opens. */
 export interface Resumed {
   request: Request;
-  kind: EventStreamKind;
+  kind: Exclude<EventStreamKind, "task">;
 }
+
+/**
+ * Why a GET's `Last-Event-ID` is refused: not an id sent on this session's
+ * (or caller's) streams, or an id of a stream the task rules acted on.
+ */
+export type ResumeRefusal = "unknown-event-id" | "task-event-id";
 
 /**
  * The guard's resumption rules, with its key.
@@ -59,13 +68,15 @@ export interface Resumed {
  *
  * // A request stream's id of this session: the handler gets the raw id.
  * const own = resumption.resume(get(key.tagger("s1", "request")("e-9")), "s1");
- * assert.equal(own?.request.headers.get("last-event-id"), "e-9");
+ * assert.equal(typeof own === "object" && own.request.headers.get("last-event-id"), "e-9");
  * // Another session's id (or a forged one, or a raw one): refused.
- * assert.equal(resumption.resume(get(key.tagger("s2", "request")("e-9")), "s1"), null);
+ * assert.equal(resumption.resume(get(key.tagger("s2", "request")("e-9")), "s1"), "unknown-event-id");
+ * // An id of a stream the task rules acted on (a task list): never replayed.
+ * assert.equal(resumption.resume(get(key.tagger("s1", "task")("e-4")), "s1"), "task-event-id");
  * // A listening stream's id: a fresh listening stream.
  * const listen = resumption.resume(get(key.tagger("s1", "listen")("e-3")), "s1");
- * assert.equal(listen?.request.headers.has("last-event-id"), false);
- * assert.equal(listen?.kind, "listen");
+ * assert.equal(typeof listen === "object" && listen.request.headers.has("last-event-id"), false);
+ * assert.equal(typeof listen === "object" && listen.kind, "listen");
  * ```
  */
 export class Resumption {
@@ -79,15 +90,20 @@ export class Resumption {
   }
 
   /**
-   * The GET to hand the handler, and the stream it opens; `null` when its
-   * `Last-Event-ID` is not an id this session was sent. A GET without one
-   * (or with an empty one, which the SDK ignores) is handed on as it is.
+   * The GET to hand the handler, and the stream it opens; the refusal when
+   * its `Last-Event-ID` is not an id this session was sent
+   * (`"unknown-event-id"`) or one of a stream the task rules acted on
+   * (`"task-event-id"`). A GET without one (or with an empty one, which the
+   * SDK ignores) is handed on as it is.
    */
-  resume(request: Request, sessionId: string): Resumed | null {
+  resume(request: Request, sessionId: string): Resumed | ResumeRefusal {
     const cursor = request.headers.get("last-event-id");
     if (cursor === null || cursor === "") return { request, kind: "listen" };
     const checked = this.#key.verify(sessionId, cursor);
-    if (checked === null) return null;
+    if (checked === null) return "unknown-event-id";
+    // What the store replays is the handler's answer before the task rules: the client asks
+    // again instead (a task list, or `tasks/get` of the task it created).
+    if (checked.kind === "task") return "task-event-id";
     const headers = new Headers(request.headers);
     if (checked.kind === "listen" && !this.#replayListening) headers.delete("last-event-id");
     else headers.set("last-event-id", checked.raw);

@@ -45,8 +45,16 @@ export interface TrackedState {
   inflight: InflightSignals;
   /** Binds a session id the answer issues; discards an answer nobody will read. */
   issued: IssuedSessions;
-  /** Tags the event ids of an SSE answer for its session. */
-  answerRewriter(response: Response, sid: string | null, ctx: GuardContext): SseIdRewriter | null;
+  /**
+   * Tags the event ids of an SSE answer for its session (`gated`: as a
+   * stream the task rules acted on, which is never resumed).
+   */
+  answerRewriter(
+    response: Response,
+    sid: string | null,
+    ctx: GuardContext,
+    gated?: boolean,
+  ): SseIdRewriter | null;
   report(error: unknown, context: string): void;
 }
 
@@ -257,7 +265,7 @@ export async function runTracked(
       onEnd: end,
     },
     undefined,
-    state.answerRewriter(response, sid, ctx),
+    state.answerRewriter(response, sid, ctx, wrap !== null),
   );
   return await stream.response;
 }

@@ -198,6 +198,13 @@ export type GuardReason =
    * by a guard with another key (another `secret`, or a restart without one).
    */
   | "unknown-event-id"
+  /**
+   * 400: a GET's `Last-Event-ID` is an event id of a stream the task rules
+   * acted on (a `tasks/list` answer, a task-creating answer): an event
+   * store would replay the handler's answer before the guard filtered the
+   * list, sealed its cursor or bound the task. The client asks again.
+   */
+  | "task-event-id"
   /** 401: strict mode and `principal()` answered `null`. */
   | "anonymous"
   /** 401: `principal()` threw an `UnauthenticatedError` (a bad or expired credential). */
@@ -371,11 +378,16 @@ export interface GuardOptions {
    * How far a GET's `Last-Event-ID` may resume a stream (MCP resumability,
    * SEP-1699 polling). The guard appends to every SSE event id it forwards
    * (a POST's SSE answer, a GET's stream) a tag for the session:
-   * `<id>.<r|l><22 characters>`, which clients store and send back as they
-   * are. A `Last-Event-ID` must carry this session's tag, or the GET is
-   * refused (400, `"unknown-event-id"`) before the handler sees it: an
-   * event store shared by sessions can then never replay one session's
-   * events into another. The handler gets the id it wrote.
+   * `<id>.<r|l|t><22 characters>`, which clients store and send back as
+   * they are (without a session: a tag for the caller, or for every
+   * anonymous caller together). A `Last-Event-ID` must carry this session's
+   * tag, or the GET is refused (400, `"unknown-event-id"`) before the
+   * handler sees it: an event store shared by sessions can then never
+   * replay one session's events into another. The handler gets the id it
+   * wrote. An id of a stream the task rules acted on (`t`: a `tasks/list`
+   * answer, a task-creating answer) is refused in every mode but
+   * `"unchecked"` (400, `"task-event-id"`): the store keeps the handler's
+   * answer from before those rules.
    *
    * - `"requests"`: an id from a request's stream (a POST's SSE answer, or
    *   a GET resuming one) resumes it; an id from a listening stream opens a
