@@ -6,8 +6,10 @@ import {
   isModernRequest,
   isValidTaskId,
   relatedTask,
+  renamedMcpName,
   taskIdOfResult,
   taskRequest,
+  unissuedTaskId,
 } from "../src/http/tasks.ts";
 import {
   MessageTooLargeError,
@@ -634,4 +636,32 @@ Deno.test("property: SseFramer + parseEvent agree with the HTML algorithm", () =
     }),
     { numRuns: 500 },
   );
+});
+
+Deno.test("unissuedTaskId: a valid task id of its own form, from the secret or random", () => {
+  const form = /^mcp-guard\.unissued\.[0-9a-f]{32}$/;
+  const keyed = unissuedTaskId("fleet secret");
+  assert.match(keyed, form);
+  assert.ok(isValidTaskId(keyed));
+  assert.equal(unissuedTaskId("fleet secret"), keyed, "the same on every process of a fleet");
+  assert.equal(unissuedTaskId(new TextEncoder().encode("fleet secret")), keyed);
+  assert.notEqual(unissuedTaskId("another secret"), keyed);
+  const random = unissuedTaskId();
+  assert.match(random, form);
+  assert.notEqual(unissuedTaskId(), random);
+});
+
+Deno.test("renamedMcpName: the substitute in the form the client used, only for a name of the task", () => {
+  const sub = "mcp-guard.unissued.0123456789abcdef0123456789abcdef";
+  const b64 = (text: string) =>
+    `=?base64?${btoa(String.fromCharCode(...new TextEncoder().encode(text)))}?=`;
+  assert.equal(renamedMcpName("task-1", "task-1", sub), sub);
+  assert.equal(renamedMcpName(b64("task-1"), "task-1", sub), b64(sub));
+  assert.equal(renamedMcpName(b64("tâche"), "tâche", sub), b64(sub));
+  // The replaced pair still checks out, in both forms.
+  assert.deepEqual(checkMcpName(renamedMcpName(b64("t"), "t", sub), sub, true), { ok: true });
+  assert.deepEqual(checkMcpName(renamedMcpName("t", "t", sub), sub, true), { ok: true });
+  // A header that does not name the task is left as it is.
+  assert.equal(renamedMcpName("other", "task-1", sub), null);
+  assert.equal(renamedMcpName("=?base64?!!?=", "task-1", sub), null);
 });

@@ -9,6 +9,17 @@
  */
 
 import assert from "node:assert/strict";
+import { Hono } from "hono";
+import {
+  CancellationRegistry,
+  fingerprint,
+  type GuardContext,
+  type GuardDecision,
+  guardSessions,
+  type GuardTaskOwners,
+  SessionOwnerRegistry,
+} from "../mod.ts";
+import { mcpGuard, type McpGuardEnv } from "../hono.ts";
 import {
   createTask,
   post,
@@ -157,3 +168,280 @@ Deno.test("task list cursors: guarded, opaque, bound to their principal, never a
   const aliceNext = await rpc(server.url, "alice-token", "tasks/list", { cursor: aliceCursor });
   assert.deepEqual(aliceNext.body.result.tasks, []);
 });
+
+/** `_meta` of a 2026-07-28 ("modern") request that does not declare the tasks extension. */
+const MODERN = { "io.modelcontextprotocol/protocolVersion": "2026-07-28" };
+
+/** A task in the server's store that the guard never bound (its creator's answer was lost). */
+async function unboundTask(
+  store: ReturnType<typeof startServer>["taskStore"],
+  text: string,
+): Promise<string> {
+  const task = await store.createTask({ ttl: 60_000 }, 1, {
+    method: "tools/call",
+    params: { name: "job", arguments: { text } },
+  });
+  await store.storeTaskResult(task.taskId, "completed", { content: [{ type: "text", text }] });
+  return task.taskId;
+}
+
+Deno.test("task requests a modern server refuses: an unowned task goes on as an unissued id", async (t) => {
+  // SDK 1.32 (2025-11-25) ignores the 2026-07-28 marker: it answers whatever the marker says.
+  await using server = startServer(true, {}, 0);
+  const { url } = server;
+  const modern = (token: string, method: string, taskId: string) =>
+    rpc(url, token, method, { taskId, _meta: MODERN });
+
+  await t.step(
+    "a task bound to nobody: the server's 'not found', nothing read or cancelled",
+    async () => {
+      const taskId = await unboundTask(server.taskStore, "alice secret report");
+      server.decisions.length = 0;
+      for (const method of ["tasks/result", "tasks/get", "tasks/cancel"]) {
+        const answer = await modern("mallory-token", method, taskId);
+        assert.doesNotMatch(answer.text, /alice secret report/, method);
+        assert.equal(answer.body.error?.code, -32602, `${method}: ${answer.text}`);
+        // `tasks/result` and `tasks/cancel` name the id they got: the guard's unissued one.
+        assert.match(answer.body.error.message, /Task not found/, method);
+        assert.doesNotMatch(answer.text, new RegExp(taskId), method);
+      }
+      assert.equal((await server.taskStore.getTask(taskId))?.status, "completed", "not cancelled");
+      assert.deepEqual(
+        server.decisions.map((d) => [d.outcome, d.reason, d.status, d.rpcMethod]),
+        [
+          ["allow", "unknown-task", null, "tasks/result"],
+          ["allow", "unknown-task", null, "tasks/get"],
+          ["allow", "unknown-task", null, "tasks/cancel"],
+        ],
+      );
+    },
+  );
+
+  await t.step("a task whose binding its owner's cap evicted: not readable", async () => {
+    const first = await createTask(url, "alice-token", "alice evicted report");
+    for (let i = 0; i < 100; i++) await createTask(url, "alice-token", `filler ${i}`);
+    assert.equal((await rpc(url, "alice-token", "tasks/get", { taskId: first })).status, 404);
+    const stolen = await modern("mallory-token", "tasks/result", first);
+    assert.doesNotMatch(stolen.text, /alice evicted report/);
+    assert.equal(stolen.body.error?.code, -32602, stolen.text);
+  });
+
+  await t.step("the caller's own task: passes unchanged", async () => {
+    const taskId = await createTask(url, "alice-token", "alice own report");
+    const own = await modern("alice-token", "tasks/result", taskId);
+    assert.match(own.text, /alice own report/);
+    assert.equal(server.decisions.at(-1)?.reason, "allowed");
+  });
+
+  await t.step("another principal's task, notOwnerStatus 403: refused as before", async () => {
+    const taskId = await createTask(url, "alice-token", "alice report");
+    const foreign = await modern("mallory-token", "tasks/result", taskId);
+    assert.equal(foreign.status, 403);
+    assert.equal(foreign.body.error.code, -32600);
+    assert.doesNotMatch(foreign.text, /alice report/);
+  });
+});
+
+Deno.test("task requests a modern server refuses: notOwnerStatus 404 answers another's task as an unknown one", async () => {
+  await using server = startServer(true, { notOwnerStatus: 404 }, 0);
+  const alice = await createTask(server.url, "alice-token", "alice report");
+  const unbound = await unboundTask(server.taskStore, "nobody's report");
+  const probe = (taskId: string) =>
+    post(server.url, "mallory-token", {
+      id: 9,
+      method: "tasks/result",
+      params: { taskId, _meta: MODERN },
+    });
+  const hers = await probe(alice);
+  const none = await probe("0123456789abcdef0123456789abcdef");
+  const nobodys = await probe(unbound);
+  assert.deepEqual({ status: hers.status, body: hers.body }, {
+    status: none.status,
+    body: none.body,
+  });
+  assert.deepEqual({ status: nobodys.status, body: nobodys.body }, {
+    status: none.status,
+    body: none.body,
+  });
+  assert.equal(none.body.error.code, -32602);
+  assert.deepEqual(
+    server.decisions.slice(-3).map((d) => [d.outcome, d.reason, d.status]),
+    [["allow", "not-task-owner", null], ["allow", "unknown-task", null], [
+      "allow",
+      "unknown-task",
+      null,
+    ]],
+  );
+});
+
+/** What a handler behind the guard got for one request. */
+interface Seen {
+  taskId: unknown;
+  mcpName: string | null;
+  /** The `Content-Length` it got, and the length of the body it read (copy modes). */
+  contentLength: [string | null, number] | null;
+}
+
+/**
+ * A guarded stand-in for a 2025-11-25 server (it answers "not found" naming the id it got) in one
+ * of the four ways a handler can get a request: `guardSessions` with `forwardBody` `"copy"` or
+ * `"parsed"`, Hono's `mcpGuard` with either. Tasks: `bob-task` is Bob's, `alice-task` Alice's.
+ */
+async function spyServer(mode: string, notOwnerStatus: 403 | 404) {
+  const seen: Seen[] = [];
+  const decisions: GuardDecision[] = [];
+  const alice = await fingerprint("alice");
+  const tasks: GuardTaskOwners = {
+    bind: () => Promise.resolve("bound" as const),
+    ownerOf: (taskId: string) =>
+      Promise.resolve(taskId === "bob-task" ? "fp-bob" : taskId === "alice-task" ? alice : null),
+  };
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const answer = (
+    request: Request,
+    body: { id: number; params: { taskId: unknown } },
+    read: number | null,
+  ) => {
+    seen.push({
+      taskId: body.params.taskId,
+      mcpName: request.headers.get("mcp-name"),
+      contentLength: read === null ? null : [request.headers.get("content-length"), read],
+    });
+    return Response.json({
+      jsonrpc: "2.0",
+      id: body.id,
+      error: { code: -32602, message: `Task not found: ${body.params.taskId}` },
+    });
+  };
+  const readBody = async (request: Request) => {
+    const text = await request.text();
+    return { body: JSON.parse(text), read: new TextEncoder().encode(text).byteLength };
+  };
+  const options = {
+    owners,
+    cancellations,
+    tasks,
+    notOwnerStatus,
+    onDecision: (d: GuardDecision) => decisions.push(d),
+  };
+  let serve: (request: Request) => Response | Promise<Response>;
+  const [adapter, forwardBody] = mode.split(" ") as ["guard" | "hono", "copy" | "parsed"];
+  if (adapter === "guard") {
+    serve = guardSessions(async (request: Request, ctx: GuardContext) => {
+      if (forwardBody === "parsed") return answer(request, ctx.parsedBody as never, null);
+      const { body, read } = await readBody(request);
+      return answer(request, body, read);
+    }, { ...options, forwardBody, principal: (r) => r.headers.get("x-user") });
+  } else {
+    const app = new Hono<McpGuardEnv>();
+    app.use(
+      "/mcp",
+      mcpGuard({ ...options, forwardBody, principal: (c) => c.req.header("x-user") }),
+    );
+    app.post("/mcp", async (c) => {
+      if (forwardBody === "parsed") {
+        return answer(c.req.raw, c.get("mcpGuard").parsedBody as never, null);
+      }
+      const { body, read } = await readBody(c.req.raw);
+      return answer(c.req.raw, body, read);
+    });
+    serve = app.fetch;
+  }
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, serve);
+  const url = `http://127.0.0.1:${server.addr.port}/mcp`;
+  let nextId = 1;
+  return {
+    seen,
+    decisions,
+    /** A 2026-07-28 `method` without the tasks extension, as `user`, with `Mcp-Name` if given. */
+    async modern(user: string, method: string, taskId: string, mcpName?: string) {
+      const response = await fetch(url, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          accept: "application/json, text/event-stream",
+          "x-user": user,
+          ...(mcpName === undefined ? {} : { "mcp-name": mcpName }),
+        },
+        body: JSON.stringify({
+          jsonrpc: "2.0",
+          id: nextId++,
+          method,
+          params: { taskId, _meta: MODERN },
+        }),
+      });
+      return { status: response.status, body: await response.json() };
+    },
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      await owners.close();
+      await cancellations.close();
+    },
+  };
+}
+
+const base64Name = (value: string) =>
+  `=?base64?${btoa(String.fromCharCode(...new TextEncoder().encode(value)))}?=`;
+
+for (const mode of ["guard copy", "guard parsed", "hono copy", "hono parsed"]) {
+  Deno.test(`task requests a modern server refuses: params.taskId and Mcp-Name replaced together (${mode})`, async () => {
+    await using server = await spyServer(mode, 404);
+    const { seen } = server;
+    const unissued = /^mcp-guard\.unissued\.[0-9a-f]{32}$/;
+
+    // A task bound to nobody, Mcp-Name literal: both name the same unissued id.
+    const literal = await server.modern("mallory", "tasks/result", "nobodys-task", "nobodys-task");
+    assert.equal(literal.status, 200);
+    const substitute = seen.at(-1)!.taskId as string;
+    assert.match(substitute, unissued);
+    assert.equal(seen.at(-1)!.mcpName, substitute);
+    assert.equal(literal.body.error.message, `Task not found: ${substitute}`);
+
+    // Base64 form, a non-ASCII id: the substitute in base64 form too.
+    await server.modern("mallory", "tasks/get", "tâche-😀", base64Name("tâche-😀"));
+    assert.equal(seen.at(-1)!.taskId, substitute);
+    assert.equal(seen.at(-1)!.mcpName, base64Name(substitute));
+
+    // No header: none added. A header naming something else: left as it is.
+    await server.modern("mallory", "tasks/cancel", "nobodys-task");
+    assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], [substitute, null]);
+    await server.modern("mallory", "tasks/result", "nobodys-task", "something-else");
+    assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], [substitute, "something-else"]);
+
+    // Another principal's task (notOwnerStatus 404): the same answer as a task bound to nobody.
+    const bobs = await server.modern("mallory", "tasks/result", "bob-task", "bob-task");
+    assert.deepEqual([bobs.status, bobs.body.error], [literal.status, literal.body.error]);
+    assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], [substitute, substitute]);
+
+    // The caller's own task: as sent.
+    await server.modern("alice", "tasks/result", "alice-task", "alice-task");
+    assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], ["alice-task", "alice-task"]);
+
+    // A body serialized again carries no stale Content-Length.
+    for (const { contentLength } of seen) {
+      if (contentLength === null || contentLength[0] === null) continue;
+      assert.equal(Number(contentLength[0]), contentLength[1]);
+    }
+    assert.deepEqual(
+      server.decisions.map((d) => [d.outcome, d.reason, d.status]),
+      [
+        ["allow", "unknown-task", null],
+        ["allow", "unknown-task", null],
+        ["allow", "unknown-task", null],
+        ["allow", "unknown-task", null],
+        ["allow", "not-task-owner", null],
+        ["allow", "allowed", null],
+      ],
+    );
+  });
+
+  Deno.test(`task requests a modern server refuses: another's task still 403 without hideOthers (${mode})`, async () => {
+    await using server = await spyServer(mode, 403);
+    const bobs = await server.modern("mallory", "tasks/result", "bob-task", "bob-task");
+    assert.equal(bobs.status, 403);
+    assert.equal(server.seen.length, 0);
+    await server.modern("mallory", "tasks/result", "nobodys-task");
+    assert.match(server.seen.at(-1)!.taskId as string, /^mcp-guard\.unissued\./);
+  });
+}

@@ -36,6 +36,7 @@ import type { LocalSessions } from "./local_sessions.ts";
 import type { OwnerCache } from "./owner_cache.ts";
 import type { At, RefusalReason } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
+import { copiedFrom } from "./resume.ts";
 import type { SseIdRewriter } from "./sse_events.ts";
 import type { GatePass, TaskGate } from "./task_gate.ts";
 import { isModernRequest } from "./tasks.ts";
@@ -192,7 +193,7 @@ export class PostPath {
 
       if (sid === null) {
         // No session yet: `initialize`, or a stateless server's traffic.
-        guard.decide("allow", "allowed", null, { method: "POST", rpcMethod });
+        guard.decide("allow", pass?.reason ?? "allowed", null, { method: "POST", rpcMethod });
         const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
         // An answer the task rules acted on is tagged as such: never resumed (see `./resume.ts`).
         return guard.tagAnswer(
@@ -207,7 +208,7 @@ export class PostPath {
       // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
       // coalesces touches, so this is not a round trip per request.
       if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
-      return await this.#forward(request, inner, sid, ctx, message, wrap);
+      return await this.#forward(request, inner, sid, ctx, message, wrap, pass?.reason);
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
       return guard.registryRefusal(err, { method: "POST", sid });
@@ -300,14 +301,28 @@ export class PostPath {
   /**
    * The request the handler gets: the original one with `forwardBody:
    * "parsed"`, else a fresh one carrying the body as read, or as the task
-   * gate rewrote it. Not `new Request(request, ...)`: that reads
-   * `request.signal`, and a Deno.serve request whose signal was touched is
-   * aborted with a DOMException after every response.
+   * gate rewrote it. When the gate replaced `Mcp-Name` (a task id replaced),
+   * a fresh one in every mode, with that header (and the rewritten body):
+   * with `"parsed"` it is recorded as a copy of the original
+   * (`originalRequest`, which the Hono adapter relies on). Not
+   * `new Request(request, ...)`: that reads `request.signal`, and a
+   * Deno.serve request whose signal was touched is aborted with a
+   * DOMException after every response.
    */
   #inner(request: Request, read: Read, pass: GatePass | null): Request {
-    if (this.#guard.config.forwardParsed) return request;
-    const body = pass?.rewritten ? JSON.stringify(read.value) : read.text;
-    return new Request(request.url, { method: "POST", headers: request.headers, body });
+    const mcpName = pass?.mcpName;
+    const parsed = this.#guard.config.forwardParsed;
+    if (parsed && mcpName === undefined) return request;
+    const rewritten = pass?.rewritten === true;
+    const body = rewritten ? JSON.stringify(read.value) : read.text;
+    let headers = request.headers;
+    if (rewritten) {
+      headers = new Headers(headers);
+      headers.delete("content-length"); // the body was serialized again
+      if (mcpName !== undefined) headers.set("mcp-name", mcpName);
+    }
+    const inner = new Request(request.url, { method: "POST", headers, body });
+    return parsed ? copiedFrom(inner, request) : inner;
   }
 
   /** Counts a use of the session, and of its credential record (coalesced by the registries). */
@@ -332,13 +347,14 @@ export class PostPath {
     ctx: GuardContext,
     message: Read["message"],
     wrap: GatePass["wrap"],
+    reason: GuardReason = "allowed",
   ): Promise<Response> {
     const rpcMethod = message.kind === "response" ? null : message.method;
     const at: At = { method: "POST", sid, rpcMethod };
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       return this.#forwardCancel(request, inner, sid, ctx, message.params, at);
     }
-    this.#guard.decide("allow", "allowed", null, at);
+    this.#guard.decide("allow", reason, null, at);
     if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
       const tracked = message as TrackedRequest;

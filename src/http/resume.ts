@@ -25,7 +25,8 @@ const originals = new WeakMap<Request, Request>();
 
 /**
  * The request the guard got, for a copy it handed the handler instead (a
- * GET whose `Last-Event-ID` it rewrote); any other request is its own.
+ * GET whose `Last-Event-ID` it rewrote, a POST whose `Mcp-Name` it
+ * replaced); any other request is its own.
  *
  * @example
  * ```ts
@@ -38,6 +39,15 @@ const originals = new WeakMap<Request, Request>();
  */
 export function originalRequest(request: Request): Request {
   return originals.get(request) ?? request;
+}
+
+/**
+ * Records `copy` as a copy the guard made of `original` for the handler (so
+ * {@linkcode originalRequest} finds the request the guard got).
+ */
+export function copiedFrom(copy: Request, original: Request): Request {
+  originals.set(copy, original);
+  return copy;
 }
 
 /** What a GET becomes: the request for the handler and the stream it opens. */
@@ -108,8 +118,7 @@ export class Resumption {
     if (checked.kind === "listen" && !this.#replayListening) headers.delete("last-event-id");
     else headers.set("last-event-id", checked.raw);
     // A copy: a Deno.serve request's headers are immutable.
-    const copy = new Request(request.url, { method: request.method, headers });
-    originals.set(copy, request);
+    const copy = copiedFrom(new Request(request.url, { method: request.method, headers }), request);
     return { request: copy, kind: checked.kind };
   }
 

@@ -10,7 +10,10 @@
  * notification, and the responses a client posts back): every reference is
  * checked, in both protocol eras. A task bound to nobody is refused as
  * unknown in every mode, except on the requests a 2026-07-28 server must
- * refuse whatever the task (its own answer then stands).
+ * refuse whatever the task: those go on with a task id nobody was issued in
+ * place of the one the caller does not own (a 2026-07-28 server refuses
+ * them as before, an older one answers "not found"), and the decision is an
+ * allow with the reason `unknown-task` (or `not-task-owner`).
  *
  * @module
  */
@@ -24,13 +27,15 @@ import {
   checkMcpName,
   isValidTaskId,
   relatedTask,
+  renamedMcpName,
   taskIdOfResult,
   taskRequest,
   taskTtlOfResult,
+  unissuedTaskId,
 } from "./tasks.ts";
 import type { RefusalReason } from "./refusals.ts";
 import { registry } from "./registry_failure.ts";
-import type { GuardContext, GuardTaskOwners } from "./types.ts";
+import type { GuardContext, GuardReason, GuardTaskOwners } from "./types.ts";
 
 /** What a task gate does to the handler's answer. */
 export type ResponseWrap = (response: Response) => Response;
@@ -52,12 +57,19 @@ export type Refuse = (
 
 /**
  * What the gate decided for a request it lets through: a wrap for the
- * handler's answer, and whether it rewrote the message (a cursor opened), so
- * the body the handler gets must be serialized again.
+ * handler's answer, and whether it rewrote the message (a cursor opened, a
+ * task id replaced), so the body the handler gets must be serialized again.
  */
 export interface GatePass {
   wrap: ResponseWrap | null;
   rewritten: boolean;
+  /** The `Mcp-Name` header the handler must get instead of the client's (a task id replaced). */
+  mcpName?: string;
+  /**
+   * The reason of the allow decision, when not `"allowed"`: `"unknown-task"` or
+   * `"not-task-owner"` for a task id replaced by one nobody was issued.
+   */
+  reason?: GuardReason;
 }
 
 /** The task rules of one guard. */
@@ -66,6 +78,8 @@ export class TaskGate {
   readonly #hideOthers: boolean;
   readonly #report: (error: unknown, context: string) => void;
   readonly #cursors: CursorSeal;
+  /** The task id sent in place of one the caller does not own (see `#serverRefused`). */
+  #unissued: string;
 
   /**
    * `hideOthers`: another principal's task is answered as an unknown one;
@@ -81,6 +95,7 @@ export class TaskGate {
     this.#hideOthers = hideOthers;
     this.#report = report;
     this.#cursors = new CursorSeal(secret);
+    this.#unissued = unissuedTaskId(secret);
   }
 
   /**
@@ -123,7 +138,7 @@ export class TaskGate {
     id: string | number | null,
     refuse: Refuse,
   ): Promise<Response | GatePass | null> {
-    const refusal = await this.#access(taskId, owner, id, false, refuse);
+    const refusal = await this.#access(taskId, owner, id, refuse);
     if (refusal !== null) return refusal;
     return await this.#checkRequest(request, message, owner, id, refuse);
   }
@@ -144,11 +159,12 @@ export class TaskGate {
       case "invalid":
         return refuse("invalid-params", id, task.message);
       case "access": {
-        if (!task.serverRefuses) {
-          const name = checkMcpName(request.headers.get("mcp-name"), task.taskId, task.modern);
-          if (!name.ok) return refuse("header-mismatch", id, name.message);
+        if (task.serverRefuses) {
+          return this.#serverRefused(request, message.params, task.taskId, owner, id, refuse);
         }
-        return this.#access(task.taskId, owner, id, task.serverRefuses, refuse);
+        const name = checkMcpName(request.headers.get("mcp-name"), task.taskId, task.modern);
+        if (!name.ok) return refuse("header-mismatch", id, name.message);
+        return this.#access(task.taskId, owner, id, refuse);
       }
       case "create":
         if (owner === null) return null; // anonymous and stateless: nobody to bind it to
@@ -164,24 +180,80 @@ export class TaskGate {
   }
 
   /**
+   * Who the task is bound to (`null`: nobody); `true` when it is `owner`
+   * (the use then refreshes its binding).
+   */
+  async #boundTo(taskId: string, owner: string | null): Promise<string | null | true> {
+    const bound = await registry(this.#tasks.ownerOf(taskId));
+    if (bound !== null && bound === owner) {
+      this.#tasks.touch?.(taskId, owner).catch((err) => this.#report(err, "touch-task"));
+      return true;
+    }
+    return bound;
+  }
+
+  /**
    * `null` when `owner` may use the task (the use refreshes its binding),
-   * else the refusal. A task bound to nobody is unknown, unless
-   * `serverAnswers` (a request the server refuses whatever the task).
+   * else the refusal. A task bound to nobody is unknown.
    */
   async #access(
     taskId: string,
     owner: string | null,
     id: string | number | null,
-    serverAnswers: boolean,
     refuse: Refuse,
   ): Promise<Response | null> {
-    const bound = await registry(this.#tasks.ownerOf(taskId));
-    if (bound !== null && bound === owner) {
-      this.#tasks.touch?.(taskId, owner).catch((err) => this.#report(err, "touch-task"));
-      return null;
-    }
-    if (bound === null) return serverAnswers ? null : refuse("unknown-task", id);
+    const bound = await this.#boundTo(taskId, owner);
+    if (bound === true) return null;
+    if (bound === null) return refuse("unknown-task", id);
     return refuse("not-task-owner", id, "", this.#hideOthers ? "unknown-task" : undefined);
+  }
+
+  /**
+   * A request a 2026-07-28 server refuses whatever the task (see
+   * `TaskRequest.serverRefuses`). Its era marker is the client's word, and a
+   * 2025-11-25 server ignores it and answers with the task: so unless
+   * `owner` owns the task (`null`: as it is), the task id goes on as one
+   * nobody was issued, in `params.taskId` and in an `Mcp-Name` naming it. A
+   * 2026-07-28 server then refuses the request as before; an older one
+   * answers its own "not found", as for any id nobody owns. Another
+   * principal's task is refused (`not-task-owner`) unless `hideOthers`
+   * answers it as an unknown one: replaced too, so neither answer tells it
+   * from an id nobody owns.
+   */
+  async #serverRefused(
+    request: Request,
+    params: unknown,
+    taskId: string,
+    owner: string | null,
+    id: string | number | null,
+    refuse: Refuse,
+  ): Promise<Response | GatePass | null> {
+    const bound = await this.#boundTo(taskId, owner);
+    if (bound === true) return null;
+    if (bound !== null && !this.#hideOthers) return refuse("not-task-owner", id);
+    const substitute = await this.#substitute();
+    (params as { taskId: string }).taskId = substitute;
+    const header = request.headers.get("mcp-name");
+    const mcpName = header === null ? null : renamedMcpName(header, taskId, substitute);
+    return {
+      wrap: null,
+      rewritten: true,
+      ...(mcpName === null ? {} : { mcpName }),
+      reason: bound === null ? "unknown-task" : "not-task-owner",
+    };
+  }
+
+  /**
+   * The guard's unissued task id: the same for every request (so every
+   * answer to one is the same answer), unless a task of that id is bound
+   * (a server issued it, against all odds): then a fresh random one, from
+   * then on.
+   */
+  async #substitute(): Promise<string> {
+    const unissued = this.#unissued;
+    if (await registry(this.#tasks.ownerOf(unissued)) === null) return unissued;
+    if (this.#unissued === unissued) this.#unissued = unissuedTaskId();
+    return this.#unissued;
   }
 
   /** Binds the task a `tools/call` answer creates to `owner` before the answer is read. */

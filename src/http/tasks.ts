@@ -17,6 +17,8 @@
  * @module
  */
 
+import { hmacSha256Key } from "../core/hmac_sha256.ts";
+
 /** Longest task id accepted, in UTF-8 bytes. */
 export const MAX_TASK_ID_BYTES = 1024;
 
@@ -54,9 +56,12 @@ export type TaskRequest =
    * `modern` is true for a 2026-07-28 request. `serverRefuses` is true when
    * a 2026-07-28 server must refuse it whatever the task (`tasks/result`,
    * which the tasks extension removed, or a client that did not declare the
-   * extension): the guard still refuses another principal's task, and
-   * leaves the rest to the server's own answer. `Mcp-Name` is required for
-   * the other modern ones.
+   * extension). The marker is the client's word, and a 2025-11-25 server
+   * ignores it: such a request naming a task the caller does not own goes
+   * on naming a task nobody was issued ({@linkcode unissuedTaskId}), so a
+   * 2026-07-28 server still refuses it and an older one answers "not found"
+   * (or the guard refuses another principal's task, without `hideOthers`).
+   * `Mcp-Name` is required for the other modern ones.
    */
   | { kind: "access"; method: string; taskId: string; modern: boolean; serverRefuses: boolean }
   /** A task method with a missing or malformed `taskId`: refuse with `-32602`. */
@@ -280,4 +285,52 @@ export function checkMcpName(
     };
   }
   return { ok: true };
+}
+
+/** Start of every {@linkcode unissuedTaskId}. */
+export const UNISSUED_TASK_PREFIX = "mcp-guard.unissued.";
+
+/**
+ * Input of the derivation of a guard's unissued task id from its secret. It
+ * starts with 0xFF, which no UTF-8 text holds (as the cursor key's).
+ */
+const UNISSUED_DERIVATION = new Uint8Array([
+  0xff,
+  ...encoder.encode("mcp-session-guard unissued task id v1"),
+]);
+
+/**
+ * A task id no server issues: the prefix {@linkcode UNISSUED_TASK_PREFIX}
+ * and 128 bits (32 hex digits), derived from `secret` (the same on every
+ * process of a fleet), else random (fresh for each call). The guard sends
+ * it in place of the id of a task the caller does not own, on a request a
+ * 2026-07-28 server refuses whatever the task, so the server answers as for
+ * any id nobody owns.
+ */
+export function unissuedTaskId(secret?: string | Uint8Array): string {
+  const bytes = secret === undefined
+    ? crypto.getRandomValues(new Uint8Array(16))
+    : hmacSha256Key(typeof secret === "string" ? encoder.encode(secret) : secret)
+      .sign(UNISSUED_DERIVATION).subarray(0, 16);
+  let hex = "";
+  for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
+  return UNISSUED_TASK_PREFIX + hex;
+}
+
+/**
+ * The `Mcp-Name` value to send once `params.taskId` is replaced by
+ * `substitute`: when `headerValue` names `taskId` (decoded as
+ * {@linkcode checkMcpName} does), `substitute` in the same form (base64 when
+ * the client used it, else literal; `substitute` must be visible ASCII);
+ * else `null`: a header that does not name the task (malformed, or another
+ * name) is left as it is, and still fails a server's check as it did.
+ */
+export function renamedMcpName(
+  headerValue: string,
+  taskId: string,
+  substitute: string,
+): string | null {
+  if (decodeMcpHeaderValue(headerValue) !== taskId) return null;
+  const base64Form = headerValue !== taskId; // it decoded to taskId from the base64 form
+  return base64Form ? `${BASE64_PREFIX}${btoa(substitute)}${BASE64_SUFFIX}` : substitute;
 }

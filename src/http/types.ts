@@ -253,9 +253,19 @@ export type GuardReason =
   | "invalid-params"
   /** 400: a task request whose `Mcp-Name` header does not match its `params.taskId`. */
   | "header-mismatch"
-  /** 403 (or 404 with `notOwnerStatus: 404`): the task belongs to another principal. */
+  /**
+   * 403 (or 404 with `notOwnerStatus: 404`): the task belongs to another
+   * principal. Also an allow (status `null`) with `notOwnerStatus: 404`, on a
+   * 2026-07-28 request a server refuses whatever the task (`tasks/result`,
+   * `tasks/*` without the tasks extension): the handler got it with the task
+   * id replaced by one nobody was issued.
+   */
   | "not-task-owner"
-  /** 404: strict mode and the task id is bound to nobody. */
+  /**
+   * 404: the task id is bound to nobody. Also an allow (status `null`) on a
+   * 2026-07-28 request a server refuses whatever the task: the handler got it
+   * with the task id replaced by one nobody was issued.
+   */
   | "unknown-task"
   /** 409: the issued session id is owned by another principal; the session was closed. */
   | "bind-refused"
@@ -416,7 +426,12 @@ export interface GuardOptions {
    * `_meta["io.modelcontextprotocol/related-task"]` on any message) and to a
    * task bound to nobody, checks `Mcp-Name` against `params.taskId`, keeps a
    * `tasks/list` answer to the caller's own tasks and seals its cursor to
-   * the caller.
+   * the caller. A 2026-07-28 request a server must refuse whatever the task
+   * (`tasks/result`, `tasks/*` without the tasks extension) naming a task
+   * the caller does not own (bound to nobody, or another principal's with
+   * `notOwnerStatus: 404`) reaches the handler with a task id nobody was
+   * issued instead, in `params.taskId` and in an `Mcp-Name` naming it: a
+   * 2025-11-25 server, which ignores the era marker, answers "not found".
    *
    * By default the bindings live in a registry made from `owners` (its
    * options and store, under a key space of its own: prefix + `t:` on
