@@ -338,6 +338,25 @@ Deno.test("otel: a refused task is hashed into its record", async () => {
   assert.equal(record.session, auditId(sid));
   assert.equal(record.principal, await fingerprint("mallory"));
   assert.ok(!lines[0].includes("task-of-alice"));
+
+  // A 2026-07-28 `tasks/result` (the server refuses it whatever the task) naming a task bound to
+  // nobody goes on with a task id nobody was issued: allowed, and audited with the id it named.
+  const modern = {
+    jsonrpc: "2.0",
+    id: 2,
+    method: "tasks/result",
+    params: {
+      taskId: "task-nobody-owns",
+      _meta: { "io.modelcontextprotocol/protocolVersion": "2026-07-28" },
+    },
+  };
+  await (await guard(post("mallory-token", modern, sid))).body?.cancel();
+  assert.equal(lines.length, 2, "the substitution is in the audit trail");
+  const replaced = JSON.parse(lines[1]);
+  assert.equal(replaced.reason, "unknown-task");
+  assert.equal(replaced.status, null, "let through, not refused");
+  assert.equal(replaced.task, auditId("task-nobody-owns"), "the task it named, not the substitute");
+  assert.equal(replaced.principal, await fingerprint("mallory"));
   const bindings = await otel.points("mcp_guard.bindings");
   assert.equal(matching(bindings, { "mcp_guard.registry": "task" })[0].value, 1);
   await telemetry.close();

@@ -602,12 +602,16 @@ export class SessionGuard {
     return response;
   }
 
-  /** Reports one decision to `onDecision` (a throwing hook goes to `onError`) and telemetry. */
+  /**
+   * Reports one decision to `onDecision` (a throwing hook goes to `onError`) and telemetry;
+   * `task`: the task id the guard replaced with one nobody was issued (for the audit trail).
+   */
   decide(
     outcome: "allow" | "refuse",
     reason: GuardReason,
     status: number | null,
     at: At,
+    task?: string,
   ): void {
     const hook = this.config.onDecision;
     const observer = this.config.observer;
@@ -620,7 +624,7 @@ export class SessionGuard {
       rpcMethod: at.rpcMethod ?? null,
       sessionId: at.sid ?? null,
     };
-    observer?.decided(decision);
+    observer?.decided(decision, task);
     if (hook === undefined) return;
     try {
       hook(decision);

@@ -46,8 +46,12 @@ export interface GuardObserver {
   request(request: Request, handle: (request: Request) => Promise<Response>): Promise<Response>;
   /** The caller was identified (before any ownership check): who, and later the body. */
   identified(ctx: GuardContext): void;
-  /** One decision, as `onDecision` gets it. */
-  decided(decision: GuardDecision): void;
+  /**
+   * One decision, as `onDecision` gets it; `task`: for a task request let through with a task
+   * id nobody was issued in place of the caller's (`unknown-task`, `not-task-owner`), the id
+   * the caller named.
+   */
+  decided(decision: GuardDecision, task?: string): void;
   /** A failure the guard reports to `onError`. */
   error(error: unknown, context: string): void;
 }

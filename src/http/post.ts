@@ -74,7 +74,13 @@ export interface PostGuard {
     gated?: boolean,
   ): SseIdRewriter | null;
   tagAnswer(response: Response, sid: string | null, ctx: GuardContext, gated?: boolean): Response;
-  decide(outcome: "allow" | "refuse", reason: GuardReason, status: number | null, at: At): void;
+  decide(
+    outcome: "allow" | "refuse",
+    reason: GuardReason,
+    status: number | null,
+    at: At,
+    task?: string,
+  ): void;
   refuse(
     reason: RefusalReason,
     at: At,
@@ -193,7 +199,13 @@ export class PostPath {
 
       if (sid === null) {
         // No session yet: `initialize`, or a stateless server's traffic.
-        guard.decide("allow", pass?.reason ?? "allowed", null, { method: "POST", rpcMethod });
+        guard.decide(
+          "allow",
+          pass?.reason ?? "allowed",
+          null,
+          { method: "POST", rpcMethod },
+          pass?.task,
+        );
         const answer = await invokeHandler(guard.config.handler, inner, ctx, wrap);
         // An answer the task rules acted on is tagged as such: never resumed (see `./resume.ts`).
         return guard.tagAnswer(
@@ -208,7 +220,7 @@ export class PostPath {
       // Every allowed request is a use of the session (LRU recency, idle expiry); the registry
       // coalesces touches, so this is not a round trip per request.
       if (ctx.fingerprint !== null) this.#touch(sid, ctx.fingerprint, recorded);
-      return await this.#forward(request, inner, sid, ctx, message, wrap, pass?.reason);
+      return await this.#forward(request, inner, sid, ctx, message, pass);
     } catch (err) {
       if (!(err instanceof RegistryFailure)) throw err;
       return guard.registryRefusal(err, { method: "POST", sid });
@@ -346,15 +358,15 @@ export class PostPath {
     sid: string,
     ctx: GuardContext,
     message: Read["message"],
-    wrap: GatePass["wrap"],
-    reason: GuardReason = "allowed",
+    pass: GatePass | null,
   ): Promise<Response> {
+    const wrap = pass?.wrap ?? null;
     const rpcMethod = message.kind === "response" ? null : message.method;
     const at: At = { method: "POST", sid, rpcMethod };
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       return this.#forwardCancel(request, inner, sid, ctx, message.params, at);
     }
-    this.#guard.decide("allow", reason, null, at);
+    this.#guard.decide("allow", pass?.reason ?? "allowed", null, at, pass?.task);
     if (message.kind === "request" && isValidRequestId(message.id)) {
       // Its SSE answer's ids are tagged where the answer is watched.
       const tracked = message as TrackedRequest;

@@ -70,6 +70,8 @@ export interface GatePass {
    * `"not-task-owner"` for a task id replaced by one nobody was issued.
    */
   reason?: GuardReason;
+  /** The task id it replaced (the one the caller named), for the audit trail. */
+  task?: string;
 }
 
 /** The task rules of one guard. */
@@ -240,6 +242,7 @@ export class TaskGate {
       rewritten: true,
       ...(mcpName === null ? {} : { mcpName }),
       reason: bound === null ? "unknown-task" : "not-task-owner",
+      task: taskId,
     };
   }
 

@@ -103,7 +103,7 @@ export interface RefusalRecord {
   event: string;
   /** The guard's reason (`GuardReason`), or a handle refusal's. */
   reason: string;
-  /** The HTTP status answered, `null` for a handle refused inside a tool. */
+  /** The HTTP status answered, `null` for a handle refused inside a tool or a task id replaced. */
   status: number | null;
   /** The HTTP method, `null` when unknown (a handle checked outside a request). */
   method: string | null;
@@ -113,7 +113,7 @@ export interface RefusalRecord {
   principal: string | null;
   /** The targeted session id, hashed. */
   session: string | null;
-  /** The targeted task id, hashed. */
+  /** The targeted task id, hashed (for a task id replaced, the one the caller named). */
   task: string | null;
   /** The targeted handle, hashed. */
   handle: string | null;

@@ -669,9 +669,9 @@ export class GuardTelemetry {
         const record = requests.getStore();
         if (record !== undefined) record.ctx = ctx;
       },
-      decided: (decision) => {
+      decided: (decision, task) => {
         try {
-          this.#decided(decision, requests.getStore(), key);
+          this.#decided(decision, requests.getStore(), key, task);
         } catch {
           // Telemetry must never break a request.
         }
@@ -704,7 +704,12 @@ export class GuardTelemetry {
     this.#duration.record(Math.max(0, ms) / 1000, attrs);
   }
 
-  #decided(decision: GuardDecision, record: RequestRecord | undefined, key: AuditKey): void {
+  #decided(
+    decision: GuardDecision,
+    record: RequestRecord | undefined,
+    key: AuditKey,
+    replaced?: string,
+  ): void {
     if (record !== undefined) record.decision = decision;
     const refused = decision.outcome === "refuse";
     const rpc = decision.rpcMethod === null ? null : mcpMethod(decision.rpcMethod);
@@ -739,9 +744,16 @@ export class GuardTelemetry {
       if (refused) attrs[ATTR.errorType] = decision.reason;
       span.setAttributes(attrs);
     }
-    if (!refused || (this.#logger === null && this.#lines === null)) return;
+    // Audited: refusals, and task requests let through with a task id nobody was issued in
+    // place of one the caller does not own (their body now names the substitute).
+    if (!refused && replaced === undefined) return;
+    if (this.#logger === null && this.#lines === null) return;
     const ctx = record?.ctx ?? null;
-    const task = TASK_REASONS.has(decision.reason) ? taskOf(ctx?.parsedBody) : null;
+    const task = replaced !== undefined
+      ? replaced
+      : TASK_REASONS.has(decision.reason)
+      ? taskOf(ctx?.parsedBody)
+      : null;
     this.#audit({
       time: new Date().toISOString(),
       event: REFUSAL_EVENT,
