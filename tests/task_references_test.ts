@@ -403,11 +403,18 @@ for (const mode of ["guard copy", "guard parsed", "hono copy", "hono parsed"]) {
     assert.equal(seen.at(-1)!.taskId, substitute);
     assert.equal(seen.at(-1)!.mcpName, base64Name(substitute));
 
-    // No header: none added. A header naming something else: left as it is.
+    // No header: none added. A header naming another task (Alice's) than the body: refused,
+    // whether the body names a task nobody owns or one of the caller's own.
     await server.modern("mallory", "tasks/cancel", "nobodys-task");
     assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], [substitute, null]);
-    await server.modern("mallory", "tasks/result", "nobodys-task", "something-else");
-    assert.deepEqual([seen.at(-1)!.taskId, seen.at(-1)!.mcpName], [substitute, "something-else"]);
+    const handled = seen.length;
+    for (const [user, body] of [["mallory", "nobodys-task"], ["alice", "alice-task"]]) {
+      const mismatch = await server.modern(user, "tasks/result", body, "bob-task");
+      assert.equal(mismatch.status, 400);
+      assert.match(mismatch.body.error.message, /Mcp-Name header does not match/);
+      assert.equal(server.decisions.at(-1)!.reason, "header-mismatch");
+    }
+    assert.equal(seen.length, handled, "neither reached the handler");
 
     // Another principal's task (notOwnerStatus 404): the same answer as a task bound to nobody.
     const bobs = await server.modern("mallory", "tasks/result", "bob-task", "bob-task");
@@ -429,7 +436,8 @@ for (const mode of ["guard copy", "guard parsed", "hono copy", "hono parsed"]) {
         ["allow", "unknown-task", null],
         ["allow", "unknown-task", null],
         ["allow", "unknown-task", null],
-        ["allow", "unknown-task", null],
+        ["refuse", "header-mismatch", 400],
+        ["refuse", "header-mismatch", 400],
         ["allow", "not-task-owner", null],
         ["allow", "allowed", null],
       ],

@@ -161,10 +161,18 @@ export class TaskGate {
       case "invalid":
         return refuse("invalid-params", id, task.message);
       case "access": {
+        const header = request.headers.get("mcp-name");
         if (task.serverRefuses) {
+          // An `Mcp-Name` is a reference too: one that names another task than the body's is
+          // refused here as anywhere (a layer in front of the server may route by it). Without
+          // one, the server answers what it does (it refuses the request whatever the task).
+          if (header !== null) {
+            const name = checkMcpName(header, task.taskId, task.modern);
+            if (!name.ok) return refuse("header-mismatch", id, name.message);
+          }
           return this.#serverRefused(request, message.params, task.taskId, owner, id, refuse);
         }
-        const name = checkMcpName(request.headers.get("mcp-name"), task.taskId, task.modern);
+        const name = checkMcpName(header, task.taskId, task.modern);
         if (!name.ok) return refuse("header-mismatch", id, name.message);
         return this.#access(task.taskId, owner, id, refuse);
       }
