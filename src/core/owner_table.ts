@@ -30,6 +30,7 @@
 
 import {
   type BindResult,
+  capKey,
   keepMsOf,
   type OwnerStats,
   type OwnerTableOptions,
@@ -43,6 +44,8 @@ export * from "./owner_types.ts";
 /** One binding; a node in the global LRU list and in its principal's list. */
 interface Binding {
   sid: string;
+  /** Its owner's fingerprint (with `capByFirstWord`, its principal's key is only a prefix of it). */
+  fp: string;
   owner: Principal;
   pins: number;
   /** When it was last used (the table's clock). */
@@ -57,7 +60,8 @@ interface Binding {
 
 /** A principal's own bindings, least recently used first. */
 interface Principal {
-  fp: string;
+  /** Its key: the fingerprint, or with `capByFirstWord` its first word. */
+  key: string;
   head: Binding | null;
   tail: Binding | null;
   size: number;
@@ -76,6 +80,7 @@ export class OwnerTable {
   readonly #maxPerPrincipal: number;
   readonly #maxPerShared: number;
   readonly #shared: Set<string>;
+  readonly #capByFirstWord: boolean;
   readonly #sessions = new Map<string, Binding>();
   readonly #principals = new Map<string, Principal>();
   /** Global LRU list: head is the least recently used. */
@@ -105,6 +110,7 @@ export class OwnerTable {
     this.#maxPerPrincipal = resolved.maxPerPrincipal;
     this.#maxPerShared = resolved.maxPerSharedPrincipal;
     this.#shared = new Set(resolved.sharedPrincipals);
+    this.#capByFirstWord = options.capByFirstWord === true;
     this.#ttl = checkCount("idleTtlMs", options.idleTtlMs ?? 0, 0);
     this.#now = options.now ?? (() => performance.now());
   }
@@ -125,7 +131,7 @@ export class OwnerTable {
       return "refused";
     }
     if (binding !== undefined) {
-      if (binding.owner.fp !== fp) {
+      if (binding.fp !== fp) {
         this.#stats.refusals++;
         return "refused";
       }
@@ -146,7 +152,7 @@ export class OwnerTable {
    */
   touch(sessionId: unknown, fp: unknown): boolean {
     const binding = this.#find(sessionId);
-    if (!binding || binding.owner.fp !== fp) return false;
+    if (!binding || binding.fp !== fp) return false;
     this.#touch(binding);
     return true;
   }
@@ -183,7 +189,7 @@ export class OwnerTable {
       return false;
     }
     if (binding !== undefined) {
-      if (binding.owner.fp !== fp) {
+      if (binding.fp !== fp) {
         this.#stats.refusals++;
         return false;
       }
@@ -208,7 +214,7 @@ export class OwnerTable {
       return false;
     }
     if (binding === undefined) return true;
-    if (fp !== undefined && binding.owner.fp !== fp) {
+    if (fp !== undefined && binding.fp !== fp) {
       this.#stats.refusals++;
       return false;
     }
@@ -218,7 +224,7 @@ export class OwnerTable {
 
   /** The owner fingerprint of `sessionId`, or `null`. Does not refresh LRU. */
   ownerOf(sessionId: unknown): string | null {
-    return this.#find(sessionId)?.owner.fp ?? null;
+    return this.#find(sessionId)?.fp ?? null;
   }
 
   /** Pins a bound session (one pin per live stream); `false` when unbound. */
@@ -306,14 +312,15 @@ export class OwnerTable {
     this.#unlinkGlobal(b);
     const p = b.owner;
     this.#unlinkPrincipal(p, b);
-    if (--p.size === 0) this.#principals.delete(p.fp);
+    if (--p.size === 0) this.#principals.delete(p.key);
     this.#onRemove?.(b.sid, cause);
   }
 
   /** Inserts a new binding after making room; `null` (and no change) when full. */
   #insert(sid: string, fp: string, shared = false): Binding | null {
     if (this.#ttl > 0 && this.#sessions.size >= this.#maxEntries) this.sweep();
-    let p = this.#principals.get(fp);
+    const key = capKey(fp, this.#capByFirstWord);
+    let p = this.#principals.get(key);
     if (shared || this.#shared.has(fp)) {
       // A shared principal pays with its own oldest unpinned binding, at its own cap and when
       // the table is full: it stands for many callers, so it never pushes anyone else out.
@@ -337,14 +344,15 @@ export class OwnerTable {
       }
     }
     if (p === undefined || p.size === 0) {
-      p = this.#principals.get(fp);
+      p = this.#principals.get(key);
       if (p === undefined) {
-        p = { fp, head: null, tail: null, size: 0 };
-        this.#principals.set(fp, p);
+        p = { key, head: null, tail: null, size: 0 };
+        this.#principals.set(key, p);
       }
     }
     const b: Binding = {
       sid,
+      fp,
       owner: p,
       pins: 0,
       used: this.#ttl > 0 ? this.#now() : 0,

@@ -131,6 +131,8 @@ export interface ResolvedOwnerOptions {
   maxPerPrincipal: number;
   sharedPrincipals: string[];
   maxPerSharedPrincipal: number;
+  /** See {@linkcode OwnerTableOptions.capByFirstWord} (internal: derived registries set it). */
+  capByFirstWord?: boolean;
 }
 
 /** Table settings beyond the bounds: idle expiry and the clock it reads. */
@@ -142,6 +144,33 @@ export interface OwnerTableOptions extends OwnerBounds {
   idleTtlMs?: number;
   /** The clock, in ms (tests pass a fake one). Default `performance.now`. */
   now?: () => number;
+  /**
+   * Whether the per-principal caps (and `sharedPrincipals`) count bindings
+   * by the first space-separated word of their fingerprint rather than the
+   * whole of it: the credential records' registry, whose "fingerprint" is a
+   * record that starts with its owner's fingerprint, so that one principal's
+   * records (whatever its scopes) only ever evict its own. Default `false`.
+   */
+  capByFirstWord?: boolean;
+}
+
+/**
+ * The key the per-principal caps count `fp` under: the fingerprint itself,
+ * or, with `capByFirstWord`, its first space-separated word.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { capKey } from "./owner_types.ts";
+ *
+ * assert.equal(capKey("fp-a s:mcp:read", true), "fp-a");
+ * assert.equal(capKey("fp-a s:mcp:read", false), "fp-a s:mcp:read");
+ * ```
+ */
+export function capKey(fp: string, capByFirstWord: boolean | undefined): string {
+  if (capByFirstWord !== true) return fp;
+  const space = fp.indexOf(" ");
+  return space < 0 ? fp : fp.slice(0, space);
 }
 
 /**

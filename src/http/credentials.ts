@@ -16,9 +16,11 @@
  * record cannot tell "nothing to check" from "forgotten".
  *
  * The records follow their sessions: touched when the session is, pinned
- * while its stream is, forgotten with it; a derived registry is an LRU of
- * twice the owners' table without per-principal caps, so it evicts only
- * once records of sessions gone outnumber the live ones.
+ * while its stream is, forgotten with it (and whenever its binding is
+ * evicted or expires, whether or not this guard still holds the session); a
+ * derived registry is an LRU of twice the owners' table with a cap per
+ * principal, counted by the fingerprint a record starts with, so one
+ * principal's records only ever evict its own (see `DerivedBounds`).
  *
  * @module
  */

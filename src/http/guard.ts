@@ -95,7 +95,14 @@ export class SessionGuard {
       config.resumption === "all",
     );
     config.owners.onRemoved?.(({ cause, sessionIds }) => {
-      for (const sid of sessionIds) this.local.removed(sid, cause);
+      for (const sid of sessionIds) {
+        // A session of this guard is closed, its credential record forgotten with it. Any other
+        // (another process's, or one the handler already forgot: its 404 dropped it here but
+        // left its binding) loses its record here: a record outliving its binding would hold a
+        // slot of the records' table for nothing, and, never expiring without `idleTtlMs`,
+        // could push out the records of live sessions.
+        if (!this.local.removed(sid, cause)) this.#forgetRecord(sid);
+      }
     });
     // A session whose credential record went cannot be checked: it is closed like an evicted one.
     config.credentials?.onRemoved?.(({ cause, sessionIds }) => {
@@ -555,10 +562,9 @@ export class SessionGuard {
     if (this.credentials !== undefined && session.fingerprint !== null) {
       // The binding and the credential record go together, whichever of them went first (a
       // record evicted or expired on its own closes its session too: it cannot be checked).
-      this.credentials.cache.ended(sid);
-      const forgot = (err: unknown) => this.report(err, "forget");
-      this.credentials.registry.forget(sid).catch(forgot);
-      this.config.owners.forget(sid, session.fingerprint).catch(forgot);
+      this.#forgetRecord(sid);
+      this.config.owners.forget(sid, session.fingerprint)
+        .catch((err) => this.report(err, "forget"));
     }
     const ctx: GuardContext = {
       principal: session.principal,
@@ -581,6 +587,14 @@ export class SessionGuard {
         this.report(err, "onSessionClosed");
       }
     })().catch((err) => this.report(err, "close-removed-session"));
+  }
+
+  /** Forgets the credential record of `sid`, whose binding went (no-op without records). */
+  #forgetRecord(sid: string): void {
+    const credentials = this.credentials;
+    if (credentials === undefined) return;
+    credentials.cache.ended(sid);
+    credentials.registry.forget(sid).catch((err) => this.report(err, "forget"));
   }
 
   /** Another principal's session: 403, or answered exactly as an unknown one (`notOwnerStatus: 404`). */

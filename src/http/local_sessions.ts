@@ -59,14 +59,21 @@ export class LocalSessions {
     this.#sessions.delete(sid);
   }
 
-  /** The registry reports `sid`'s binding gone: close it if it is ours. */
-  removed(sid: string, cause: RemovalCause): void {
+  /**
+   * The registry reports `sid`'s binding gone: close it if it is ours.
+   * `true` when it is (closed now, or once its bind is answered), `false`
+   * when this guard holds no such session (another process's, one the
+   * handler already forgot, or one too old to be remembered).
+   */
+  removed(sid: string, cause: RemovalCause): boolean {
     const session = this.#sessions.get(sid);
     if (session === undefined) {
-      if (this.#binding.has(sid)) this.#binding.set(sid, cause);
-      return;
+      if (!this.#binding.has(sid)) return false;
+      this.#binding.set(sid, cause);
+      return true;
     }
     this.#sessions.delete(sid);
     this.#close(sid, session, cause);
+    return true;
   }
 }

@@ -44,6 +44,12 @@ import {
  */
 let joining: ActorThread | undefined;
 
+/**
+ * Whether the registry being constructed counts its per-principal caps by
+ * the first word of each fingerprint (set by `derive` for a `"mirror"`).
+ */
+let byFirstWord = false;
+
 /** Set by `SessionOwnerRegistry`'s static block: it reads private fields. */
 let derive: (
   registry: SessionOwnerRegistry,
@@ -93,6 +99,8 @@ export class SessionOwnerRegistry implements AsyncDisposable {
       "touchIntervalMs",
     ]);
     const resolved = resolveOwnerOptions(options);
+    if (byFirstWord) resolved.capByFirstWord = true;
+    byFirstWord = false;
     this.#options = options;
     const touchIntervalMs = checkCount("touchIntervalMs", options.touchIntervalMs ?? 1_000, 0);
     const ttl = idleTtlOf(options.store);
@@ -443,22 +451,30 @@ export class SessionOwnerRegistry implements AsyncDisposable {
         const options = registry.#options;
         let mirror: SessionOwnerRegistryOptions = {};
         if (bounds === "mirror") {
-          // Twice the table, no cap of any principal's own: never the first to evict.
-          const room = 2 * resolveOwnerOptions(options).maxEntries;
+          // Twice the table, and per principal (counted by the first word of each record, its
+          // owner's fingerprint) twice the most bindings any principal may hold, but never more
+          // than the table: one principal's records, live or left behind, never outnumber the
+          // room the live records of everyone else leave, so they evict only their own.
+          const { maxEntries, maxPerPrincipal, maxPerSharedPrincipal } = resolveOwnerOptions(
+            options,
+          );
+          const own = Math.min(2 * Math.max(maxPerPrincipal, maxPerSharedPrincipal), maxEntries);
           mirror = {
-            maxEntries: room,
-            maxPerPrincipal: room,
+            maxEntries: 2 * maxEntries,
+            maxPerPrincipal: own,
             sharedPrincipals: [],
-            maxPerSharedPrincipal: room,
+            maxPerSharedPrincipal: own,
           };
         }
         const store = namespacedStore(options.store, namespace, "SessionOwnerRegistry");
         // Hosted in this registry's worker: no worker of its own.
         joining = registry.#client.thread;
+        byFirstWord = bounds === "mirror";
         try {
           derived = new SessionOwnerRegistry({ ...options, ...mirror, store });
         } finally {
           joining = undefined;
+          byFirstWord = false;
         }
         registry.#derived.set(key, derived);
       }
@@ -487,10 +503,15 @@ export class SessionOwnerRegistry implements AsyncDisposable {
 /**
  * How a derived registry is bounded: `"same"`, with `registry`'s bounds;
  * `"mirror"`, for records kept one per binding of `registry` (and dropped
- * with it): a plain LRU of twice its `maxEntries`, without per-principal
- * caps or shared principals, so it evicts only once records whose binding
- * is gone outnumber the live ones, never because of how one principal's
- * records are spread.
+ * with it), each record starting with its owner's fingerprint and a space:
+ * an LRU of twice its `maxEntries`, with a cap per principal (counted by
+ * that first word, so whatever else the records hold) of twice the most
+ * bindings one principal may hold (`maxPerPrincipal` or
+ * `maxPerSharedPrincipal`), at most `maxEntries`, and no shared principals.
+ * A principal's own live records never reach its cap, and one principal's
+ * records, live or left behind by bindings already gone, never fill the
+ * room the live records of the others leave: a principal at its cap evicts
+ * its own least recently used record, never another principal's.
  */
 export type DerivedBounds = "same" | "mirror";
 

@@ -16,6 +16,7 @@
  *   sweep moves a binding whose floor ended back to `lru`, or drops it if idle
  * - `[P, "o", "pu", fp, score, sid]` a principal's unpinned bindings by last use
  * - `[P, "o", "pc", fp]`             how many bindings the principal holds
+ *   (with `capByFirstWord`, `fp` in these two is the first word of the fingerprint)
  * - `[P, "o", "ev", n]`              removal event n: `{ o: origin, c: cause, s: sids }`,
  *   written in the commit that removed them, dropped by KV after a minute
  *
@@ -40,7 +41,7 @@ import type { OwnerStats, ResolvedOwnerOptions } from "../../core/owner_table.ts
 import { Op, type RemovalCause } from "../../core/operations.ts";
 import { type Key, type Store, transact, type Tx, TxCache, type TxHooks } from "./kv_tx.ts";
 import { isValidFingerprint, sanitizeSessionId } from "../../core/validate.ts";
-import { keepMsOf } from "../../core/owner_types.ts";
+import { capKey, keepMsOf } from "../../core/owner_types.ts";
 
 /**
  * The owner counters (as `stats()` reports them, but `restarts`), the last
@@ -123,8 +124,9 @@ export function ownerStore(config: OwnerStoreConfig): OwnerStore {
   const LRU: Key = [P, "o", "lru"];
   const KL: Key = [P, "o", "kl"];
   const KU: Key = [P, "o", "ku"];
-  const PU = (fp: string): Key => [P, "o", "pu", fp];
-  const PC = (fp: string): Key => [P, "o", "pc", fp];
+  const byFirstWord = options.capByFirstWord;
+  const PU = (fp: string): Key => [P, "o", "pu", capKey(fp, byFirstWord)];
+  const PC = (fp: string): Key => [P, "o", "pc", capKey(fp, byFirstWord)];
   const EV: Key = [P, "o", "ev"];
   type T = Tx<OwnerMeta>;
   /** The last event of the log this process has seen. */

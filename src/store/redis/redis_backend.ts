@@ -85,6 +85,7 @@ export async function createBackend(ctx: BackendContext): Promise<Backend> {
       String(opts.idleTtlMs),
       init.instanceId,
       String(o.maxPerSharedPrincipal),
+      o.capByFirstWord === true ? "1" : "0",
     ];
   } else {
     const o = init.options as { maxEntries: number };

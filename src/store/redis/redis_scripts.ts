@@ -26,6 +26,7 @@
  *                        a floor that ended moves its binding from `o:kl`
  *                        back to `o:lru` (the sweep, or its next use)
  * - `P o:p:<fp>` zset    every session id of one principal by last-use score
+ *                        (with `capByFirstWord`, `<fp>` is its first word)
  * - `P o:meta`   hash    seq (last score), pinned, evictions, refusals,
  *                        claims, invalid, full
  * - channel `P o:ev`: bindings evicted or idle-expired, for every process:
@@ -130,7 +131,7 @@ export type Publish = "PUBLISH" | "SPUBLISH";
  * KEYS: `P o:meta` (declared so a cluster client routes the call to the
  * node serving the prefix's slot; every key the script touches is in that
  * slot). ARGV: prefix, maxEntries, maxPerPrincipal, idleTtlMs (0 = none), instanceId,
- * maxPerSharedPrincipal, then per op its code and arguments:
+ * maxPerSharedPrincipal, capByFirstWord ("1" or "0"), then per op its code and arguments:
  * 1 bind(sid, fp, flags: 1 shared, keepMs) · 2 attach(sid, fp, flags: 1 shared + 2 pin) ·
  * 3 forget(sid, fp or "") · 4 ownerOf(sid) · 5 pin(sid) · 6 unpin(sid) ·
  * 7 size · 8 stats · 9 touch(sid, fp) · 10 sweep(limit) ·
@@ -153,6 +154,7 @@ local maxPer = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local self = ARGV[5]
 local maxShared = tonumber(ARGV[6])
+local byFirstWord = ARGV[7] == '1'
 local OWN, LRU, META = P .. 'o:own', P .. 'o:lru', P .. 'o:meta'
 local KL, KU = P .. 'o:kl', P .. 'o:ku'
 
@@ -172,7 +174,10 @@ local gone = { evicted = {}, expired = {} }
 local kept = redis.call('ZCARD', KU) > 0
 
 local function fmt(n) return string.format('%.0f', n) end
-local function pkey(fp) return P .. 'o:p:' .. fp end
+local function pkey(fp)
+  if byFirstWord then fp = string.match(fp, '^[^ ]*') end
+  return P .. 'o:p:' .. fp
+end
 local function bump(i) st[i] = st[i] + 1; dirty = true end
 local function nextScore()
   local s = now * 1000
@@ -449,10 +454,10 @@ local function apply(op, a)
   return r
 end
 
-${checkOps(7, "owner")}
+${checkOps(8, "owner")}
 pcall(sweep, ${SWEEP_PER_CALL})
 
-${applyOps(7)}
+${applyOps(8)}
 if dirty then
   redis.call('HSET', META, 'seq', fmt(seq), 'pinned', pinned, 'evictions', st[1],
     'refusals', st[2], 'claims', st[3], 'invalid', st[4], 'full', st[5])
