@@ -27,3 +27,22 @@ Deno.test("InflightSignals: a later request under the same id keeps its own sign
   assert.equal(signals.get("s", 1), undefined);
   assert.equal(signals.get("other", 1), undefined);
 });
+
+Deno.test("InflightSignals: has answers without making the request's signal", () => {
+  const signals = new InflightSignals();
+  let made = 0;
+  const source = {
+    get signal() {
+      made++;
+      return new AbortController().signal;
+    },
+  };
+  assert.equal(signals.has("s", 1), false);
+  signals.set("s", 1, source);
+  assert.equal(signals.has("s", 1), true);
+  assert.equal(signals.has("s", "1"), false, '1 and "1" differ');
+  assert.equal(signals.has("other", 1), false);
+  assert.equal(made, 0, "no signal made");
+  signals.delete("s", 1, source);
+  assert.equal(signals.has("s", 1), false);
+});

@@ -5,6 +5,10 @@
  * numeric request id costs no hashing at all, where a combined key is a
  * fresh string to hash (about half a microsecond in V8) on every request.
  *
+ * The guard refuses a request whose id is already in flight in its session
+ * (`duplicate-request-id`), so there is at most one entry per id; `set` and
+ * `delete` still tell sources apart, should a caller set the same id twice.
+ *
  * @module
  */
 
@@ -22,6 +26,14 @@ export class InflightSignals {
   /** The signal of request `requestId` of session `sid`, if it is in flight. */
   get(sid: string, requestId: string | number): AbortSignal | undefined {
     return this.#sessions.get(sid)?.get(requestId)?.signal;
+  }
+
+  /**
+   * Whether request `requestId` of session `sid` is in flight (from its
+   * registration to the end of its answer). Makes no signal, unlike `get`.
+   */
+  has(sid: string, requestId: string | number): boolean {
+    return this.#sessions.get(sid)?.has(requestId) === true;
   }
 
   /** Request `requestId` of session `sid` is in flight, its signal from `source` (the latest wins). */

@@ -351,7 +351,10 @@ export class PostPath {
     }
   }
 
-  /** An allowed message of a session, to the handler. */
+  /**
+   * An allowed message of a session, to the handler; a request whose id a
+   * request of the session still in flight has is refused instead.
+   */
   #forward(
     request: Request,
     inner: Request,
@@ -359,19 +362,31 @@ export class PostPath {
     ctx: GuardContext,
     message: Read["message"],
     pass: GatePass | null,
-  ): Promise<Response> {
+  ): Response | Promise<Response> {
     const wrap = pass?.wrap ?? null;
     const rpcMethod = message.kind === "response" ? null : message.method;
     const at: At = { method: "POST", sid, rpcMethod };
     if (message.kind === "notification" && message.method === "notifications/cancelled") {
       return this.#forwardCancel(request, inner, sid, ctx, message.params, at);
     }
-    this.#guard.decide("allow", pass?.reason ?? "allowed", null, at, pass?.task);
     if (message.kind === "request" && isValidRequestId(message.id)) {
+      // MCP forbids reusing a request id in a session. An SDK server sends each answer on the
+      // stream of the latest request with its id: this request's stream would carry the earlier
+      // one's answer, which the task rules never saw (a `tasks/list` unfiltered). Checked and
+      // registered (`runTracked`) with nothing awaited between, so no two run at once.
+      if (this.#guard.inflight.has(sid, message.id)) {
+        return this.#guard.refuse(
+          "duplicate-request-id",
+          { ...at, id: message.id },
+          quotedId(message.id),
+        );
+      }
+      this.#guard.decide("allow", pass?.reason ?? "allowed", null, at, pass?.task);
       // Its SSE answer's ids are tagged where the answer is watched.
       const tracked = message as TrackedRequest;
       return runTracked(this.#tracking, request, inner, sid, ctx, tracked, wrap);
     }
+    this.#guard.decide("allow", pass?.reason ?? "allowed", null, at, pass?.task);
     // A notification, or a request whose id no registry keys (ill-formed Unicode, over 1,024
     // UTF-8 bytes; or not a JSON-RPC id at all): the handler answers it as it would unguarded;
     // such a request runs untracked, as when the cancellation table is full (a server-side
@@ -433,4 +448,10 @@ export class PostPath {
       ),
     ));
   }
+}
+
+/** A request id as a refusal's message names it (a long string id cut short). */
+function quotedId(id: string | number): string {
+  const quoted = JSON.stringify(id);
+  return quoted.length <= 66 ? quoted : `${quoted.slice(0, 64)}..."`;
 }

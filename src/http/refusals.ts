@@ -141,6 +141,15 @@ export const REFUSALS = {
     code: RpcCode.SessionNotFound,
     message: UNKNOWN_SESSION,
   },
+  // A request id already in flight in the session: MCP forbids reusing it, and an SDK server
+  // would send the earlier request's answer on this request's stream.
+  "duplicate-request-id": {
+    status: 400,
+    code: RpcCode.InvalidRequest,
+    message: (id) =>
+      `Invalid Request: request id ${id} is already in use in this session ` +
+      "(a request with it is still in flight); a request id must not be reused",
+  },
   "invalid-params": {
     status: 400,
     code: RpcCode.InvalidParams,

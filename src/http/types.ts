@@ -249,6 +249,15 @@ export type GuardReason =
   | "batch"
   /** 400: not a JSON-RPC request, notification or response. */
   | "invalid-request"
+  /**
+   * 400 (`-32600`): a request of a session whose id is that of a request of
+   * the same session still in flight (until its answer ends). MCP forbids
+   * reusing a request id in a session; an SDK server would send the earlier
+   * request's answer on this request's stream, past the task rules (a
+   * `tasks/list` answer unfiltered). The same id once the earlier request
+   * ended is the client's business and goes on.
+   */
+  | "duplicate-request-id"
   /** 400: malformed params (a cancellation's `requestId`). */
   | "invalid-params"
   /** 400: a task request whose `Mcp-Name` header does not match its `params.taskId`. */
