@@ -201,8 +201,8 @@ export function sha256(data: Uint8Array): Uint8Array {
 
 /** An HMAC-SHA-256 key, its padded blocks absorbed once: see {@linkcode hmacSha256Key}. */
 export interface HmacSha256Key {
-  /** HMAC-SHA-256 of `message` (32 bytes). */
-  sign(message: Uint8Array): Uint8Array;
+  /** HMAC-SHA-256 of `message` (32 bytes, a fresh buffer). */
+  sign(message: Uint8Array): Uint8Array<ArrayBuffer>;
   /**
    * A key that signs `prefix + message` for each `message`, the prefix (a
    * whole number of 64-byte blocks) absorbed once.
@@ -228,7 +228,7 @@ class Key implements HmacSha256Key {
     return new Key(absorb(this.#inner, prefix), this.#outer, this.#prior + prefix.length);
   }
 
-  sign(message: Uint8Array): Uint8Array {
+  sign(message: Uint8Array): Uint8Array<ArrayBuffer> {
     finish(this.#inner, this.#prior, message, inner);
     const out = new Uint8Array(32);
     finish(this.#outer, BLOCK, inner, out);
@@ -267,4 +267,35 @@ export function hmacSha256Key(key: Uint8Array): HmacSha256Key {
     absorb(IV, block.map((b) => b ^ 0x5c)),
     BLOCK,
   );
+}
+
+/**
+ * 32 bytes derived from a guard's `secret` for one purpose: HMAC-SHA-256,
+ * keyed by the secret (a string as its UTF-8 bytes), of the byte 0xFF and
+ * `label`. No UTF-8 text starts with 0xFF, and fingerprints are HMACs of
+ * UTF-8 identities under the same secret: nothing derived here can equal a
+ * principal's fingerprint. Each purpose (event id tags, task cursors,
+ * unissued task ids) has a label of its own.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { deriveFromSecret, hmacSha256Key } from "./hmac_sha256.ts";
+ *
+ * const encode = (text: string) => new TextEncoder().encode(text);
+ * const derived = deriveFromSecret("s3cret", "purpose v1");
+ * assert.deepEqual(
+ *   derived,
+ *   hmacSha256Key(encode("s3cret")).sign(new Uint8Array([0xff, ...encode("purpose v1")])),
+ * );
+ * assert.notDeepEqual(derived, deriveFromSecret("s3cret", "purpose v2"));
+ * ```
+ */
+export function deriveFromSecret(
+  secret: string | Uint8Array,
+  label: string,
+): Uint8Array<ArrayBuffer> {
+  const encoder = new TextEncoder();
+  const key = hmacSha256Key(typeof secret === "string" ? encoder.encode(secret) : secret);
+  return key.sign(new Uint8Array([0xff, ...encoder.encode(label)]));
 }

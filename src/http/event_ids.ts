@@ -34,7 +34,7 @@
  * @module
  */
 
-import { type HmacSha256Key, hmacSha256Key } from "../core/hmac_sha256.ts";
+import { deriveFromSecret, type HmacSha256Key, hmacSha256Key } from "../core/hmac_sha256.ts";
 
 /**
  * The stream an event id was sent on: a request's (a POST's SSE answer, or
@@ -59,15 +59,8 @@ const KIND_CHAR: Record<EventStreamKind, string> = { request: "r", listen: "l", 
 const KIND_OF: Record<string, EventStreamKind> = { r: "request", l: "listen", t: "task" };
 const KIND_BYTE: Record<EventStreamKind, number> = { request: 0x72, listen: 0x6c, task: 0x74 };
 
-/**
- * Input of the key derivation from a secret. It starts with 0xFF, which no
- * UTF-8 text holds: fingerprints are HMACs of UTF-8 identities with the same
- * secret, so no principal's fingerprint can ever equal this key.
- */
-const DERIVATION = new Uint8Array([
-  0xff,
-  ...new TextEncoder().encode("mcp-session-guard event ids v1"),
-]);
+/** What the tag key is derived for from a secret (see `deriveFromSecret`). */
+const DERIVATION = "mcp-session-guard event ids v1";
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 const encoder = new TextEncoder();
@@ -133,8 +126,7 @@ export class EventIdKey {
 
   /** The key derived from the guard's `secret`: the same on every process that shares it. */
   static fromSecret(secret: string | Uint8Array): EventIdKey {
-    const bytes = typeof secret === "string" ? encoder.encode(secret) : secret;
-    return new EventIdKey(hmacSha256Key(hmacSha256Key(bytes).sign(DERIVATION)));
+    return new EventIdKey(hmacSha256Key(deriveFromSecret(secret, DERIVATION)));
   }
 
   /** A random key (256 bits). */

@@ -17,19 +17,15 @@
  */
 
 import { fromBase64url, toBase64url } from "../core/base64url.ts";
-import { hmacSha256Key } from "../core/hmac_sha256.ts";
+import { deriveFromSecret } from "../core/hmac_sha256.ts";
 
 const PREFIX = "gc1.";
 const IV_BYTES = 12;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/**
- * Input of the key derivation from a secret. It starts with 0xFF, which no
- * UTF-8 text holds: fingerprints are HMACs of UTF-8 identities with the same
- * secret, so no principal's fingerprint can ever equal this key.
- */
-const DERIVATION = new Uint8Array([0xff, ...encoder.encode("mcp-session-guard task cursors v1")]);
+/** What the cursor key is derived for from a secret (see `deriveFromSecret`). */
+const DERIVATION = "mcp-session-guard task cursors v1";
 
 function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> {
   const usages: KeyUsage[] = ["encrypt", "decrypt"];
@@ -37,8 +33,7 @@ function deriveKey(secret: string | Uint8Array | undefined): Promise<CryptoKey> 
   // 30 ms its first call blocks a Deno 2.9 process for.
   const bytes = secret === undefined
     ? crypto.getRandomValues(new Uint8Array(32))
-    : hmacSha256Key(typeof secret === "string" ? encoder.encode(secret) : secret)
-      .sign(DERIVATION).slice();
+    : deriveFromSecret(secret, DERIVATION);
   // The key (not extractable) keeps its own copy.
   return crypto.subtle.importKey("raw", bytes, "AES-GCM", false, usages)
     .finally(() => bytes.fill(0));

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { hmacSha256Key } from "../core/hmac_sha256.ts";
+import { deriveFromSecret } from "../core/hmac_sha256.ts";
 
 /** Longest task id accepted, in UTF-8 bytes. */
 export const MAX_TASK_ID_BYTES = 1024;
@@ -290,14 +290,8 @@ export function checkMcpName(
 /** Start of every {@linkcode unissuedTaskId}. */
 export const UNISSUED_TASK_PREFIX = "mcp-guard.unissued.";
 
-/**
- * Input of the derivation of a guard's unissued task id from its secret. It
- * starts with 0xFF, which no UTF-8 text holds (as the cursor key's).
- */
-const UNISSUED_DERIVATION = new Uint8Array([
-  0xff,
-  ...encoder.encode("mcp-session-guard unissued task id v1"),
-]);
+/** What a guard's unissued task id is derived for from its secret (see `deriveFromSecret`). */
+const UNISSUED_DERIVATION = "mcp-session-guard unissued task id v1";
 
 /**
  * A task id no server issues: the prefix {@linkcode UNISSUED_TASK_PREFIX}
@@ -310,8 +304,7 @@ const UNISSUED_DERIVATION = new Uint8Array([
 export function unissuedTaskId(secret?: string | Uint8Array): string {
   const bytes = secret === undefined
     ? crypto.getRandomValues(new Uint8Array(16))
-    : hmacSha256Key(typeof secret === "string" ? encoder.encode(secret) : secret)
-      .sign(UNISSUED_DERIVATION).subarray(0, 16);
+    : deriveFromSecret(secret, UNISSUED_DERIVATION).subarray(0, 16);
   let hex = "";
   for (const byte of bytes) hex += byte.toString(16).padStart(2, "0");
   return UNISSUED_TASK_PREFIX + hex;
