@@ -37,7 +37,6 @@ import type { OwnerCache } from "./owner_cache.ts";
 import type { At, RefusalReason } from "./refusals.ts";
 import { registry, RegistryFailure } from "./registry_failure.ts";
 import { copiedFrom } from "./resume.ts";
-import type { SseIdRewriter } from "./sse_events.ts";
 import type { GatePass, TaskGate } from "./task_gate.ts";
 import { isModernRequest } from "./tasks.ts";
 import { DONE } from "../registry/touches.ts";
@@ -67,12 +66,7 @@ export interface PostGuard {
     record: string | null,
     epoch?: number,
   ): Response | null;
-  answerRewriter(
-    response: Response,
-    sid: string | null,
-    ctx: GuardContext,
-    gated?: boolean,
-  ): SseIdRewriter | null;
+  answerRewriter: TrackedState["answerRewriter"];
   tagAnswer(response: Response, sid: string | null, ctx: GuardContext, gated?: boolean): Response;
   decide(
     outcome: "allow" | "refuse",
