@@ -32,6 +32,7 @@ import {
 } from "../mod.ts";
 import { bearerPrincipal } from "../examples/server.ts";
 import { openSession, postRpc, waitFor } from "./support/mcp_server.ts";
+import { registerJobTool } from "./support/task_server.ts";
 
 /** One task store for every session, whose `tasks/list` ignores the session and takes 300 ms. */
 class SharedSlowStore extends InMemoryTaskStore {
@@ -63,20 +64,7 @@ function startServer(guarded: boolean) {
       taskStore,
       taskMessageQueue,
     });
-    server.experimental.tasks.registerToolTask("job", {
-      inputSchema: { text: z.string() },
-      execution: { taskSupport: "required" },
-    }, {
-      async createTask({ text }, { taskStore, taskRequestedTtl }) {
-        const task = await taskStore.createTask({ ttl: taskRequestedTtl ?? null });
-        await taskStore.storeTaskResult(task.taskId, "completed", {
-          content: [{ type: "text", text }],
-        });
-        return { task };
-      },
-      getTask: (_args, { taskId, taskStore }) => taskStore.getTask(taskId!) as never,
-      getTaskResult: (_args, { taskId, taskStore }) => taskStore.getTaskResult(taskId!) as never,
-    });
+    registerJobTool(server);
     server.registerTool("slow", { inputSchema: { text: z.string() } }, async ({ text }) => {
       await new Promise((resolve) => setTimeout(resolve, 800));
       return { content: [{ type: "text" as const, text: `slow:${text}` }] };

@@ -40,6 +40,7 @@ import { bearerPrincipal } from "../examples/server.ts";
 import { bearer } from "./support/mcp_server.ts";
 import { ListEventStore } from "./support/resumable_server.ts";
 import { type ClientEvent, readEvents } from "./support/sse_client.ts";
+import { registerJobTool } from "./support/task_server.ts";
 
 const ALICE = "alice-token";
 const MALLORY = "mallory-token";
@@ -62,20 +63,7 @@ function startServer(guarded: boolean, guardOptions: Partial<GuardOptions> = {})
       taskStore,
       taskMessageQueue,
     });
-    server.experimental.tasks.registerToolTask("job", {
-      inputSchema: { text: z.string() },
-      execution: { taskSupport: "required" },
-    }, {
-      async createTask({ text }, { taskStore, taskRequestedTtl }) {
-        const task = await taskStore.createTask({ ttl: taskRequestedTtl ?? null });
-        await taskStore.storeTaskResult(task.taskId, "completed", {
-          content: [{ type: "text", text }],
-        });
-        return { task };
-      },
-      getTask: (_args, { taskId, taskStore }) => taskStore.getTask(taskId!) as never,
-      getTaskResult: (_args, { taskId, taskStore }) => taskStore.getTaskResult(taskId!) as never,
-    });
+    registerJobTool(server);
     server.registerTool(
       "echo",
       { inputSchema: { text: z.string() } },

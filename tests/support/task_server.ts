@@ -33,6 +33,31 @@ import { bearer } from "./mcp_server.ts";
 /** The `_meta` key of a message that belongs to a task. */
 export const RELATED = "io.modelcontextprotocol/related-task";
 
+/**
+ * Registers the task tool `job` on `server`: a task (no ttl asked: one that lives until the store
+ * drops it) whose result is the `text` it was given, stored `finishMs` after its creation (0: at
+ * once, before the creating answer).
+ */
+export function registerJobTool(server: McpServer, finishMs = 0): void {
+  server.experimental.tasks.registerToolTask("job", {
+    inputSchema: { text: z.string() },
+    execution: { taskSupport: "required" },
+  }, {
+    async createTask({ text }, { taskStore, taskRequestedTtl }) {
+      const task = await taskStore.createTask({ ttl: taskRequestedTtl ?? null });
+      const finish = () =>
+        taskStore.storeTaskResult(task.taskId, "completed", {
+          content: [{ type: "text", text }],
+        });
+      if (finishMs === 0) await finish();
+      else setTimeout(() => finish().catch(() => {}), finishMs);
+      return { task };
+    },
+    getTask: (_args, { taskId, taskStore }) => taskStore.getTask(taskId!) as never,
+    getTaskResult: (_args, { taskId, taskStore }) => taskStore.getTaskResult(taskId!) as never,
+  });
+}
+
 /** A stateless SDK server; `job` tasks finish `finishMs` after creation. */
 export function startTaskServer(
   guarded: boolean,
@@ -51,24 +76,7 @@ export function startTaskServer(
       taskStore,
       taskMessageQueue,
     });
-    server.experimental.tasks.registerToolTask("job", {
-      inputSchema: { text: z.string() },
-      execution: { taskSupport: "required" },
-    }, {
-      async createTask({ text }, { taskStore, taskRequestedTtl }) {
-        // No ttl asked: a task that lives until the store drops it (`ttl: null`).
-        const task = await taskStore.createTask({ ttl: taskRequestedTtl ?? null });
-        const finish = () =>
-          taskStore.storeTaskResult(task.taskId, "completed", {
-            content: [{ type: "text", text }],
-          }).catch(() => {});
-        if (finishMs === 0) await finish();
-        else setTimeout(finish, finishMs);
-        return { task };
-      },
-      getTask: (_args, { taskId, taskStore }) => taskStore.getTask(taskId!) as never,
-      getTaskResult: (_args, { taskId, taskStore }) => taskStore.getTaskResult(taskId!) as never,
-    });
+    registerJobTool(server, finishMs);
     // Asks the client to confirm `text` (an elicitation), then answers with it.
     server.registerTool("say", { inputSchema: { text: z.string() } }, async ({ text }, extra) => {
       await extra.sendRequest(
