@@ -30,9 +30,8 @@ import {
   guardSessions,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { bearerPrincipal } from "../examples/server.ts";
 import { openSession, postRpc, waitFor } from "./support/mcp_server.ts";
-import { registerJobTool } from "./support/task_server.ts";
+import { registerJobTool, serveGuarded } from "./support/task_server.ts";
 
 /** One task store for every session, whose `tasks/list` ignores the session and takes 300 ms. */
 class SharedSlowStore extends InMemoryTaskStore {
@@ -76,29 +75,11 @@ function startServer(guarded: boolean) {
     await server.connect(transport);
     return await transport.handleRequest(request);
   };
-  const owners = new SessionOwnerRegistry();
-  const cancellations = new CancellationRegistry();
-  const decisions: GuardDecision[] = [];
-  const serve = guarded
-    ? guardSessions(handler, {
-      owners,
-      cancellations,
-      principal: bearerPrincipal(),
-      onDecision: (d) => void decisions.push(d),
-    })
-    : handler;
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, serve);
-  return {
-    url: new URL(`http://127.0.0.1:${server.addr.port}/mcp`),
-    decisions,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-      taskStore.cleanup();
-      for (const transport of transports.values()) await transport.close();
-      await owners.close();
-      await cancellations.close();
-    },
-  };
+  const served = serveGuarded(handler, guarded, {}, undefined, async () => {
+    taskStore.cleanup();
+    for (const transport of transports.values()) await transport.close();
+  });
+  return { ...served, url: new URL(served.url) };
 }
 
 type Server = ReturnType<typeof startServer>;

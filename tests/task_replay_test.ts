@@ -28,19 +28,12 @@ import {
   InMemoryTaskStore,
 } from "@modelcontextprotocol/sdk/experimental/tasks/index.js";
 import { z } from "zod4";
-import {
-  CancellationRegistry,
-  type GuardDecision,
-  type GuardOptions,
-  guardSessions,
-  SessionOwnerRegistry,
-} from "../mod.ts";
+import type { GuardOptions } from "../mod.ts";
 import { SUFFIX_LENGTH } from "../src/http/event_ids.ts";
-import { bearerPrincipal } from "../examples/server.ts";
 import { bearer } from "./support/mcp_server.ts";
 import { ListEventStore } from "./support/resumable_server.ts";
 import { type ClientEvent, readEvents } from "./support/sse_client.ts";
-import { registerJobTool } from "./support/task_server.ts";
+import { registerJobTool, serveGuarded } from "./support/task_server.ts";
 
 const ALICE = "alice-token";
 const MALLORY = "mallory-token";
@@ -76,29 +69,8 @@ function startServer(guarded: boolean, guardOptions: Partial<GuardOptions> = {})
     await server.connect(transport);
     return await transport.handleRequest(request);
   };
-  const owners = new SessionOwnerRegistry();
-  const cancellations = new CancellationRegistry();
-  const decisions: GuardDecision[] = [];
-  const serve = guarded
-    ? guardSessions(handler, {
-      owners,
-      cancellations,
-      principal: bearerPrincipal(),
-      onDecision: (d) => decisions.push(d),
-      ...guardOptions,
-    })
-    : handler;
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, serve);
-  return {
-    url: new URL(`http://127.0.0.1:${server.addr.port}/mcp`),
-    decisions,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-      taskStore.cleanup();
-      await owners.close();
-      await cancellations.close();
-    },
-  };
+  const served = serveGuarded(handler, guarded, guardOptions, undefined, () => taskStore.cleanup());
+  return { ...served, url: new URL(served.url) };
 }
 
 type Server = ReturnType<typeof startServer>;

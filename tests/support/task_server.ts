@@ -99,6 +99,28 @@ export function startTaskServer(
     await server.connect(transport);
     return await transport.handleRequest(request);
   };
+  const served = serveGuarded(
+    handler,
+    guarded,
+    guardOptions,
+    ownerOptions,
+    () => taskStore.cleanup(),
+  );
+  return { ...served, taskStore };
+}
+
+/**
+ * `handler` on `Deno.serve` (loopback, a free port), behind a guard over fresh registries when
+ * `guarded` (callers named by `bearerPrincipal()`, decisions recorded, `guardOptions` on top);
+ * `onClose` runs once the server is shut down, before the registries close.
+ */
+export function serveGuarded(
+  handler: (request: Request) => Promise<Response>,
+  guarded: boolean,
+  guardOptions: Partial<GuardOptions> = {},
+  ownerOptions?: ConstructorParameters<typeof SessionOwnerRegistry>[0],
+  onClose?: () => void | Promise<void>,
+) {
   const owners = new SessionOwnerRegistry(ownerOptions);
   const cancellations = new CancellationRegistry();
   const decisions: GuardDecision[] = [];
@@ -116,10 +138,9 @@ export function startTaskServer(
     url: `http://127.0.0.1:${server.addr.port}/mcp`,
     decisions,
     owners,
-    taskStore,
     async [Symbol.asyncDispose]() {
       await server.shutdown();
-      taskStore.cleanup();
+      await onClose?.();
       await owners.close();
       await cancellations.close();
     },
