@@ -30,7 +30,7 @@ import {
   guardSessions,
   SessionOwnerRegistry,
 } from "../mod.ts";
-import { openSession, postRpc, waitFor } from "./support/mcp_server.ts";
+import { openSession, postRpc, rpcRequest, waitFor } from "./support/mcp_server.ts";
 import { registerJobTool, serveGuarded } from "./support/task_server.ts";
 
 /** One task store for every session, whose `tasks/list` ignores the session and takes 300 ms. */
@@ -222,18 +222,7 @@ function driven() {
     forwardBody: "parsed",
     onDecision: (d) => void decisions.push(d),
   });
-  const post = (body: unknown, sid?: string) =>
-    guarded(
-      new Request("http://x/mcp", {
-        method: "POST",
-        headers: {
-          "content-type": "application/json",
-          accept: "application/json, text/event-stream",
-          ...(sid === undefined ? {} : { "mcp-session-id": sid }),
-        },
-        body: JSON.stringify(body),
-      }),
-    );
+  const post = (body: unknown, sid?: string) => guarded(rpcRequest(body, sid));
   return {
     decisions,
     seen,

@@ -33,6 +33,7 @@ import {
   connect,
   openSession,
   postRpc,
+  rpcRequest,
   startServer,
   type TestServer,
   waitFor,
@@ -726,18 +727,7 @@ Deno.test("signalFor: asked before or after a server cancel, the tracked request
     return Response.json({ jsonrpc: "2.0", id: body.id, result: {} });
   }, { owners, cancellations, principal: () => "alice", forwardBody: "parsed" });
   try {
-    const post = (body: unknown, sid?: string) =>
-      guarded(
-        new Request("http://x/mcp", {
-          method: "POST",
-          headers: {
-            "content-type": "application/json",
-            accept: "application/json, text/event-stream",
-            ...(sid === undefined ? {} : { "mcp-session-id": sid }),
-          },
-          body: JSON.stringify(body),
-        }),
-      );
+    const post = (body: unknown, sid?: string) => guarded(rpcRequest(body, sid));
     const opened = await post({ jsonrpc: "2.0", id: 0, method: "initialize", params: {} });
     const sid = opened.headers.get("mcp-session-id")!;
     const answers = [1, 2].map((id) =>

@@ -206,13 +206,7 @@ Deno.test("derived registries live in their registry's worker; events reach thei
 });
 
 Deno.test("a guard hosts every registry in one worker, started by the first call; closing the registries stops it", async () => {
-  const owners = new SessionOwnerRegistry();
-  const cancellations = new CancellationRegistry();
-  const guard = guardSessions(() => new Response(null, { status: 202 }), {
-    owners,
-    cancellations,
-    principal: (request) => request.headers.get("authorization"),
-  });
+  const { owners, cancellations, guard } = acceptingGuard();
   assert.equal(clients.get(owners)!.worker, null, "not started by creating the guard");
   const thread = clients.get(owners)!.thread;
   assert.equal(clients.get(cancellations)!.thread, thread);
@@ -237,6 +231,18 @@ Deno.test("a guard hosts every registry in one worker, started by the first call
   await cancellations.close();
   assert.equal(thread.running, false);
 });
+
+/** A guard over fresh registries around a handler that accepts everything (202). */
+function acceptingGuard() {
+  const owners = new SessionOwnerRegistry();
+  const cancellations = new CancellationRegistry();
+  const guard = guardSessions(() => new Response(null, { status: 202 }), {
+    owners,
+    cancellations,
+    principal: (request) => request.headers.get("authorization"),
+  });
+  return { owners, cancellations, guard };
+}
 
 /** A POST that asks no registry anything (a notification outside any session). */
 function notification(): Request {
@@ -290,13 +296,7 @@ Deno.test("a guard starts its worker when its first request arrives, before any 
 });
 
 Deno.test("a refused request starts no worker; the first one let in does", async () => {
-  const owners = new SessionOwnerRegistry();
-  const cancellations = new CancellationRegistry();
-  const guard = guardSessions(() => new Response(null, { status: 202 }), {
-    owners,
-    cancellations,
-    principal: (request) => request.headers.get("authorization"),
-  });
+  const { owners, cancellations, guard } = acceptingGuard();
   const anonymous = notification();
   anonymous.headers.delete("authorization");
   assert.equal((await guard(anonymous)).status, 401);
@@ -313,13 +313,7 @@ Deno.test("a refused request starts no worker; the first one let in does", async
 });
 
 Deno.test("a guard's first request starts no worker for closed registries", async () => {
-  const owners = new SessionOwnerRegistry();
-  const cancellations = new CancellationRegistry();
-  const guard = guardSessions(() => new Response(null, { status: 202 }), {
-    owners,
-    cancellations,
-    principal: (request) => request.headers.get("authorization"),
-  });
+  const { owners, cancellations, guard } = acceptingGuard();
   await Promise.all([owners.close(), cancellations.close()]);
   assert.equal((await guard(notification())).status, 202);
   assert.equal(clients.get(owners)!.worker, null);

@@ -323,3 +323,16 @@ export async function rawPost(
   }
   return { status: response.status, headers: response.headers, json, text };
 }
+
+/** A JSON-RPC POST as an SDK client sends it (in session `sid`, if given), for a handler called directly. */
+export function rpcRequest(body: unknown, sid?: string): Request {
+  return new Request("http://x/mcp", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      accept: "application/json, text/event-stream",
+      ...(sid === undefined ? {} : { "mcp-session-id": sid }),
+    },
+    body: JSON.stringify(body),
+  });
+}
